@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/* Struct bodies shared by the modules; nothing here is public. */
+#ifndef RCTX_INTERNAL_H
+#define RCTX_INTERNAL_H
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <urcu-bp.h>
+
+#include "rctx.h"
+#include "timer.h"
+
+#define RCTX_LIKELY(x) __builtin_expect(!!(x), 1)
+#define RCTX_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+#define rctx_container_of(p, type, member) \
+	((type *)(void *)((char *)(p)-offsetof(type, member)))
+
+/* Kinds of context. */
+enum rctx_kind {
+	RCTX_KIND_ROOT = 1,    /* background, todo: static, never done */
+	RCTX_KIND_CANCEL = 2,  /* with_cancel */
+	RCTX_KIND_TIMER = 3,   /* with_deadline/with_timeout with own timer */
+	RCTX_KIND_VALUE = 4,   /* with_value */
+	RCTX_KIND_WITHOUT = 5, /* without_cancel */
+};
+
+/*
+ * The state word of a cancelable context (one atomic 64-bit word):
+ *   bits 0-1   err: 0 live, 1 ECANCELED, 2 ETIMEDOUT
+ *   bit  2     WAITERS: a thread sleeps in rctx_wait on the low half
+ *   bits 32-63 cause (int32)
+ * err and cause change together in one CAS, so any thread that sees err
+ * sees its cause. The low 32 bits (err + WAITERS) are the futex word.
+ */
+#define RCTX_ST_ERR_MASK 0x3u
+#define RCTX_ST_CANCELED 0x1u
+#define RCTX_ST_TIMEDOUT 0x2u
+#define RCTX_ST_WAITERS 0x4u
+
+static inline uint64_t
+rctx_st_make(unsigned err_code, int cause)
+{
+	return (uint64_t)err_code | ((uint64_t)(uint32_t)cause << 32);
+}
+
+static inline int
+rctx_st_err(uint64_t s)
+{
+	static const int map[4] = { 0, ECANCELED, ETIMEDOUT, 0 };
+	return map[s & RCTX_ST_ERR_MASK];
+}
+
+static inline int
+rctx_st_cause(uint64_t s)
+{
+	return (int)(int32_t)(s >> 32);
+}
+
+/*
+ * Children set of a cancelable context. Entries are child contexts, or
+ * after-func registrations tagged with bit 0. The first RCTX_CSET_INLINE
+ * live inline; past that the set grows by chaining tables of doubling
+ * size. A table never moves, so a child's slot address is fixed for its
+ * life and removal is one CAS. See children.h for the protocol.
+ */
+#define RCTX_CSET_INLINE 4
+#define RCTX_CSET_TAG_AFTER ((uintptr_t)1)
+
+struct rctx_ctable;
+
+struct rctx_cset {
+	_Atomic uintptr_t inl[RCTX_CSET_INLINE];
+	_Atomic(struct rctx_ctable *) top; /* newest (largest) table */
+};
+
+/* Lazily built value index (value.c). */
+struct rctx_vindex;
+
+struct rctx {
+	/* --- every context --- */
+	_Atomic uint32_t refs;	/* references; 0 means being freed */
+	uint8_t kind;		/* enum rctx_kind */
+	uint8_t registered;	/* inserted in src-parent's children set */
+	uint8_t has_deadline;	/* deadline below is meaningful */
+	uint8_t armed;		/* TIMER: the timer was handed to the service */
+#ifdef RCTX_DEBUG
+	uint32_t magic;		/* RCTX_MAGIC_LIVE / RCTX_MAGIC_DEAD */
+#endif
+	struct rctx *parent;	/* direct parent; holds one reference */
+	struct rctx *src;	/* cancellation source: self if cancelable,
+				 * nearest cancelable ancestor otherwise,
+				 * NULL if this context can never be done */
+	rctx_time_t deadline;	/* effective deadline, INT64_MAX if none */
+
+	/* --- values --- */
+	struct rctx *vtop;	/* nearest value context at or above */
+	const void *key;	/* VALUE only */
+	void *val;
+	struct rctx *vprev;	/* VALUE: nearest value context above parent */
+	uint32_t vdepth;	/* VALUE: 1 + vprev->vdepth */
+	_Atomic(struct rctx_vindex *) vindex; /* VALUE, every k-th depth */
+
+	/* --- cancelable (CANCEL, TIMER) --- */
+	_Atomic uint64_t state;	      /* see RCTX_ST_* */
+	_Atomic uintptr_t *slot;      /* our entry in cparent's children set */
+	struct rctx *cparent;	      /* parent->src when registered */
+	struct rctx_cset children;
+	_Atomic int fd;		      /* eventfd, -1 until rctx_fd */
+	struct rctx *work_next;	      /* cascade work list (canceller only) */
+	int dcause;		      /* TIMER: cause given at construction */
+
+	/* --- TIMER --- */
+	struct rctx_timer timer;
+
+	/* --- allocator --- */
+	struct rctx *free_next;	      /* cache / deferred-free lists */
+	struct rcu_head rcu;	      /* batch head: deferred through RCU */
+};
+
+#ifdef RCTX_DEBUG
+#define RCTX_MAGIC_LIVE 0x52435458u /* "RCTX" */
+#define RCTX_MAGIC_DEAD 0xdeadc7c7u
+#endif
+
+#endif /* RCTX_INTERNAL_H */

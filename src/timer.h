@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT */
+/* Timer service: per-CPU wheels, their owner threads, event-loop mode. */
+#ifndef RCTX_TIMER_H
+#define RCTX_TIMER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rctx.h"
+#include "wheel.h"
+
+struct rctx_twheel; /* one per CPU (or per loop); private to timer.c */
+
+/*
+ * A one-shot timer embedded in its user's object (a deadline context).
+ * Life cycle: init -> arm (at most once) -> [cancel] -> release -> dead_fn.
+ * Fields other than `wt` are the service's; `wt` belongs to the owner of
+ * the wheel the timer sits in.
+ */
+struct rctx_timer {
+	struct rctx_wheel_timer wt; /* owner thread only */
+	struct rctx_timer *qnext;   /* hand-off queue link */
+	rctx_time_t expires;	    /* set by arm, read by the owner */
+	struct rctx_twheel *home;   /* wheel chosen at arm time */
+	_Atomic uint32_t flags;	    /* RCTX_TIMER_F_* hand-off state */
+};
+
+/*
+ * Callbacks the core installs once (rctx_timer_setup). fire runs on the
+ * owner thread of the wheel; dead runs on the owner thread or inside
+ * rctx_timer_release.
+ */
+typedef void (*rctx_timer_fn)(struct rctx_timer *t);
+
+void rctx_timer_setup(rctx_timer_fn fire, rctx_timer_fn dead);
+
+void rctx_timer_init(struct rctx_timer *t);
+
+/*
+ * rctx_timer_arm - hand t to the wheel of the calling thread's CPU (or its
+ * loop) to fire at `expires`.
+ * Returns: 0; -EAGAIN/-ENOMEM if the service thread could not be started
+ *          (t is then not armed and may be released).
+ * Any thread. No lock and no system call in steady state; wakes the owner
+ * (one futex or eventfd write) only when expires is earlier than the
+ * owner's planned wake-up.
+ */
+int rctx_timer_arm(struct rctx_timer *t, rctx_time_t expires);
+
+/*
+ * rctx_timer_cancel - after this returns, fire(t) will not be started
+ * (a fire already running may finish). Lazy: no lock, no system call.
+ */
+void rctx_timer_cancel(struct rctx_timer *t);
+
+/*
+ * rctx_timer_release - the user is done with t. dead(t) is then called
+ * exactly once, when the service holds no pointer to t and no fire(t) is
+ * running: at once inside this call if t is in no service structure,
+ * otherwise by the owner within about a tick. Any thread.
+ */
+void rctx_timer_release(struct rctx_timer *t);
+
+/* Stop every service thread and free every wheel (rctx_shutdown). */
+void rctx_timer_shutdown(void);
+
+/* Tick used by new wheels: 2^shift ns (tests may lower it before use). */
+void rctx_timer_set_tick_shift(unsigned shift);
+
+#endif /* RCTX_TIMER_H */

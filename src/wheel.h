@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/* Hierarchical timing wheel: a pure, single-owner data structure. */
+#ifndef RCTX_WHEEL_H
+#define RCTX_WHEEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rctx.h"
+
+/*
+ * The wheel never reads a clock and never starts a thread: the owner passes
+ * `now` in. It is not thread-safe: exactly one thread (the owner) calls these
+ * functions for a given wheel. 64 slots per level with a 64-bit occupancy
+ * bitmap per level; enough levels to cover every int64 nanosecond deadline
+ * (deadlines beyond the top level are clamped into it and re-filed as time
+ * advances, so they still fire on time, never early).
+ */
+#define RCTX_WHEEL_SLOT_BITS 6
+#define RCTX_WHEEL_SLOTS (1u << RCTX_WHEEL_SLOT_BITS)
+#define RCTX_WHEEL_LEVELS 11
+#define RCTX_WHEEL_TICK_SHIFT_DEFAULT 20 /* 2^20 ns ~ 1.05 ms */
+
+/* Intrusive timer node. Owner-only fields; embed it in your own object. */
+struct rctx_wheel_timer {
+	struct rctx_wheel_timer *next;   /* slot list, or expired list */
+	struct rctx_wheel_timer **pprev; /* NULL when not in the wheel */
+	rctx_time_t expires;		 /* absolute deadline, ns */
+	uint8_t level;			 /* where it is filed (owner only) */
+	uint8_t slot;
+};
+
+struct rctx_wheel_slot {
+	struct rctx_wheel_timer *head;
+};
+
+struct rctx_wheel {
+	rctx_time_t now;       /* last time passed to add/advance (ns) */
+	uint64_t curtick;      /* now >> tick_shift, processed up to here */
+	unsigned tick_shift;   /* log2 of the tick in ns */
+	bool precise;	       /* re-file into finer levels before firing */
+	size_t count;	       /* timers in the wheel */
+	uint64_t pending[RCTX_WHEEL_LEVELS]; /* occupancy bitmap per level */
+	struct rctx_wheel_slot slot[RCTX_WHEEL_LEVELS][RCTX_WHEEL_SLOTS];
+};
+
+/* Set up an empty wheel whose clock starts at now. precise: see below. */
+void rctx_wheel_init(struct rctx_wheel *w, rctx_time_t now,
+		     unsigned tick_shift, bool precise);
+
+/* Initialise a node (not in any wheel). */
+static inline void
+rctx_wheel_timer_init(struct rctx_wheel_timer *t)
+{
+	t->next = NULL;
+	t->pprev = NULL;
+	t->expires = 0;
+	t->level = 0;
+	t->slot = 0;
+}
+
+/* True while t is filed in a wheel. */
+static inline bool
+rctx_wheel_timer_pending(const struct rctx_wheel_timer *t)
+{
+	return t->pprev != NULL;
+}
+
+/*
+ * File t to expire at `expires` (absolute ns). O(1). t must not be pending.
+ * A deadline at or before w->now is filed so that the next advance fires it.
+ */
+void rctx_wheel_add(struct rctx_wheel *w, struct rctx_wheel_timer *t,
+		    rctx_time_t expires);
+
+/* Remove a pending t. O(1). No-op if t is not pending. */
+void rctx_wheel_del(struct rctx_wheel *w, struct rctx_wheel_timer *t);
+
+/*
+ * The earliest time at which an advance may have something to fire, or
+ * INT64_MAX when the wheel is empty. Never later than the earliest expiry
+ * rounded up to a tick; may be earlier (a slot that will only re-file). Use
+ * it as the sleep deadline.
+ */
+rctx_time_t rctx_wheel_next(const struct rctx_wheel *w);
+
+/*
+ * Advance the wheel's clock to now (ignored if now < w->now) and unlink
+ * every timer that is due. Returns them as a list linked through ->next
+ * (NULL-terminated; each has pprev == NULL) and their count in *n. The
+ * caller fires them after this returns, so callbacks may add and delete.
+ * Never early: every returned timer has expires <= now.
+ * Lateness: in precise mode, a timer fires at the first advance with
+ * now >= expires rounded up to a tick; otherwise up to one slot of the
+ * level it sits in (see docs/design.md for the table).
+ */
+struct rctx_wheel_timer *rctx_wheel_advance(struct rctx_wheel *w,
+					    rctx_time_t now, size_t *n);
+
+/*
+ * Remove every pending timer and return them as a ->next list (used to
+ * move timers to another wheel). *n gets the count.
+ */
+struct rctx_wheel_timer *rctx_wheel_drain(struct rctx_wheel *w, size_t *n);
+
+/*
+ * Invariant checker: every bitmap bit matches a non-empty slot, every
+ * node's pprev/level/slot agree with where it is, count is right, and no
+ * node is filed at a slot that would fire it early. Returns true if sound;
+ * on failure writes a reason to *why (if non-NULL).
+ */
+bool rctx_wheel_check(const struct rctx_wheel *w, const char **why);
+
+#endif /* RCTX_WHEEL_H */
