@@ -80,8 +80,10 @@ void rctx_wheel_del(struct rctx_wheel *w, struct rctx_wheel_timer *t);
 /*
  * The earliest time at which an advance may have something to fire, or
  * INT64_MAX when the wheel is empty. Never later than the earliest expiry
- * rounded up to a tick; may be earlier (a slot that will only re-file). Use
- * it as the sleep deadline.
+ * rounded up to a tick (in non-precise mode: rounded up to its slot, which
+ * is when it will fire), and w->now when the next advance has work at once;
+ * may be earlier (a slot that will only re-file). Use it as the sleep
+ * deadline.
  */
 rctx_time_t rctx_wheel_next(const struct rctx_wheel *w);
 

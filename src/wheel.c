@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: MIT */
+/* Hierarchical timing wheel: placement, expiry, next deadline, checker. */
+#include <assert.h>
+#include <stdint.h>
+
+#include "wheel.h"
+
+/*
+ * Layout. Time is cut into ticks of 2^tick_shift ns; a tick count is an
+ * unsigned 64-bit number read as base-64 digits, one digit per level.
+ * Level L has 64 slots of 2^(6L) ticks each and a bitmap of non-empty
+ * slots. A timer whose tick E is later than the current tick C is filed at
+ * the level of the highest digit in which E and C differ, in the slot named
+ * by E's digit there. So, for every filed timer (the invariants):
+ *
+ *  (a) E and C agree on every digit above the timer's level L, and the
+ *      slot index is greater than C's digit at L: the slot lies ahead of
+ *      the clock inside the current turn of level L+1.
+ *  (b) the slot starts at tick S = (C's digits above L, slot, zeros); in
+ *      precise mode S <= E < S + 2^(6L); in non-precise mode E was rounded
+ *      up to the slot's granularity before filing, so S >= E (no re-filing
+ *      is ever needed) unless the rounding was clamped at the last tick.
+ *  (c) the one exception is level 0, slot (C & 63), the "due slot": it
+ *      holds timers that were filed with expires <= now (they fire at the
+ *      next advance) and, at the very end of the int64 range only, timers
+ *      whose rounded tick saturated at the last representable tick.
+ *
+ * Since 11 levels hold 66 bits of digits, every 64-bit tick fits: there is
+ * no overflow list. The "clamp into the top level" of the interface is
+ * the saturation at the last tick (INT64_MAX >> tick_shift).
+ *
+ * Never early: a slot comes due when the clock reaches S; each timer taken
+ * from a due slot fires only if expires <= now (and, in precise mode above
+ * level 0, only if its own tick has been reached), otherwise it is filed
+ * again relative to the new clock, which always puts it at a lower level
+ * (it shares all digits from L up with the new clock) or in the due slot.
+ */
+
+#define LVL_SHIFT(l) ((unsigned)(l) * RCTX_WHEEL_SLOT_BITS)
+#define SLOT_MASK ((uint64_t)RCTX_WHEEL_SLOTS - 1)
+
+_Static_assert(RCTX_WHEEL_SLOTS == 64, "one 64-bit bitmap per level");
+_Static_assert(RCTX_WHEEL_LEVELS * RCTX_WHEEL_SLOT_BITS >= 64,
+	       "the levels must cover every 64-bit tick");
+
+/* Last tick whose start is a representable time. */
+static inline uint64_t
+rctx_wheel_maxtick(const struct rctx_wheel *w)
+{
+	return (uint64_t)INT64_MAX >> w->tick_shift;
+}
+
+/* Tick at or after expires (expires >= 0), saturated at the last tick. */
+static inline uint64_t
+rctx_wheel_tick_up(const struct rctx_wheel *w, rctx_time_t expires)
+{
+	uint64_t mask = ((uint64_t)1 << w->tick_shift) - 1;
+	uint64_t e = ((uint64_t)expires + mask) >> w->tick_shift;
+	uint64_t max = rctx_wheel_maxtick(w);
+
+	return e > max ? max : e;
+}
+
+/* Level of the highest differing digit; x != 0. */
+static inline unsigned
+rctx_wheel_level_of(uint64_t x)
+{
+	return (unsigned)(63 - __builtin_clzll(x)) / RCTX_WHEEL_SLOT_BITS;
+}
+
+/* Bits strictly above bit c. */
+static inline uint64_t
+rctx_wheel_above(unsigned c)
+{
+	return ~((UINT64_C(2) << c) - 1);
+}
+
+static inline void
+rctx_wheel_link(struct rctx_wheel *w, struct rctx_wheel_timer *t,
+		unsigned lvl, unsigned s)
+{
+	struct rctx_wheel_slot *sl = &w->slot[lvl][s];
+
+	t->next = sl->head;
+	if (sl->head != NULL)
+		sl->head->pprev = &t->next;
+	sl->head = t;
+	t->pprev = &sl->head;
+	t->level = (uint8_t)lvl;
+	t->slot = (uint8_t)s;
+	w->pending[lvl] |= UINT64_C(1) << s;
+}
+
+/*
+ * File t by t->expires relative to w->curtick; count unchanged. Adding
+ * (past_due) puts a deadline at or before now in the due slot; re-filing
+ * goes by the tick alone, so a precise timer waits for its own tick.
+ */
+static inline void
+rctx_wheel_file(struct rctx_wheel *w, struct rctx_wheel_timer *t,
+		bool past_due)
+{
+	uint64_t c = w->curtick;
+	uint64_t e;
+	unsigned lvl;
+
+	if (past_due && t->expires <= w->now)
+		goto due;
+	e = rctx_wheel_tick_up(w, t->expires);
+	if (e <= c)
+		goto due; /* saturated at the last tick */
+	lvl = rctx_wheel_level_of(e ^ c);
+	if (!w->precise && lvl > 0) {
+		/* Round up to the slot width: the slot then comes due no
+		 * earlier than e, so the timer never needs re-filing. */
+		uint64_t g = (UINT64_C(1) << LVL_SHIFT(lvl)) - 1;
+		uint64_t max = rctx_wheel_maxtick(w);
+
+		e = (e + g) & ~g;
+		if (e > max)
+			e = max;
+		lvl = rctx_wheel_level_of(e ^ c);
+	}
+	rctx_wheel_link(w, t, lvl, (unsigned)(e >> LVL_SHIFT(lvl)) & SLOT_MASK);
+	return;
+due:
+	rctx_wheel_link(w, t, 0, (unsigned)(c & SLOT_MASK));
+}
+
+void
+rctx_wheel_init(struct rctx_wheel *w, rctx_time_t now, unsigned tick_shift,
+		bool precise)
+{
+	assert(now >= 0);
+	assert(tick_shift <= 30);
+	if (now < 0)
+		now = 0;
+	w->now = now;
+	w->tick_shift = tick_shift;
+	w->curtick = (uint64_t)now >> tick_shift;
+	w->precise = precise;
+	w->count = 0;
+	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
+		w->pending[l] = 0;
+		for (unsigned s = 0; s < RCTX_WHEEL_SLOTS; s++)
+			w->slot[l][s].head = NULL;
+	}
+}
+
+void
+rctx_wheel_add(struct rctx_wheel *w, struct rctx_wheel_timer *t,
+	       rctx_time_t expires)
+{
+	assert(t->pprev == NULL);
+	t->expires = expires;
+	rctx_wheel_file(w, t, true);
+	w->count++;
+}
+
+void
+rctx_wheel_del(struct rctx_wheel *w, struct rctx_wheel_timer *t)
+{
+	struct rctx_wheel_timer *next = t->next;
+
+	if (t->pprev == NULL)
+		return;
+	*t->pprev = next;
+	if (next != NULL)
+		next->pprev = t->pprev;
+	if (w->slot[t->level][t->slot].head == NULL)
+		w->pending[t->level] &= ~(UINT64_C(1) << t->slot);
+	t->pprev = NULL;
+	t->next = NULL;
+	w->count--;
+}
+
+rctx_time_t
+rctx_wheel_next(const struct rctx_wheel *w)
+{
+	uint64_t c = w->curtick;
+
+	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
+		unsigned sh = LVL_SHIFT(l);
+		unsigned cd = (unsigned)(c >> sh) & SLOT_MASK;
+		uint64_t bits = w->pending[l];
+		uint64_t base, s;
+
+		if (bits == 0)
+			continue;
+		if (l == 0 && (bits & (UINT64_C(1) << cd)))
+			return w->now; /* due slot: the next advance fires */
+		/* Lower levels' slots all start before any slot of a higher
+		 * level (invariant (a)), so the first busy level decides. */
+		s = (uint64_t)__builtin_ctzll(bits & rctx_wheel_above(cd));
+		base = sh + RCTX_WHEEL_SLOT_BITS >= 64 ? 0 :
+		    (c >> (sh + RCTX_WHEEL_SLOT_BITS))
+			<< (sh + RCTX_WHEEL_SLOT_BITS);
+		return (rctx_time_t)((base | (s << sh)) << w->tick_shift);
+	}
+	return INT64_MAX;
+}
+
+struct rctx_wheel_timer *
+rctx_wheel_advance(struct rctx_wheel *w, rctx_time_t now, size_t *n)
+{
+	struct rctx_wheel_timer *head = NULL, **tail = &head;
+	uint64_t old = w->curtick, nw;
+	size_t fired = 0;
+
+	if (now < w->now)
+		now = w->now;
+	nw = (uint64_t)now >> w->tick_shift;
+	w->now = now;
+	w->curtick = nw;
+
+	/*
+	 * Bottom up: timers re-filed from level L land below L (or in the
+	 * due slot), which are already done, so no slot is visited twice.
+	 */
+	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
+		unsigned sh = LVL_SHIFT(l);
+		unsigned c = (unsigned)(old >> sh) & SLOT_MASK;
+		unsigned d = (unsigned)(nw >> sh) & SLOT_MASK;
+		bool same_turn;
+		uint64_t mask, bits;
+
+		/* Equal digits from l up: nothing at l or above came due. */
+		if (l > 0 && (old >> sh) == (nw >> sh))
+			break;
+		same_turn = sh + RCTX_WHEEL_SLOT_BITS >= 64 ||
+		    (old >> (sh + RCTX_WHEEL_SLOT_BITS)) ==
+			(nw >> (sh + RCTX_WHEEL_SLOT_BITS));
+		mask = rctx_wheel_above(c);
+		if (same_turn)
+			mask &= (UINT64_C(2) << d) - 1;
+		if (l == 0)
+			mask |= UINT64_C(1) << c; /* the old due slot */
+		bits = w->pending[l] & mask;
+		while (bits != 0) {
+			unsigned s = (unsigned)__builtin_ctzll(bits);
+			struct rctx_wheel_timer *t = w->slot[l][s].head;
+
+			bits &= bits - 1;
+			w->slot[l][s].head = NULL;
+			w->pending[l] &= ~(UINT64_C(1) << s);
+			while (t != NULL) {
+				struct rctx_wheel_timer *next = t->next;
+
+				if (next != NULL)
+					__builtin_prefetch(next->next);
+				if (t->expires <= now &&
+				    (l == 0 || !w->precise ||
+				     rctx_wheel_tick_up(w, t->expires) <= nw)) {
+					t->pprev = NULL;
+					*tail = t;
+					tail = &t->next;
+					fired++;
+				} else {
+					rctx_wheel_file(w, t, false);
+				}
+				t = next;
+			}
+		}
+	}
+	*tail = NULL;
+	w->count -= fired;
+	*n = fired;
+	return head;
+}
+
+struct rctx_wheel_timer *
+rctx_wheel_drain(struct rctx_wheel *w, size_t *n)
+{
+	struct rctx_wheel_timer *head = NULL, **tail = &head;
+	size_t cnt = 0;
+
+	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
+		uint64_t bits = w->pending[l];
+
+		while (bits != 0) {
+			unsigned s = (unsigned)__builtin_ctzll(bits);
+			struct rctx_wheel_timer *t = w->slot[l][s].head;
+
+			bits &= bits - 1;
+			w->slot[l][s].head = NULL;
+			for (; t != NULL; t = t->next) {
+				t->pprev = NULL;
+				*tail = t;
+				tail = &t->next;
+				cnt++;
+			}
+		}
+		w->pending[l] = 0;
+	}
+	*tail = NULL;
+	w->count = 0;
+	*n = cnt;
+	return head;
+}
+
+#define CHECK(cond, msg)                                                       \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			if (why != NULL)                                       \
+				*why = (msg);                                  \
+			return false;                                          \
+		}                                                              \
+	} while (0)
+
+bool
+rctx_wheel_check(const struct rctx_wheel *w, const char **why)
+{
+	uint64_t c = w->curtick;
+	size_t cnt = 0;
+
+	CHECK(w->now >= 0, "now is negative");
+	CHECK(w->tick_shift <= 30, "tick_shift out of range");
+	CHECK(c == (uint64_t)w->now >> w->tick_shift, "curtick != now >> shift");
+	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
+		unsigned sh = LVL_SHIFT(l);
+		unsigned cd = (unsigned)(c >> sh) & SLOT_MASK;
+		uint64_t base = sh + RCTX_WHEEL_SLOT_BITS >= 64 ? 0 :
+		    (c >> (sh + RCTX_WHEEL_SLOT_BITS))
+			<< (sh + RCTX_WHEEL_SLOT_BITS);
+		uint64_t width = UINT64_C(1) << sh;
+
+		for (unsigned s = 0; s < RCTX_WHEEL_SLOTS; s++) {
+			const struct rctx_wheel_slot *sl = &w->slot[l][s];
+			struct rctx_wheel_timer *const *pp = &sl->head;
+			const struct rctx_wheel_timer *t;
+			bool bit = (w->pending[l] >> s) & 1;
+			bool due = l == 0 && s == cd;
+			uint64_t start = base | ((uint64_t)s << sh);
+
+			CHECK(bit == (sl->head != NULL),
+			      "bitmap bit disagrees with slot");
+			if (sl->head != NULL && !due)
+				CHECK(s > cd, "busy slot behind the clock");
+			for (t = sl->head; t != NULL; t = t->next) {
+				uint64_t e;
+
+				CHECK(t->pprev == pp, "pprev does not point at "
+						      "the link to the node");
+				CHECK(t->level == l && t->slot == s,
+				      "node level/slot disagree with its slot");
+				CHECK(++cnt <= w->count, "more nodes than count "
+							 "(or a cycle)");
+				pp = &t->next;
+				if (due) {
+					CHECK(t->expires <= w->now ||
+						  rctx_wheel_tick_up(w,
+							t->expires) <= c,
+					      "due slot holds a future timer");
+					continue;
+				}
+				e = rctx_wheel_tick_up(w, t->expires);
+				CHECK(e > c || t->expires <= w->now,
+				      "timer past its tick not in due slot");
+				if (w->precise) {
+					CHECK(e >= start && e - start < width,
+					      "precise: tick outside its slot");
+				} else {
+					CHECK(e <= start ||
+						  (e - start < width &&
+						   start + width >
+							   rctx_wheel_maxtick(
+								   w)),
+					      "coarse: slot starts before the "
+					      "rounded tick");
+					CHECK(start - e < width || e > start,
+					      "coarse: slot more than one "
+					      "width late");
+				}
+			}
+		}
+	}
+	CHECK(cnt == w->count, "count disagrees with the nodes");
+	return true;
+}
