@@ -1,0 +1,1337 @@
+/* SPDX-License-Identifier: MIT */
+/* Timer service: per-CPU wheels, their owner threads, event-loop mode. */
+
+/*
+ * Who owns what
+ * -------------
+ * A "twheel" is a pure timing wheel (wheel.c) plus a hand-off queue. Each
+ * twheel has exactly one owner thread that alone calls the rctx_wheel_*
+ * functions on it and alone touches t->wt of the timers filed in it:
+ *   - library mode: one twheel per CPU, served by a thread the service
+ *     starts lazily on the first arm routed to that CPU;
+ *   - loop mode: one twheel per rctx_loop, owned by the thread that
+ *     created the loop (it drives it through rctx_loop_next/run).
+ * Any other thread hands a timer to the owner by pushing it on the
+ * twheel's queue (an intrusive Treiber stack through t->qnext; the owner
+ * takes the whole stack with one exchange, so there is no ABA).
+ *
+ * Flag protocol (t->flags, RCTX_TIMER_F_*)
+ * ----------------------------------------
+ *   ARMED     set once by arm.
+ *   QUEUED    t is in (or being pushed to) a hand-off queue; the queue
+ *             holds a pointer to t. Set by arm, by release (re-queue), by
+ *             migration; cleared only by the thread that pops t.
+ *   WHEEL     the owner holds t: filed in its wheel or on the list of due
+ *             timers it is about to fire. Set and cleared by the owner.
+ *   FIRING    the owner is running fire(t). Set and cleared by the owner.
+ *   CANCELLED set by cancel (lazy: the owner skips t when due).
+ *   DEAD      set by release (or by shutdown): dead(t) must follow.
+ *
+ * Invariants
+ * ----------
+ * I1. dead(t) is called exactly once, by the thread that makes
+ *     (flags & (QUEUED|WHEEL|FIRING)) == 0 while DEAD is set, or that sets
+ *     DEAD while those bits are clear. After that no service structure
+ *     holds t.
+ * I2. FIRING is only set by a CAS that sees neither CANCELLED nor DEAD,
+ *     and only for a timer with expires <= the `now` the wheel advanced
+ *     to (library mode: a rctx_now() read before advancing).
+ * I3. WHEEL and FIRING are never set together; QUEUED and FIRING are
+ *     never set together (release re-queues only a WHEEL timer).
+ * I4. A timer in the wheel of twheel X has t->home == X; t->home changes
+ *     only while the mover holds QUEUED with t in no queue (migration).
+ * I5. A twheel is freed only after no producer can hold a pointer to it:
+ *     loop twheels after two RCU grace periods (loop_free), library
+ *     twheels at shutdown (callers are quiescent by contract).
+ *
+ * Ordering guarantees
+ * -------------------
+ * A. Everything a producer wrote to t before pushing it (expires, home,
+ *    flags) is visible to the owner that pops it: seq_cst CAS in
+ *    rctx_tw_push, seq_cst exchange in rctx_tw_drain.
+ * B. Wake-up (Dekker): a producer pushes (seq_cst), then loads
+ *    tw->planned (seq_cst). The owner stores tw->planned (seq_cst), then
+ *    loads tw->queue (seq_cst) before sleeping. In the single total order
+ *    of seq_cst operations either the producer's load sees the new planned
+ *    (and wakes the owner if its need-by is earlier) or the owner's load
+ *    sees the pushed timer (and sleeps at most one tick). So a hand-off is
+ *    never left unseen past its need-by, give or take one tick.
+ * C. A producer that decides to wake first CASes planned to
+ *    RCTX_PLANNED_WOKEN; only the CAS winner makes the system call, and
+ *    others see WOKEN and stay quiet. The owner reads its futex word
+ *    (acquire) before publishing planned, so a futex wake that follows
+ *    the CAS makes FUTEX_WAIT return at once (word changed).
+ * D. rctx_timer_cancel's RMW on flags and the owner's FIRING CAS are
+ *    ordered in flags' modification order: if cancel came first the owner
+ *    sees CANCELLED and does not fire; so no fire starts after cancel
+ *    returns.
+ * E. fire(t) happens before dead(t): the owner clears FIRING with an
+ *    acq_rel RMW after fire returns; whichever side then sees DEAD with the
+ *    other bits clear calls dead (I1).
+ * F. Arms to loops and re-queues by release run inside an RCU read-side
+ *    section that begins before the route is chosen (release: before its
+ *    CAS); rctx_loop_free unpublishes the loop and waits for grace periods
+ *    before draining, so no push can land in a freed loop (I5).
+ *
+ * Progress guarantees
+ * -------------------
+ * - rctx_timer_arm (steady state), rctx_timer_cancel and
+ *   rctx_timer_release are lock-free and make no system call unless they
+ *   must wake an owner (ordering B). First use of a CPU's wheel takes a
+ *   mutex and starts a thread.
+ * - Owners are wait-free with respect to producers (one exchange takes the
+ *   whole queue).
+ * - rctx_loop_new/free and rctx_timer_shutdown block (mutex, RCU grace
+ *   periods, joins); they are not hot paths.
+ */
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/futex.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+
+#include <urcu-bp.h>
+
+#include "fault.h"
+#include "timer.h"
+#include "wheel.h"
+
+#define RCTX_TIMER_F_ARMED 0x01u
+#define RCTX_TIMER_F_QUEUED 0x02u
+#define RCTX_TIMER_F_WHEEL 0x04u
+#define RCTX_TIMER_F_FIRING 0x08u
+#define RCTX_TIMER_F_CANCELLED 0x10u
+#define RCTX_TIMER_F_DEAD 0x20u
+
+#define RCTX_TIMER_HELD \
+	(RCTX_TIMER_F_QUEUED | RCTX_TIMER_F_WHEEL | RCTX_TIMER_F_FIRING)
+
+#define RCTX_TIMER_MAX_WHEELS 256
+#define RCTX_PLANNED_WOKEN INT64_MIN
+#define RCTX_NEVER INT64_MAX
+
+#define rctx_tcontainer(p, type, member) \
+	((type *)(void *)((char *)(p)-offsetof(type, member)))
+
+struct rctx_twheel {
+	struct rctx_wheel w;		      /* owner only */
+	_Atomic(struct rctx_timer *) queue;   /* hand-off stack head */
+	_Atomic rctx_time_t planned;	      /* owner's next look at queue */
+	_Atomic uint32_t futex;		      /* library mode wake word */
+	int efd;			      /* loop mode eventfd, else -1 */
+	bool is_loop;
+	/* library mode only */
+	pthread_mutex_t lock; /* owner holds it while touching w (fork) */
+	pthread_t thread;
+	_Atomic bool running;
+	_Atomic bool stop;
+	bool had_thread; /* ran before fork: restart in the child */
+};
+
+struct rctx_loop {
+	struct rctx_twheel tw; /* first: a loop is a twheel */
+};
+
+/* Loops that non-owner arms are spread over; RCU-protected. */
+struct rctx_loopset {
+	_Atomic unsigned n;
+	unsigned cap;
+	struct rctx_loop *_Atomic loop[];
+};
+
+static pthread_mutex_t rctx_tmr_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t rctx_tmr_once = PTHREAD_ONCE_INIT;
+static _Atomic unsigned rctx_tmr_nwheels_a; /* set once (pthread_once) */
+#define rctx_tmr_nwheels \
+	atomic_load_explicit(&rctx_tmr_nwheels_a, memory_order_relaxed)
+static struct rctx_twheel *_Atomic rctx_tmr_lib[RCTX_TIMER_MAX_WHEELS];
+static unsigned rctx_tmr_nrunning;  /* library threads; under the lock */
+static bool rctx_tmr_restart_all;   /* child after fork; under the lock */
+static struct rctx_loopset *rctx_tmr_loops; /* RCU pointer */
+static _Atomic unsigned rctx_tmr_nloops;
+static struct rctx_loop *rctx_tmr_orphans[RCTX_TIMER_MAX_WHEELS];
+static _Atomic unsigned rctx_tmr_tick_shift = RCTX_WHEEL_TICK_SHIFT_DEFAULT;
+static _Atomic(rctx_timer_fn) rctx_tmr_fire_fn;
+static _Atomic(rctx_timer_fn) rctx_tmr_dead_fn;
+static _Thread_local struct rctx_loop *rctx_tmr_own_loop;
+
+/* Statistics for tests and benchmarks (relaxed counters). */
+static _Atomic uint64_t rctx_timer_stat_wakes;	   /* producer wake calls */
+static _Atomic uint64_t rctx_timer_stat_owner_runs; /* owner cycles */
+
+uint64_t rctx_timer_wakeups(void);
+uint64_t rctx_timer_owner_runs(void);
+
+uint64_t
+rctx_timer_wakeups(void)
+{
+	/* Relaxed: a statistic, read after the measured work joined. */
+	return atomic_load_explicit(&rctx_timer_stat_wakes,
+				    memory_order_relaxed);
+}
+
+uint64_t
+rctx_timer_owner_runs(void)
+{
+	/* Relaxed: a statistic. */
+	return atomic_load_explicit(&rctx_timer_stat_owner_runs,
+				    memory_order_relaxed);
+}
+
+static void rctx_tmr_atfork_prepare(void);
+static void rctx_tmr_atfork_parent(void);
+static void rctx_tmr_atfork_child(void);
+
+static void
+rctx_tmr_once_init(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_CONF);
+
+	if (n < 1)
+		n = 1;
+	if (n > RCTX_TIMER_MAX_WHEELS)
+		n = RCTX_TIMER_MAX_WHEELS;
+	/* Release: pairs with the acquire in rctx_timer_arm. */
+	atomic_store_explicit(&rctx_tmr_nwheels_a, (unsigned)n,
+			      memory_order_release);
+	pthread_atfork(rctx_tmr_atfork_prepare, rctx_tmr_atfork_parent,
+		       rctx_tmr_atfork_child);
+}
+
+static unsigned
+rctx_tmr_cpu(void)
+{
+	int c = sched_getcpu();
+
+	return c < 0 ? 0u : (unsigned)c;
+}
+
+static rctx_time_t
+rctx_tw_tick(const struct rctx_twheel *tw)
+{
+	return (rctx_time_t)1 << tw->w.tick_shift;
+}
+
+static void
+rctx_tmr_call_dead(struct rctx_timer *t)
+{
+	/* Acquire: pairs with the release store in rctx_timer_setup. */
+	rctx_timer_fn fn = atomic_load_explicit(&rctx_tmr_dead_fn,
+						memory_order_acquire);
+
+	if (fn)
+		fn(t);
+}
+
+static void
+rctx_tmr_call_fire(struct rctx_timer *t)
+{
+	/* Acquire: pairs with the release store in rctx_timer_setup. */
+	rctx_timer_fn fn = atomic_load_explicit(&rctx_tmr_fire_fn,
+						memory_order_acquire);
+
+	if (fn)
+		fn(t);
+}
+
+void
+rctx_timer_setup(rctx_timer_fn fire, rctx_timer_fn dead)
+{
+	/* Release: publishes the callbacks' code/data to the owners. */
+	atomic_store_explicit(&rctx_tmr_fire_fn, fire, memory_order_release);
+	atomic_store_explicit(&rctx_tmr_dead_fn, dead, memory_order_release);
+}
+
+void
+rctx_timer_init(struct rctx_timer *t)
+{
+	rctx_wheel_timer_init(&t->wt);
+	t->qnext = NULL;
+	t->expires = 0;
+	t->home = NULL;
+	/* Relaxed: t is not yet shared. */
+	atomic_init(&t->flags, 0);
+}
+
+void
+rctx_timer_set_tick_shift(unsigned shift)
+{
+	if (shift > 40)
+		shift = 40;
+	/* Relaxed: read when a wheel is created, under the service lock. */
+	atomic_store_explicit(&rctx_tmr_tick_shift, shift,
+			      memory_order_relaxed);
+}
+
+/* ---- wake-ups ---------------------------------------------------------- */
+
+static long
+rctx_futex(_Atomic uint32_t *uaddr, int op, uint32_t val,
+	   const struct timespec *ts, uint32_t mask)
+{
+	return syscall(SYS_futex, (uint32_t *)uaddr, op, val, ts, NULL, mask);
+}
+
+static void
+rctx_tw_kick(struct rctx_twheel *tw)
+{
+	/* Relaxed: a statistic. */
+	atomic_fetch_add_explicit(&rctx_timer_stat_wakes, 1,
+				  memory_order_relaxed);
+	if (tw->is_loop) {
+		uint64_t one = 1;
+		ssize_t r;
+
+		do {
+			r = write(tw->efd, &one, sizeof(one));
+		} while (r < 0 && errno == EINTR);
+		return;
+	}
+	/* Release: pairs with the acquire load of futex in the owner loop. */
+	atomic_fetch_add_explicit(&tw->futex, 1, memory_order_release);
+	rctx_futex(&tw->futex, FUTEX_WAKE_PRIVATE, 1, NULL, 0);
+}
+
+/* Wake the owner if it plans to look at its queue later than needby. */
+static void
+rctx_tw_wake_if(struct rctx_twheel *tw, rctx_time_t needby)
+{
+	/* seq_cst: Dekker with the owner's planned store / queue load (B). */
+	rctx_time_t p = atomic_load_explicit(&tw->planned,
+					     memory_order_seq_cst);
+
+	while (needby < p) {
+		/*
+		 * Relaxed CAS: only elects one waker (C); the futex/eventfd
+		 * system call orders the wake-up itself.
+		 */
+		if (atomic_compare_exchange_weak_explicit(
+			    &tw->planned, &p, RCTX_PLANNED_WOKEN,
+			    memory_order_relaxed, memory_order_relaxed)) {
+			rctx_tw_kick(tw);
+			return;
+		}
+	}
+}
+
+/* Push t on tw's hand-off stack. */
+static void
+rctx_tw_push(struct rctx_twheel *tw, struct rctx_timer *t)
+{
+	/* Relaxed: the CAS below validates the value. */
+	struct rctx_timer *head = atomic_load_explicit(&tw->queue,
+						       memory_order_relaxed);
+
+	do {
+		t->qnext = head;
+		/*
+		 * seq_cst: publishes t to the owner's exchange (A) and is the
+		 * store half of the Dekker pair with the owner (B).
+		 */
+	} while (!atomic_compare_exchange_weak_explicit(&tw->queue, &head, t,
+							memory_order_seq_cst,
+							memory_order_relaxed));
+}
+
+/* ---- owner side -------------------------------------------------------- */
+
+/* The owner takes t off its queue and files, drops or kills it. */
+static void
+rctx_tw_take(struct rctx_twheel *tw, struct rctx_timer *t)
+{
+	/* Relaxed: the CAS below validates; A ordered the fields. */
+	uint32_t f = atomic_load_explicit(&t->flags, memory_order_relaxed);
+	uint32_t nf;
+	enum { NONE, ADD, DEL, KILL } act;
+
+	for (;;) {
+		nf = f & ~RCTX_TIMER_F_QUEUED;
+		if (f & RCTX_TIMER_F_DEAD) {
+			nf &= ~RCTX_TIMER_F_WHEEL;
+			act = KILL;
+		} else if (f & RCTX_TIMER_F_CANCELLED) {
+			nf &= ~RCTX_TIMER_F_WHEEL;
+			act = (f & RCTX_TIMER_F_WHEEL) ? DEL : NONE;
+		} else if (f & RCTX_TIMER_F_WHEEL) {
+			act = NONE;
+		} else {
+			nf |= RCTX_TIMER_F_WHEEL;
+			act = ADD;
+		}
+		/*
+		 * acq_rel: acquire pairs with release/cancel's RMW (we act on
+		 * what they set); release orders our wheel work before any
+		 * later reader of the flags.
+		 */
+		if (atomic_compare_exchange_weak_explicit(
+			    &t->flags, &f, nf, memory_order_acq_rel,
+			    memory_order_relaxed))
+			break;
+	}
+	switch (act) {
+	case ADD:
+		t->home = tw;
+		rctx_wheel_add(&tw->w, &t->wt, t->expires);
+		break;
+	case DEL:
+		rctx_wheel_del(&tw->w, &t->wt);
+		break;
+	case KILL:
+		rctx_wheel_del(&tw->w, &t->wt);
+		rctx_tmr_call_dead(t);
+		break;
+	case NONE:
+		break;
+	}
+}
+
+/* Take the whole queue. Returns how many timers were handed over. */
+static size_t
+rctx_tw_drain(struct rctx_twheel *tw)
+{
+	/*
+	 * seq_cst: acquires the producers' pushes (A) and is ordered after
+	 * the owner's planned store in the total order (B).
+	 */
+	struct rctx_timer *t = atomic_exchange_explicit(&tw->queue, NULL,
+							memory_order_seq_cst);
+	struct rctx_timer *next;
+	size_t n = 0;
+
+	for (; t; t = next) {
+		next = t->qnext;
+		rctx_tw_take(tw, t);
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Advance the wheel to now and return the due timers (linked through
+ * wt.next), never one with expires > now.
+ */
+static struct rctx_wheel_timer *
+rctx_tw_collect(struct rctx_twheel *tw, rctx_time_t now)
+{
+	size_t n;
+	struct rctx_wheel_timer *l = rctx_wheel_advance(&tw->w, now, &n);
+	struct rctx_wheel_timer *due = NULL, *next, *wt;
+
+	for (wt = l; wt; wt = next) {
+		struct rctx_timer *t = rctx_tcontainer(wt, struct rctx_timer,
+						       wt);
+
+		next = wt->next;
+		if (t->expires > now) {
+			/* Never early: the wheel promised otherwise; re-file. */
+			rctx_wheel_add(&tw->w, wt, t->expires);
+			continue;
+		}
+		wt->next = due;
+		due = wt;
+	}
+	return due;
+}
+
+/* Fire the collected timers. Returns how many fire(t) calls were made. */
+static int
+rctx_tw_fire(struct rctx_wheel_timer *due)
+{
+	struct rctx_wheel_timer *wt, *next;
+	int fired = 0;
+
+	for (wt = due; wt; wt = next) {
+		struct rctx_timer *t = rctx_tcontainer(wt, struct rctx_timer,
+						       wt);
+		uint32_t f, nf;
+		bool fire;
+
+		next = wt->next;
+		/* Relaxed: the CAS below validates. */
+		f = atomic_load_explicit(&t->flags, memory_order_relaxed);
+		do {
+			nf = f & ~RCTX_TIMER_F_WHEEL;
+			fire = !(f & (RCTX_TIMER_F_CANCELLED |
+				      RCTX_TIMER_F_DEAD));
+			if (fire)
+				nf |= RCTX_TIMER_F_FIRING;
+			/*
+			 * acq_rel: acquire pairs with cancel/release's RMW
+			 * (D); release pairs with release's CAS so it sees
+			 * FIRING and leaves dead to us (E).
+			 */
+		} while (!atomic_compare_exchange_weak_explicit(
+			&t->flags, &f, nf, memory_order_acq_rel,
+			memory_order_relaxed));
+		if (!fire) {
+			if ((f & RCTX_TIMER_F_DEAD) &&
+			    !(f & RCTX_TIMER_F_QUEUED))
+				rctx_tmr_call_dead(t);
+			continue;
+		}
+		rctx_tmr_call_fire(t);
+		fired++;
+		/*
+		 * acq_rel: release orders fire's effects before dead (E);
+		 * acquire pairs with a release that set DEAD meanwhile.
+		 */
+		f = atomic_fetch_and_explicit(&t->flags, ~RCTX_TIMER_F_FIRING,
+					      memory_order_acq_rel);
+		if (f & RCTX_TIMER_F_DEAD)
+			rctx_tmr_call_dead(t);
+	}
+	return fired;
+}
+
+/*
+ * Publish the owner's planned wake-up before it sleeps; returns the time
+ * it must actually wake up (at most one tick later when the queue is not
+ * empty, ordering B).
+ */
+static rctx_time_t
+rctx_tw_plan(struct rctx_twheel *tw, rctx_time_t next, rctx_time_t soon)
+{
+	/* seq_cst: load half of the Dekker pair (B). */
+	bool busy = atomic_load_explicit(&tw->queue, memory_order_seq_cst);
+	rctx_time_t until = (busy && soon < next) ? soon : next;
+
+	/* seq_cst: store half of the Dekker pair (B). */
+	atomic_store_explicit(&tw->planned, until, memory_order_seq_cst);
+	/* seq_cst: load half of the Dekker pair (B). */
+	if (!busy && atomic_load_explicit(&tw->queue, memory_order_seq_cst) &&
+	    soon < until)
+		until = soon;
+	return until;
+}
+
+static void *
+rctx_tw_thread(void *arg)
+{
+	struct rctx_twheel *tw = arg;
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	for (;;) {
+		struct rctx_wheel_timer *due;
+		rctx_time_t now, next, until, tick;
+		struct timespec ts;
+		uint32_t seq;
+
+		/* Acquire: pairs with the release increment in rctx_tw_kick. */
+		seq = atomic_load_explicit(&tw->futex, memory_order_acquire);
+		/* Acquire: pairs with the release store in shutdown. */
+		if (atomic_load_explicit(&tw->stop, memory_order_acquire))
+			break;
+		/* Relaxed: a statistic. */
+		atomic_fetch_add_explicit(&rctx_timer_stat_owner_runs, 1,
+					  memory_order_relaxed);
+		pthread_mutex_lock(&tw->lock);
+		tick = rctx_tw_tick(tw);
+		now = rctx_now();
+		/*
+		 * seq_cst: while awake the owner promises to look at the queue
+		 * within a tick; producers with an earlier need wake it (B).
+		 */
+		atomic_store_explicit(&tw->planned, now + tick,
+				      memory_order_seq_cst);
+		rctx_tw_drain(tw);
+		due = rctx_tw_collect(tw, now);
+		pthread_mutex_unlock(&tw->lock);
+
+		rctx_tw_fire(due);
+
+		pthread_mutex_lock(&tw->lock);
+		next = rctx_wheel_next(&tw->w);
+		pthread_mutex_unlock(&tw->lock);
+		until = rctx_tw_plan(tw, next, now + tick);
+		if (until <= rctx_now())
+			continue;
+		if (until == RCTX_NEVER) {
+			rctx_futex(&tw->futex,
+				   FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, seq,
+				   NULL, FUTEX_BITSET_MATCH_ANY);
+			continue;
+		}
+		ts.tv_sec = until / RCTX_SEC;
+		ts.tv_nsec = until % RCTX_SEC;
+		rctx_futex(&tw->futex, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG,
+			   seq, &ts, FUTEX_BITSET_MATCH_ANY);
+	}
+	return NULL;
+}
+
+/* ---- library wheels ---------------------------------------------------- */
+
+static struct rctx_twheel *
+rctx_tw_new(bool is_loop, size_t size)
+{
+	struct rctx_twheel *tw = rctx_calloc(1, size);
+
+	if (!tw)
+		return NULL;
+	rctx_wheel_init(&tw->w, rctx_now(),
+			/* Relaxed: a configuration knob set before use. */
+			atomic_load_explicit(&rctx_tmr_tick_shift,
+					     memory_order_relaxed),
+			true);
+	atomic_init(&tw->queue, NULL);
+	/* Nothing planned: the first arm wakes the owner. */
+	atomic_init(&tw->planned, RCTX_NEVER);
+	atomic_init(&tw->futex, 0);
+	atomic_init(&tw->running, false);
+	atomic_init(&tw->stop, false);
+	tw->efd = -1;
+	tw->is_loop = is_loop;
+	if (!is_loop)
+		pthread_mutex_init(&tw->lock, NULL);
+	return tw;
+}
+
+/* Start tw's owner thread. Caller holds rctx_tmr_lock. */
+static int
+rctx_tw_start(struct rctx_twheel *tw)
+{
+	pthread_attr_t attr;
+	int err;
+
+	/* Relaxed: written under rctx_tmr_lock, which we hold. */
+	if (atomic_load_explicit(&tw->running, memory_order_relaxed))
+		return 0;
+	if (rctx_fault_hit(RCTX_FAULT_THREAD))
+		return -EAGAIN;
+	/* Relaxed: the thread is not running; pthread_create orders it. */
+	atomic_store_explicit(&tw->stop, false, memory_order_relaxed);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	err = pthread_create(&tw->thread, &attr, rctx_tw_thread, tw);
+	pthread_attr_destroy(&attr);
+	if (err)
+		return -EAGAIN;
+	tw->had_thread = true;
+	rctx_tmr_nrunning++;
+	/* Release: pairs with the acquire in rctx_timer_arm's fast path. */
+	atomic_store_explicit(&tw->running, true, memory_order_release);
+	return 0;
+}
+
+static void rctx_tmr_adopt_orphans(struct rctx_twheel *to);
+
+/*
+ * Slow path of arm: create and start the wheel of `cpu` (and after fork,
+ * restart every wheel of the parent). Returns 0 (also when loops appeared
+ * meanwhile: the caller retries its routing) or a negative errno.
+ */
+static int
+rctx_tmr_lib_start(unsigned cpu)
+{
+	struct rctx_twheel *tw;
+	int err = 0;
+	unsigned i;
+
+	pthread_once(&rctx_tmr_once, rctx_tmr_once_init);
+	pthread_mutex_lock(&rctx_tmr_lock);
+	/* Relaxed: written under rctx_tmr_lock, which we hold. */
+	if (atomic_load_explicit(&rctx_tmr_nloops, memory_order_relaxed))
+		goto out;
+	if (rctx_tmr_restart_all) {
+		for (i = 0; i < rctx_tmr_nwheels; i++) {
+			/* Relaxed: under the lock that writes it. */
+			tw = atomic_load_explicit(&rctx_tmr_lib[i],
+						  memory_order_relaxed);
+			if (tw && tw->had_thread && (err = rctx_tw_start(tw)))
+				goto out;
+		}
+		rctx_tmr_restart_all = false;
+	}
+	cpu %= rctx_tmr_nwheels;
+	/* Relaxed: under the lock that writes it. */
+	tw = atomic_load_explicit(&rctx_tmr_lib[cpu], memory_order_relaxed);
+	if (!tw) {
+		tw = rctx_tw_new(false, sizeof(*tw));
+		if (!tw) {
+			err = -ENOMEM;
+			goto out;
+		}
+		/* Release: pairs with the acquire in rctx_timer_arm. */
+		atomic_store_explicit(&rctx_tmr_lib[cpu], tw,
+				      memory_order_release);
+	}
+	err = rctx_tw_start(tw);
+	if (!err)
+		rctx_tmr_adopt_orphans(tw);
+out:
+	pthread_mutex_unlock(&rctx_tmr_lock);
+	return err;
+}
+
+/* ---- arm / cancel / release -------------------------------------------- */
+
+static void
+rctx_tw_hand(struct rctx_twheel *tw, struct rctx_timer *t,
+	     rctx_time_t expires)
+{
+	t->expires = expires;
+	t->home = tw;
+	/*
+	 * Relaxed: the push below (seq_cst) publishes the flags to the owner
+	 * (A); a concurrent release only needs the RMW order on flags.
+	 */
+	atomic_fetch_or_explicit(&t->flags,
+				 RCTX_TIMER_F_ARMED | RCTX_TIMER_F_QUEUED,
+				 memory_order_relaxed);
+	rctx_tw_push(tw, t);
+	rctx_tw_wake_if(tw, expires);
+}
+
+int
+rctx_timer_arm(struct rctx_timer *t, rctx_time_t expires)
+{
+	struct rctx_loop *own = rctx_tmr_own_loop;
+	struct rctx_twheel *tw;
+	unsigned cpu, n;
+	int err;
+
+	/* Relaxed: only the arming thread should touch t before arm. */
+	if (atomic_load_explicit(&t->flags, memory_order_relaxed) &
+	    RCTX_TIMER_F_ARMED)
+		return 0; /* armed twice: contract violation, ignore */
+	if (own) {
+		/* The owner files directly: no queue, no wake-up needed. */
+		t->expires = expires;
+		t->home = &own->tw;
+		/* Relaxed: only the owner reads WHEEL's companions (wt). */
+		atomic_fetch_or_explicit(&t->flags,
+					 RCTX_TIMER_F_ARMED |
+						 RCTX_TIMER_F_WHEEL,
+					 memory_order_relaxed);
+		rctx_wheel_add(&own->tw.w, &t->wt, expires);
+		return 0;
+	}
+	for (;;) {
+		/* Relaxed: a hint; the lock in the slow path re-checks. */
+		if (atomic_load_explicit(&rctx_tmr_nloops,
+					 memory_order_relaxed)) {
+			struct rctx_loopset *set;
+
+			rcu_read_lock();
+			set = rcu_dereference(rctx_tmr_loops);
+			/* Acquire: pairs with the release of n in loop_new. */
+			n = set ? atomic_load_explicit(&set->n,
+						       memory_order_acquire)
+				: 0;
+			if (n) {
+				/* Relaxed: rcu_dereference ordered the set. */
+				struct rctx_loop *l = atomic_load_explicit(
+					&set->loop[rctx_tmr_cpu() % n],
+					memory_order_relaxed);
+
+				rctx_tw_hand(&l->tw, t, expires);
+				rcu_read_unlock();
+				return 0;
+			}
+			rcu_read_unlock();
+		}
+		/* Acquire: pairs with the release in rctx_tmr_once_init. */
+		n = atomic_load_explicit(&rctx_tmr_nwheels_a,
+					 memory_order_acquire);
+		cpu = n ? rctx_tmr_cpu() % n : 0;
+		/* Acquire: pairs with the release in rctx_tmr_lib_start. */
+		tw = atomic_load_explicit(&rctx_tmr_lib[cpu],
+					  memory_order_acquire);
+		/* Acquire: pairs with the release in rctx_tw_start. */
+		if (tw && atomic_load_explicit(&tw->running,
+					       memory_order_acquire)) {
+			rctx_tw_hand(tw, t, expires);
+			return 0;
+		}
+		err = rctx_tmr_lib_start(rctx_tmr_cpu());
+		if (err)
+			return err;
+	}
+}
+
+void
+rctx_timer_cancel(struct rctx_timer *t)
+{
+	/*
+	 * acq_rel: ordered against the owner's FIRING CAS in flags'
+	 * modification order (D); release publishes the caller's prior
+	 * writes to the owner that skips t.
+	 */
+	atomic_fetch_or_explicit(&t->flags, RCTX_TIMER_F_CANCELLED,
+				 memory_order_acq_rel);
+}
+
+void
+rctx_timer_release(struct rctx_timer *t)
+{
+	struct rctx_twheel *tw;
+	uint32_t f, nf;
+	bool push;
+
+	rcu_read_lock(); /* before the CAS: ordering F */
+	/* Relaxed: the CAS below validates. */
+	f = atomic_load_explicit(&t->flags, memory_order_relaxed);
+	for (;;) {
+		if (f & RCTX_TIMER_F_DEAD) {
+			rcu_read_unlock();
+			return; /* released twice or killed by shutdown */
+		}
+		nf = f | RCTX_TIMER_F_DEAD | RCTX_TIMER_F_CANCELLED;
+		push = (f & RCTX_TIMER_F_WHEEL) && !(f & RCTX_TIMER_F_QUEUED);
+		if (push)
+			nf |= RCTX_TIMER_F_QUEUED;
+		/*
+		 * acq_rel: acquire pairs with the owner's CASes (we see what
+		 * it holds, E); release hands our DEAD to it.
+		 */
+		if (atomic_compare_exchange_weak_explicit(
+			    &t->flags, &f, nf, memory_order_acq_rel,
+			    memory_order_relaxed))
+			break;
+	}
+	if (!(f & RCTX_TIMER_HELD)) {
+		rcu_read_unlock();
+		rctx_tmr_call_dead(t); /* I1: nobody holds t */
+		return;
+	}
+	if (push) {
+		/* Reading home is safe: WHEEL pins it (I4). */
+		tw = t->home;
+		rctx_tw_push(tw, t);
+		rctx_tw_wake_if(tw, rctx_now() + rctx_tw_tick(tw));
+	}
+	rcu_read_unlock();
+}
+
+/* ---- event loops ------------------------------------------------------- */
+
+static void
+rctx_loop_clear_fd(struct rctx_loop *loop)
+{
+	uint64_t v;
+	ssize_t r;
+
+	do {
+		r = read(loop->tw.efd, &v, sizeof(v));
+	} while (r < 0 && errno == EINTR);
+}
+
+rctx_loop_t *
+rctx_loop_new(void)
+{
+	struct rctx_loopset *set, *old;
+	struct rctx_loop *loop;
+	unsigned n;
+
+	if (rctx_tmr_own_loop) {
+		errno = EBUSY;
+		return NULL;
+	}
+	pthread_once(&rctx_tmr_once, rctx_tmr_once_init);
+	pthread_mutex_lock(&rctx_tmr_lock);
+	if (rctx_tmr_nrunning) {
+		pthread_mutex_unlock(&rctx_tmr_lock);
+		errno = EBUSY;
+		return NULL;
+	}
+	loop = (struct rctx_loop *)rctx_tw_new(true, sizeof(*loop));
+	if (!loop)
+		goto nomem;
+	if (rctx_fault_hit(RCTX_FAULT_EVENTFD)) {
+		errno = EMFILE;
+		goto fail;
+	}
+	loop->tw.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (loop->tw.efd < 0)
+		goto fail;
+	old = rctx_tmr_loops;
+	/* Relaxed: the set is only grown under rctx_tmr_lock. */
+	n = old ? atomic_load_explicit(&old->n, memory_order_relaxed) : 0;
+	if (!old || n == old->cap) {
+		unsigned cap = old ? old->cap * 2 : 4, i;
+
+		set = rctx_calloc(1, sizeof(*set) + cap * sizeof(set->loop[0]));
+		if (!set) {
+			close(loop->tw.efd);
+			goto nomem;
+		}
+		set->cap = cap;
+		for (i = 0; i < n; i++)
+			/* Relaxed: set is not yet published. */
+			atomic_init(&set->loop[i],
+				    atomic_load_explicit(&old->loop[i],
+							 memory_order_relaxed));
+		atomic_init(&set->loop[n], loop);
+		atomic_init(&set->n, n + 1);
+		rcu_assign_pointer(rctx_tmr_loops, set);
+	} else {
+		set = NULL;
+		/* Release: the loop is initialised before readers see it. */
+		atomic_store_explicit(&old->loop[n], loop,
+				      memory_order_release);
+		/* Release: publishes loop[n] to readers that see n + 1. */
+		atomic_store_explicit(&old->n, n + 1, memory_order_release);
+	}
+	/* Relaxed: readers treat it as a hint (the lock re-checks). */
+	atomic_fetch_add_explicit(&rctx_tmr_nloops, 1, memory_order_relaxed);
+	rctx_tmr_own_loop = loop;
+	pthread_mutex_unlock(&rctx_tmr_lock);
+	if (set && old) {
+		synchronize_rcu();
+		free(old);
+	}
+	return loop;
+nomem:
+	errno = ENOMEM;
+fail:
+	free(loop);
+	pthread_mutex_unlock(&rctx_tmr_lock);
+	return NULL;
+}
+
+int
+rctx_loop_fd(const rctx_loop_t *loop)
+{
+	return loop ? loop->tw.efd : -EINVAL;
+}
+
+rctx_time_t
+rctx_loop_next(rctx_loop_t *loop)
+{
+	rctx_time_t now, next, until, tick;
+	int round;
+
+	if (!loop)
+		return -1;
+	tick = rctx_tw_tick(&loop->tw);
+	rctx_loop_clear_fd(loop);
+	for (round = 0;; round++) {
+		now = rctx_now();
+		/* seq_cst: the owner is awake, looks within a tick (B). */
+		atomic_store_explicit(&loop->tw.planned, now + tick,
+				      memory_order_seq_cst);
+		rctx_tw_drain(&loop->tw);
+		next = rctx_wheel_next(&loop->tw.w);
+		until = rctx_tw_plan(&loop->tw, next, now + tick);
+		if (until == next || round == 3)
+			break;
+		/* The queue filled meanwhile: take it now rather than later. */
+	}
+	return until == RCTX_NEVER ? -1 : until;
+}
+
+int
+rctx_loop_timeout_ms(rctx_loop_t *loop)
+{
+	rctx_time_t next = rctx_loop_next(loop), now, ms;
+
+	if (next < 0)
+		return -1;
+	now = rctx_now();
+	if (next <= now)
+		return 0;
+	/* Round up so that epoll_wait never returns before the deadline. */
+	ms = (next - now + RCTX_MSEC - 1) / RCTX_MSEC;
+	return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+int
+rctx_loop_run(rctx_loop_t *loop, rctx_time_t now)
+{
+	struct rctx_wheel_timer *due;
+
+	if (!loop)
+		return -EINVAL;
+	rctx_tw_drain(&loop->tw);
+	due = rctx_tw_collect(&loop->tw, now);
+	return rctx_tw_fire(due);
+}
+
+/*
+ * Give timers (a ->qnext list, each with QUEUED held by us) to another
+ * owner: a remaining loop, else a library wheel, else park them.
+ * Caller holds rctx_tmr_lock.
+ */
+static void
+rctx_tmr_rehome(struct rctx_loop *from, struct rctx_timer *list)
+{
+	struct rctx_loopset *set = rctx_tmr_loops;
+	struct rctx_twheel *to = NULL;
+	struct rctx_timer *t, *next;
+	rctx_time_t first = RCTX_NEVER;
+	unsigned i, n;
+
+	if (!list)
+		return;
+	/* Relaxed: the set changes only under the lock we hold. */
+	n = set ? atomic_load_explicit(&set->n, memory_order_relaxed) : 0;
+	if (n) {
+		to = &atomic_load_explicit(&set->loop[0],
+					   memory_order_relaxed)->tw;
+	} else {
+		unsigned cpu = rctx_tmr_cpu() % rctx_tmr_nwheels;
+
+		for (i = 0; i < rctx_tmr_nwheels && !to; i++) {
+			/* Relaxed: under the lock that writes it. */
+			to = atomic_load_explicit(
+				&rctx_tmr_lib[(cpu + i) % rctx_tmr_nwheels],
+				memory_order_relaxed);
+		}
+		if (!to) {
+			to = rctx_tw_new(false, sizeof(*to));
+			if (to)
+				/* Release: pairs with the acquire in arm. */
+				atomic_store_explicit(&rctx_tmr_lib[cpu], to,
+						      memory_order_release);
+		}
+		if (to && rctx_tw_start(to))
+			to = NULL; /* no thread: park below */
+	}
+	if (!to) {
+		/* Park: the next library start adopts them (no memory). */
+		for (i = 0; i < RCTX_TIMER_MAX_WHEELS; i++)
+			if (!rctx_tmr_orphans[i])
+				break;
+		if (i < RCTX_TIMER_MAX_WHEELS) {
+			for (t = list; t; t = next) {
+				next = t->qnext;
+				rctx_tw_push(&from->tw, t);
+			}
+			rctx_tmr_orphans[i] = from;
+			return;
+		}
+		abort(); /* cannot happen with fewer than 256 loops */
+	}
+	for (t = list; t; t = next) {
+		next = t->qnext;
+		t->home = to; /* I4: we hold QUEUED, t is in no queue */
+		if (t->expires < first)
+			first = t->expires;
+		rctx_tw_push(to, t);
+	}
+	rctx_tw_wake_if(to, first);
+}
+
+/* Move parked loops' queues into `to`. Caller holds rctx_tmr_lock. */
+static void
+rctx_tmr_adopt_orphans(struct rctx_twheel *to)
+{
+	struct rctx_timer *t, *next;
+	unsigned i;
+
+	for (i = 0; i < RCTX_TIMER_MAX_WHEELS; i++) {
+		struct rctx_loop *o = rctx_tmr_orphans[i];
+
+		if (!o)
+			continue;
+		/* seq_cst: as in rctx_tw_drain (A). */
+		t = atomic_exchange_explicit(&o->tw.queue, NULL,
+					     memory_order_seq_cst);
+		for (; t; t = next) {
+			next = t->qnext;
+			t->home = to;
+			rctx_tw_push(to, t);
+		}
+		rctx_tw_wake_if(to, RCTX_PLANNED_WOKEN + 1);
+		close(o->tw.efd);
+		free(o);
+		rctx_tmr_orphans[i] = NULL;
+	}
+}
+
+void
+rctx_loop_free(rctx_loop_t *loop)
+{
+	struct rctx_loopset *set;
+	struct rctx_wheel_timer *wt, *wnext;
+	struct rctx_timer *t, *next, *move = NULL;
+	unsigned i, n;
+	size_t cnt;
+	bool parked;
+
+	if (!loop)
+		return;
+	if (rctx_tmr_own_loop == loop)
+		rctx_tmr_own_loop = NULL;
+	pthread_mutex_lock(&rctx_tmr_lock);
+	set = rctx_tmr_loops;
+	/* Relaxed: the set changes only under the lock we hold. */
+	n = set ? atomic_load_explicit(&set->n, memory_order_relaxed) : 0;
+	for (i = 0; i < n; i++) {
+		/* Relaxed: under the lock. */
+		if (atomic_load_explicit(&set->loop[i],
+					 memory_order_relaxed) == loop) {
+			struct rctx_loop *last = atomic_load_explicit(
+				&set->loop[n - 1], memory_order_relaxed);
+
+			/*
+			 * Relaxed stores: a reader that still picks this
+			 * loop is inside a read-side section the grace
+			 * period below waits for (F).
+			 */
+			atomic_store_explicit(&set->loop[i], last,
+					      memory_order_relaxed);
+			atomic_store_explicit(&set->n, n - 1,
+					      memory_order_relaxed);
+			break;
+		}
+	}
+	/* Relaxed: a hint for arm's fast path. */
+	atomic_fetch_sub_explicit(&rctx_tmr_nloops, 1, memory_order_relaxed);
+	if (n == 1) {
+		rcu_assign_pointer(rctx_tmr_loops, NULL);
+	} else {
+		set = NULL;
+	}
+	/* No new arm can choose this loop once readers drain (F). */
+	synchronize_rcu();
+	free(set);
+
+	wt = rctx_wheel_drain(&loop->tw.w, &cnt);
+	for (; wt; wt = wnext) {
+		uint32_t f, nf;
+
+		wnext = wt->next;
+		t = rctx_tcontainer(wt, struct rctx_timer, wt);
+		/* Relaxed: the CAS below validates. */
+		f = atomic_load_explicit(&t->flags, memory_order_relaxed);
+		do {
+			nf = f & ~RCTX_TIMER_F_WHEEL;
+			if (!(f & (RCTX_TIMER_F_QUEUED |
+				   RCTX_TIMER_F_CANCELLED |
+				   RCTX_TIMER_F_DEAD)))
+				nf |= RCTX_TIMER_F_QUEUED;
+			/* acq_rel: as in rctx_tw_take. */
+		} while (!atomic_compare_exchange_weak_explicit(
+			&t->flags, &f, nf, memory_order_acq_rel,
+			memory_order_relaxed));
+		if (nf & RCTX_TIMER_F_QUEUED) {
+			if (!(f & RCTX_TIMER_F_QUEUED)) {
+				t->qnext = move;
+				move = t;
+			}
+		} else if (f & RCTX_TIMER_F_DEAD) {
+			rctx_tmr_call_dead(t);
+		}
+	}
+	/* In-flight re-queues by release land before we drain (F). */
+	synchronize_rcu();
+	/* seq_cst: as in rctx_tw_drain (A). */
+	t = atomic_exchange_explicit(&loop->tw.queue, NULL,
+				     memory_order_seq_cst);
+	for (; t; t = next) {
+		uint32_t f, nf;
+
+		next = t->qnext;
+		/* Relaxed: the CAS below validates. */
+		f = atomic_load_explicit(&t->flags, memory_order_relaxed);
+		do {
+			nf = f;
+			if (f & (RCTX_TIMER_F_CANCELLED | RCTX_TIMER_F_DEAD))
+				nf &= ~RCTX_TIMER_F_QUEUED;
+			/* acq_rel: as in rctx_tw_take. */
+		} while (!atomic_compare_exchange_weak_explicit(
+			&t->flags, &f, nf, memory_order_acq_rel,
+			memory_order_relaxed));
+		if (nf & RCTX_TIMER_F_QUEUED) {
+			t->qnext = move;
+			move = t;
+		} else if (f & RCTX_TIMER_F_DEAD) {
+			rctx_tmr_call_dead(t);
+		}
+	}
+	rcu_read_lock();
+	rctx_tmr_rehome(loop, move);
+	rcu_read_unlock();
+	parked = false;
+	for (i = 0; i < RCTX_TIMER_MAX_WHEELS; i++)
+		if (rctx_tmr_orphans[i] == loop)
+			parked = true;
+	pthread_mutex_unlock(&rctx_tmr_lock);
+	if (!parked) {
+		close(loop->tw.efd);
+		free(loop);
+	}
+}
+
+/* ---- shutdown and fork ------------------------------------------------- */
+
+/* Kill every timer tw still holds (its owner is gone). */
+static void
+rctx_tw_kill_all(struct rctx_twheel *tw)
+{
+	struct rctx_wheel_timer *wt, *wnext;
+	struct rctx_timer *t, *next;
+	size_t n;
+
+	/* seq_cst: as in rctx_tw_drain (A). */
+	t = atomic_exchange_explicit(&tw->queue, NULL, memory_order_seq_cst);
+	for (; t; t = next) {
+		uint32_t f;
+
+		next = t->qnext;
+		/* acq_rel: as in rctx_tw_take; the owner is gone. */
+		f = atomic_fetch_or_explicit(&t->flags,
+					     RCTX_TIMER_F_CANCELLED |
+						     RCTX_TIMER_F_DEAD,
+					     memory_order_acq_rel);
+		/* Relaxed: no other holder remains. */
+		atomic_fetch_and_explicit(&t->flags, ~RCTX_TIMER_HELD,
+					  memory_order_relaxed);
+		if (f & RCTX_TIMER_F_WHEEL)
+			rctx_wheel_del(&tw->w, &t->wt);
+		rctx_tmr_call_dead(t);
+	}
+	wt = rctx_wheel_drain(&tw->w, &n);
+	for (; wt; wt = wnext) {
+		wnext = wt->next;
+		t = rctx_tcontainer(wt, struct rctx_timer, wt);
+		/* acq_rel: as above. */
+		atomic_fetch_or_explicit(&t->flags,
+					 RCTX_TIMER_F_CANCELLED |
+						 RCTX_TIMER_F_DEAD,
+					 memory_order_acq_rel);
+		/* Relaxed: no other holder remains. */
+		atomic_fetch_and_explicit(&t->flags, ~RCTX_TIMER_HELD,
+					  memory_order_relaxed);
+		rctx_tmr_call_dead(t);
+	}
+}
+
+void
+rctx_timer_shutdown(void)
+{
+	struct rctx_twheel *tws[RCTX_TIMER_MAX_WHEELS];
+	unsigned i, n;
+
+	pthread_once(&rctx_tmr_once, rctx_tmr_once_init);
+	pthread_mutex_lock(&rctx_tmr_lock);
+	n = rctx_tmr_nwheels;
+	for (i = 0; i < n; i++) {
+		/* Relaxed: under the lock that writes it. */
+		tws[i] = atomic_load_explicit(&rctx_tmr_lib[i],
+					      memory_order_relaxed);
+		atomic_store_explicit(&rctx_tmr_lib[i], NULL,
+				      memory_order_relaxed);
+		/* Relaxed: under the lock that writes it. */
+		if (tws[i] && atomic_load_explicit(&tws[i]->running,
+						   memory_order_relaxed)) {
+			/* Release: pairs with the acquire in the thread. */
+			atomic_store_explicit(&tws[i]->stop, true,
+					      memory_order_release);
+			rctx_tw_kick(tws[i]);
+		}
+	}
+	rctx_tmr_nrunning = 0;
+	rctx_tmr_restart_all = false;
+	pthread_mutex_unlock(&rctx_tmr_lock);
+	for (i = 0; i < n; i++) {
+		/* Relaxed: only we and the joined thread ever wrote it. */
+		if (tws[i] && atomic_load_explicit(&tws[i]->running,
+						   memory_order_relaxed))
+			pthread_join(tws[i]->thread, NULL);
+	}
+	pthread_mutex_lock(&rctx_tmr_lock);
+	for (i = 0; i < n; i++) {
+		if (!tws[i])
+			continue;
+		rctx_tw_kill_all(tws[i]);
+		pthread_mutex_destroy(&tws[i]->lock);
+		free(tws[i]);
+	}
+	for (i = 0; i < RCTX_TIMER_MAX_WHEELS; i++) {
+		struct rctx_loop *o = rctx_tmr_orphans[i];
+
+		if (!o)
+			continue;
+		rctx_tw_kill_all(&o->tw);
+		close(o->tw.efd);
+		free(o);
+		rctx_tmr_orphans[i] = NULL;
+	}
+	pthread_mutex_unlock(&rctx_tmr_lock);
+	/* Remove the wake-up statistics too, so runs start from zero. */
+	/* Relaxed: statistics. */
+	atomic_store_explicit(&rctx_timer_stat_wakes, 0, memory_order_relaxed);
+	atomic_store_explicit(&rctx_timer_stat_owner_runs, 0,
+			      memory_order_relaxed);
+}
+
+/*
+ * fork(): the prepare handler takes the service lock and every library
+ * wheel's lock, so the child's copy of each wheel is consistent (no owner
+ * was inside a wheel operation). In the child the threads are gone: the
+ * wheels keep their pending timers and are marked for restart; the next
+ * arm in the child restarts every wheel that had a thread, so timers armed
+ * before fork fire in the child too.
+ */
+static void
+rctx_tmr_atfork_prepare(void)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&rctx_tmr_lock);
+	for (i = 0; i < rctx_tmr_nwheels; i++) {
+		/* Relaxed: under the lock that writes it. */
+		struct rctx_twheel *tw = atomic_load_explicit(
+			&rctx_tmr_lib[i], memory_order_relaxed);
+
+		if (tw)
+			pthread_mutex_lock(&tw->lock);
+	}
+}
+
+static void
+rctx_tmr_atfork_parent(void)
+{
+	unsigned i;
+
+	for (i = 0; i < rctx_tmr_nwheels; i++) {
+		/* Relaxed: under the lock that writes it. */
+		struct rctx_twheel *tw = atomic_load_explicit(
+			&rctx_tmr_lib[i], memory_order_relaxed);
+
+		if (tw)
+			pthread_mutex_unlock(&tw->lock);
+	}
+	pthread_mutex_unlock(&rctx_tmr_lock);
+}
+
+static void
+rctx_tmr_atfork_child(void)
+{
+	unsigned i;
+
+	for (i = 0; i < rctx_tmr_nwheels; i++) {
+		/* Relaxed: the child is single-threaded. */
+		struct rctx_twheel *tw = atomic_load_explicit(
+			&rctx_tmr_lib[i], memory_order_relaxed);
+
+		if (!tw)
+			continue;
+		pthread_mutex_init(&tw->lock, NULL);
+		/* Relaxed: the child is single-threaded. */
+		if (atomic_load_explicit(&tw->running, memory_order_relaxed))
+			rctx_tmr_restart_all = true;
+		atomic_store_explicit(&tw->running, false,
+				      memory_order_relaxed);
+		atomic_store_explicit(&tw->stop, false, memory_order_relaxed);
+		/* No owner: the restarted one re-reads everything. */
+		atomic_store_explicit(&tw->planned, RCTX_NEVER,
+				      memory_order_relaxed);
+	}
+	rctx_tmr_nrunning = 0;
+	pthread_mutex_init(&rctx_tmr_lock, NULL);
+}
