@@ -1,0 +1,317 @@
+/* SPDX-License-Identifier: MIT */
+/* After-funcs: callbacks run once a context is done, in caller storage. */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "after.h"
+#include "children.h"
+#include "fault.h"
+#include "tree.h"
+
+_Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
+	       "rctx_after_t too small");
+
+/*
+ * A registration is an entry of its context's children set, tagged so the
+ * cascade tells it from a child. Its slot is the single arbiter: whoever
+ * CASes the slot from the entry to 0 owns the registration. The stopper
+ * that wins returns true; the canceller (or registerer, if the context was
+ * done by then) that wins runs fn.
+ *
+ * A stopper that loses must not return while fn runs on another thread,
+ * yet fn may free the registration, so nothing may be written to it after
+ * fn returns. So the thread that runs fn announces it in its own runner
+ * record (running = reg) BEFORE its claiming CAS, and clears it after fn
+ * returns; a losing stopper waits until no runner record names reg.
+ *
+ * Ordering
+ *  (A) running = reg (seq_cst) precedes the claim CAS (acq_rel). A stopper
+ *      whose CAS fails read the claimer's CAS result, so it sees the
+ *      announcement when it scans the records.
+ *  (B) The runner clears running (seq_cst) then reads waiters (seq_cst);
+ *      a waiter bumps waiters (seq_cst) then reads running (seq_cst): one
+ *      of them sees the other, so no waiter sleeps through the end of fn.
+ *  (C) The registerer writes the fields, then inserts with a seq_cst CAS;
+ *      the claimer's acq_rel CAS reads that entry and so sees the fields.
+ *
+ * Progress: register and a winning stop are lock-free; a losing stop waits
+ * (futex) for the running fn, as the API requires.
+ */
+
+struct rctx_runner {
+	_Atomic(void *) running; /* registration whose fn runs here */
+	_Atomic uint32_t seq;	 /* bumped when running is cleared */
+	_Atomic uint32_t waiters;
+	_Atomic uint32_t owned;	 /* a live thread uses this record */
+	struct rctx_runner *next;
+};
+
+static _Atomic(struct rctx_runner *) runners;
+static _Atomic unsigned runner_gen; /* bumped by shutdown */
+static __thread struct rctx_runner *my_runner;
+static __thread unsigned my_gen;
+static pthread_key_t runner_key;
+static pthread_once_t runner_once = PTHREAD_ONCE_INIT;
+
+static long
+futex(_Atomic uint32_t *addr, int op, uint32_t val)
+{
+	return syscall(SYS_futex, (uint32_t *)addr, op, val, NULL, NULL, 0);
+}
+
+static void
+runner_exit(void *arg)
+{
+	struct rctx_runner *r = arg;
+
+	/* release: a later owner of the record sees it idle; pairs with the
+	 * acquire CAS in runner_self */
+	atomic_store_explicit(&r->owned, 0, memory_order_release);
+}
+
+static void
+runner_make_key(void)
+{
+	(void)pthread_key_create(&runner_key, runner_exit);
+}
+
+/* This thread's runner record, or NULL when none could be had. */
+static struct rctx_runner *
+runner_self(void)
+{
+	/* relaxed: the generation only tells whether shutdown freed the
+	 * records; shutdown requires every other thread to be quiet */
+	unsigned gen = atomic_load_explicit(&runner_gen, memory_order_relaxed);
+	struct rctx_runner *r;
+
+	if (RCTX_LIKELY(my_runner != NULL && my_gen == gen))
+		return my_runner;
+	/* acquire: pairs with the release CAS that pushed each record */
+	for (r = atomic_load_explicit(&runners, memory_order_acquire); r;
+	     r = r->next) {
+		uint32_t zero = 0;
+
+		/* acquire: pairs with the release store in runner_exit */
+		if (atomic_compare_exchange_strong_explicit(
+			&r->owned, &zero, 1, memory_order_acquire,
+			memory_order_relaxed))
+			goto got;
+	}
+	r = rctx_calloc(1, sizeof(*r));
+	if (r == NULL)
+		return NULL;
+	atomic_init(&r->owned, 1);
+	/* relaxed: the CAS below publishes */
+	r->next = atomic_load_explicit(&runners, memory_order_relaxed);
+	/* release: publishes the record's fields; pairs with the acquire
+	 * loads of runners */
+	while (!atomic_compare_exchange_weak_explicit(
+	    &runners, &r->next, r, memory_order_release, memory_order_relaxed))
+		;
+got:
+	(void)pthread_once(&runner_once, runner_make_key);
+	(void)pthread_setspecific(runner_key, r);
+	my_runner = r;
+	my_gen = gen;
+	return r;
+}
+
+/* Run a claimed registration's fn; we own it. */
+static void
+run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
+{
+	void (*fn)(void *) = a->fn;
+	void *arg = a->arg;
+	struct rctx *ctx = a->ctx;
+
+	/* relaxed: read only by stop on the registering side, which also
+	 * synchronised through the slot CAS (A) */
+	atomic_store_explicit(&a->state, RCTX_AFTER_FIRED,
+			      memory_order_relaxed);
+	fn(arg); /* may free a: it is not touched after this */
+	if (me) {
+		/* seq_cst: order B, pairs with the waiter's increment */
+		atomic_store_explicit(&me->running, NULL, memory_order_seq_cst);
+		/* seq_cst: order B; also makes futex waiters' value stale */
+		atomic_fetch_add_explicit(&me->seq, 1, memory_order_seq_cst);
+		/* seq_cst: order B, pairs with the waiter's increment */
+		if (atomic_load_explicit(&me->waiters, memory_order_seq_cst))
+			futex(&me->seq, FUTEX_WAKE_PRIVATE, INT_MAX);
+	}
+	if (ctx)
+		rctx_tree_release(ctx);
+}
+
+static inline bool
+claim(_Atomic uintptr_t *slot, uintptr_t entry)
+{
+	/* acq_rel: acquire pairs with the registerer's seq_cst insert (C);
+	 * release pairs with a stopper's failed CAS (A). relaxed on failure
+	 * for the claimer; the stopper re-reads with its own ordering */
+	return atomic_compare_exchange_strong_explicit(
+	    slot, &entry, 0, memory_order_acq_rel, memory_order_acquire);
+}
+
+void
+rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry)
+{
+	struct rctx_after_impl *a =
+	    (void *)(entry & ~RCTX_CSET_TAG_AFTER);
+	struct rctx_runner *me = runner_self();
+
+	if (me)
+		/* seq_cst: announce before claiming (A) */
+		atomic_store_explicit(&me->running, a, memory_order_seq_cst);
+	if (!claim(slot, entry)) {
+		if (me)
+			/* relaxed: we announced nothing that ran */
+			atomic_store_explicit(&me->running, NULL,
+					      memory_order_relaxed);
+		return;
+	}
+	run_claimed(a, me);
+}
+
+int
+rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
+		    void *arg)
+{
+	struct rctx_after_impl *a = (struct rctx_after_impl *)(void *)reg;
+	struct rctx *src = ctx->src;
+	_Atomic uintptr_t *slot;
+	uintptr_t entry = (uintptr_t)a | RCTX_CSET_TAG_AFTER;
+
+	a->fn = fn;
+	a->arg = arg;
+	a->ctx = NULL;
+	a->src = src;
+	a->slot = NULL;
+	if (src == NULL) {
+		/* Never done: fn never runs; stop still reports it stopped. */
+		/* relaxed: registration storage is the caller's; publishing it
+		 * to another thread is the caller's business */
+		atomic_store_explicit(&a->state, RCTX_AFTER_PENDING,
+				      memory_order_relaxed);
+		return 0;
+	}
+	if (rctx_st_err(rctx_state_load(src))) {
+		struct rctx_runner *me = runner_self();
+
+		if (me)
+			/* seq_cst: lets fn's own stop see it runs (A) */
+			atomic_store_explicit(&me->running, a,
+					      memory_order_seq_cst);
+		run_claimed(a, me);
+		return 0;
+	}
+	rctx_ref_get(ctx);
+	a->ctx = ctx;
+	/* relaxed: published by the seq_cst insert below (C) */
+	atomic_store_explicit(&a->state, RCTX_AFTER_PENDING,
+			      memory_order_relaxed);
+	slot = rctx_cset_insert(&src->children, entry);
+	if (slot == NULL) {
+		atomic_store_explicit(&a->state, RCTX_AFTER_IDLE,
+				      memory_order_relaxed);
+		a->ctx = NULL;
+		rctx_tree_release(ctx);
+		return -ENOMEM;
+	}
+	a->slot = slot;
+	/* seq_cst: order B of tree.c: the insert above, then this check, so
+	 * a cancel that missed our entry is seen here */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (rctx_st_err(rctx_state_load(src)))
+		rctx_after_fire(slot, entry);
+	return 0;
+}
+
+static void
+wait_not_running(struct rctx_after_impl *a)
+{
+	/* acquire: pairs with the release CAS that pushed each record */
+	for (struct rctx_runner *r =
+		 atomic_load_explicit(&runners, memory_order_acquire);
+	     r; r = r->next) {
+		/* seq_cst: order A, sees an announcement made before the
+		 * claim CAS our failed CAS read */
+		if (atomic_load_explicit(&r->running, memory_order_seq_cst) !=
+		    a)
+			continue;
+		/* seq_cst: order B, pairs with the runner's clear */
+		atomic_fetch_add_explicit(&r->waiters, 1, memory_order_seq_cst);
+		for (;;) {
+			/* seq_cst: read seq before running, so a clear after
+			 * our check changes seq and the futex returns */
+			uint32_t s = atomic_load_explicit(&r->seq,
+							  memory_order_seq_cst);
+			if (atomic_load_explicit(&r->running,
+						 memory_order_seq_cst) != a)
+				break;
+			futex(&r->seq, FUTEX_WAIT_PRIVATE, s);
+		}
+		/* relaxed: only a hint for the runner's wake decision */
+		atomic_fetch_sub_explicit(&r->waiters, 1, memory_order_relaxed);
+	}
+}
+
+bool
+rctx_after_unregister(rctx_after_t *reg)
+{
+	struct rctx_after_impl *a = (struct rctx_after_impl *)(void *)reg;
+	/* acquire: pairs with run_claimed's store through the slot CAS */
+	uint32_t st = atomic_load_explicit(&a->state, memory_order_acquire);
+	struct rctx_runner *me;
+
+	if (st == RCTX_AFTER_IDLE)
+		return false;
+	if (st == RCTX_AFTER_PENDING && a->slot == NULL && a->src == NULL) {
+		/* relaxed: registration storage belongs to the caller */
+		atomic_store_explicit(&a->state, RCTX_AFTER_IDLE,
+				      memory_order_relaxed);
+		return true;
+	}
+	if (st == RCTX_AFTER_PENDING && a->slot != NULL &&
+	    claim(a->slot, (uintptr_t)a | RCTX_CSET_TAG_AFTER)) {
+		struct rctx *ctx = a->ctx;
+
+		atomic_store_explicit(&a->state, RCTX_AFTER_IDLE,
+				      memory_order_relaxed);
+		a->ctx = NULL;
+		rctx_tree_release(ctx);
+		return true;
+	}
+	/* fn was claimed by a canceller: from inside fn, return at once. */
+	me = my_runner;
+	if (me != NULL &&
+	    /* relaxed: our own thread wrote it */
+	    atomic_load_explicit(&me->running, memory_order_relaxed) == a)
+		return false;
+	wait_not_running(a);
+	return false;
+}
+
+void
+rctx_after_shutdown(void)
+{
+	/* acquire: pairs with the pushes; no thread uses rctx any more */
+	struct rctx_runner *r = atomic_exchange_explicit(&runners, NULL,
+							 memory_order_acquire);
+
+	while (r) {
+		struct rctx_runner *n = r->next;
+
+		free(r);
+		r = n;
+	}
+	/* relaxed: see runner_self */
+	atomic_fetch_add_explicit(&runner_gen, 1, memory_order_relaxed);
+	my_runner = NULL;
+	(void)pthread_once(&runner_once, runner_make_key);
+	(void)pthread_setspecific(runner_key, NULL);
+}

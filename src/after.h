@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* After-funcs: callbacks run once a context is done, in caller storage. */
+#ifndef RCTX_AFTER_H
+#define RCTX_AFTER_H
+
+#include "internal.h"
+
+/* The layout behind rctx_after_t (caller-owned, 64 bytes). */
+struct rctx_after_impl {
+	struct rctx *ctx;	  /* reference held while pending */
+	struct rctx *src;	  /* whose children set holds us */
+	_Atomic uintptr_t *slot;  /* our entry in src's set */
+	void (*fn)(void *arg);
+	void *arg;
+	_Atomic uint32_t state;	  /* RCTX_AFTER_* */
+};
+
+enum {
+	RCTX_AFTER_IDLE = 0,	/* stopped, fired, or never registered */
+	RCTX_AFTER_PENDING = 1, /* in src's set, or on a never-done ctx */
+	RCTX_AFTER_FIRED = 2,	/* fn claimed by a canceller */
+};
+
+/* 0, or -ENOMEM when the set had to grow and could not. */
+int rctx_after_register(struct rctx *ctx, rctx_after_t *reg,
+			void (*fn)(void *), void *arg);
+bool rctx_after_unregister(rctx_after_t *reg);
+
+/* Cascade hook: a tagged entry of a done context's set; claim and run. */
+void rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry);
+
+/* Free the runner records (rctx_shutdown). */
+void rctx_after_shutdown(void);
+
+#endif /* RCTX_AFTER_H */

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* Context allocator: per-thread caches refilled from RCU-reclaimed batches. */
+#ifndef RCTX_ALLOC_H
+#define RCTX_ALLOC_H
+
+#include "internal.h"
+
+/*
+ * Get an uninitialised context: from the calling thread's cache, else from
+ * the global pool of reclaimed batches, else malloc. NULL when out of
+ * memory (errno is not touched).
+ */
+struct rctx *rctx_ctx_alloc(void);
+
+/* Give back a context that no other thread ever saw (failed constructor). */
+void rctx_ctx_free_now(struct rctx *c);
+
+/*
+ * Give back a context other threads may still be reading inside an RCU
+ * read-side critical section. It is reused only after a grace period.
+ * Frees are batched: one call_rcu per RCTX_FREE_BATCH contexts.
+ */
+void rctx_ctx_free_rcu(struct rctx *c);
+
+/* Push this thread's pending batch through RCU now (tests, shutdown). */
+void rctx_alloc_flush(void);
+
+/*
+ * Wait for every deferred free, then return every cached context to the
+ * system (rctx_shutdown). Other threads' caches are returned when they
+ * exit.
+ */
+void rctx_alloc_shutdown(void);
+
+/* Contexts obtained from malloc and not yet returned to it (tests). */
+long rctx_alloc_outstanding(void);
+
+#define RCTX_FREE_BATCH 32
+
+#endif /* RCTX_ALLOC_H */

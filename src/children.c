@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/* Children set: inline slots, then a chain of lock-free open-addressing tables. */
+#include <stdlib.h>
+
+#include "children.h"
+#include "fault.h"
+
+/*
+ * Layout. RCTX_CSET_INLINE slots live in the context itself, so the usual
+ * 0-4 children cost no allocation. Past that, entries go to the newest
+ * table of a chain; each new table doubles the previous one. Tables never
+ * move and are never copied: a child's slot address is fixed for its life,
+ * which makes removal a single CAS with no migration protocol. Older tables
+ * still hold their entries until those leave; they are freed with the set.
+ *
+ * Invariants
+ *  (I1) An entry is in at most one slot (a child is inserted once in its
+ *       life and removed at most once).
+ *  (I2) s->top only grows: each table's prev is the table it replaced
+ *       as top, and tables are freed only by rctx_cset_destroy.
+ *
+ * Ordering
+ *  (A) Insert is a seq_cst CAS 0 -> entry. The caller then does a seq_cst
+ *      load of the owner's state; a canceller does a seq_cst CAS on that
+ *      state and then seq_cst loads of the slots. Either the canceller's
+ *      walk sees the entry or the inserter sees the cancel (tree.c, B).
+ *  (B) A new table is published by a seq_cst CAS on s->top after its
+ *      slots are zeroed; readers load top with acquire (paired).
+ *
+ * Progress: insert is lock-free (a failed CAS means another insert
+ * succeeded); removal is wait-free; foreach is wait-free per slot.
+ */
+
+#define PROBE_LIMIT 16
+#define FIRST_TABLE 16
+
+static inline uint32_t
+hash_ptr(uintptr_t p)
+{
+	uint64_t h = (uint64_t)p * 0x9e3779b97f4a7c15ull;
+
+	return (uint32_t)(h >> 32);
+}
+
+static inline bool
+try_slot(_Atomic uintptr_t *slot, uintptr_t entry)
+{
+	uintptr_t expect = 0;
+
+	/* relaxed pre-check: skip occupied slots without a locked op */
+	if (atomic_load_explicit(slot, memory_order_relaxed) != 0)
+		return false;
+	/* seq_cst: order A, pairs with the canceller's seq_cst state CAS
+	 * and slot loads; relaxed on failure: nothing is read */
+	return atomic_compare_exchange_strong_explicit(
+	    slot, &expect, entry, memory_order_seq_cst, memory_order_relaxed);
+}
+
+static struct rctx_ctable *
+table_new(struct rctx_ctable *prev)
+{
+	uint32_t n = prev ? (prev->mask + 1) * 2 : FIRST_TABLE;
+	struct rctx_ctable *t;
+
+	t = rctx_malloc(sizeof(*t) + (size_t)n * sizeof(t->slot[0]));
+	if (t == NULL)
+		return NULL;
+	t->prev = prev;
+	t->mask = n - 1;
+	for (uint32_t i = 0; i < n; i++)
+		atomic_init(&t->slot[i], 0);
+	return t;
+}
+
+_Atomic uintptr_t *
+rctx_cset_insert(struct rctx_cset *s, uintptr_t entry)
+{
+	for (int i = 0; i < RCTX_CSET_INLINE; i++)
+		if (try_slot(&s->inl[i], entry))
+			return &s->inl[i];
+
+	for (;;) {
+		/* acquire: pairs with the seq_cst CAS that published the
+		 * table (B), so its zeroed slots are visible */
+		struct rctx_ctable *t =
+		    atomic_load_explicit(&s->top, memory_order_acquire);
+
+		if (t) {
+			uint32_t h = hash_ptr(entry);
+			uint32_t lim = t->mask + 1 < PROBE_LIMIT
+					   ? t->mask + 1
+					   : PROBE_LIMIT;
+
+			for (uint32_t i = 0; i < lim; i++) {
+				_Atomic uintptr_t *slot =
+				    &t->slot[(h + i) & t->mask];
+
+				if (try_slot(slot, entry))
+					return slot;
+			}
+		}
+		/* The newest table is crowded along this probe: add one. */
+		struct rctx_ctable *n = table_new(t);
+
+		if (n == NULL)
+			return NULL;
+		/* seq_cst: publishes the table (B); on failure another
+		 * thread grew the set and we retry in its table (acquire:
+		 * pairs with that thread's publishing CAS) */
+		if (!atomic_compare_exchange_strong_explicit(
+			&s->top, &t, n, memory_order_seq_cst,
+			memory_order_acquire))
+			free(n);
+	}
+}
+
+void
+rctx_cset_foreach(struct rctx_cset *s, rctx_cset_fn fn, void *arg)
+{
+	for (int i = 0; i < RCTX_CSET_INLINE; i++) {
+		/* seq_cst: order A, pairs with the inserter's seq_cst CAS */
+		uintptr_t e = atomic_load_explicit(&s->inl[i],
+						   memory_order_seq_cst);
+		if (e)
+			fn(&s->inl[i], e, arg);
+	}
+	/* seq_cst: order A (a table published before the canceller's state
+	 * CAS is seen); also acquires the table's contents (B) */
+	struct rctx_ctable *t =
+	    atomic_load_explicit(&s->top, memory_order_seq_cst);
+	for (; t; t = t->prev) {
+		for (uint32_t i = 0; i <= t->mask; i++) {
+			/* seq_cst: order A, as above */
+			uintptr_t e = atomic_load_explicit(
+			    &t->slot[i], memory_order_seq_cst);
+			if (e)
+				fn(&t->slot[i], e, arg);
+		}
+	}
+}
+
+static void
+count_one(_Atomic uintptr_t *slot, uintptr_t entry, void *arg)
+{
+	(void)slot;
+	(void)entry;
+	(*(size_t *)arg)++;
+}
+
+size_t
+rctx_cset_count(struct rctx_cset *s)
+{
+	size_t n = 0;
+
+	rctx_cset_foreach(s, count_one, &n);
+	return n;
+}
+
+size_t
+rctx_cset_capacity(struct rctx_cset *s)
+{
+	size_t n = RCTX_CSET_INLINE;
+
+	/* acquire: pairs with the publishing CAS (B) */
+	for (struct rctx_ctable *t =
+		 atomic_load_explicit(&s->top, memory_order_acquire);
+	     t; t = t->prev)
+		n += (size_t)t->mask + 1;
+	return n;
+}
+
+void
+rctx_cset_destroy(struct rctx_cset *s)
+{
+	/* relaxed: the set is unreachable; the last reference's release
+	 * ordering already made every write to it visible */
+	struct rctx_ctable *t =
+	    atomic_load_explicit(&s->top, memory_order_relaxed);
+
+	while (t) {
+		struct rctx_ctable *p = t->prev;
+
+		free(t);
+		t = p;
+	}
+	atomic_store_explicit(&s->top, NULL, memory_order_relaxed);
+}
+
+static int
+cmp_uptr(const void *a, const void *b)
+{
+	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void
+collect_one(_Atomic uintptr_t *slot, uintptr_t entry, void *arg)
+{
+	uintptr_t **p = arg;
+
+	(void)slot;
+	*(*p)++ = entry;
+}
+
+bool
+rctx_cset_check(struct rctx_cset *s, const char **why)
+{
+	const char *dummy;
+	size_t n, cap = RCTX_CSET_INLINE;
+	uint32_t prev_size = 0;
+	/* acquire: pairs with the publishing CAS (B) */
+	struct rctx_ctable *t =
+	    atomic_load_explicit(&s->top, memory_order_acquire);
+
+	if (why == NULL)
+		why = &dummy;
+	for (; t; t = t->prev) {
+		uint32_t size = t->mask + 1;
+
+		if (size & t->mask) {
+			*why = "table size not a power of two";
+			return false;
+		}
+		if (prev_size && size * 2 != prev_size) {
+			*why = "tables do not halve down the chain";
+			return false;
+		}
+		prev_size = size;
+		cap += size;
+	}
+	n = rctx_cset_count(s);
+	if (n > cap) {
+		*why = "more entries than slots";
+		return false;
+	}
+	if (n == 0)
+		return true;
+	uintptr_t *v = malloc(n * sizeof(*v)), *p = v;
+	if (v == NULL)
+		return true; /* cannot check without memory; not a failure */
+	rctx_cset_foreach(s, collect_one, &p);
+	qsort(v, (size_t)(p - v), sizeof(*v), cmp_uptr);
+	for (uintptr_t *q = v + 1; q < p; q++) {
+		if (q[0] == q[-1]) {
+			free(v);
+			*why = "an entry appears twice";
+			return false;
+		}
+	}
+	free(v);
+	return true;
+}

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/* Children set: inline slots, then a chain of lock-free open-addressing tables. */
+#ifndef RCTX_CHILDREN_H
+#define RCTX_CHILDREN_H
+
+#include "internal.h"
+
+/*
+ * An entry is a non-zero uintptr_t: a child context pointer, or an
+ * after-func registration pointer tagged with RCTX_CSET_TAG_AFTER. Slots
+ * never move, so the slot address returned by insert stays valid for the
+ * life of the set; removal is one CAS of that slot from the entry to 0.
+ * See children.c for the ordering argument.
+ */
+
+struct rctx_ctable {
+	struct rctx_ctable *prev; /* older, smaller table */
+	uint32_t mask;		  /* slots - 1 */
+	_Atomic uintptr_t slot[];
+};
+
+static inline void
+rctx_cset_init(struct rctx_cset *s)
+{
+	for (int i = 0; i < RCTX_CSET_INLINE; i++)
+		atomic_init(&s->inl[i], 0);
+	atomic_init(&s->top, NULL);
+}
+
+/*
+ * Insert entry. Returns its slot, or NULL when a new table could not be
+ * allocated (ENOMEM). The insert is a seq_cst CAS: the caller follows it
+ * with a seq_cst load of the owner's state (order B in tree.c).
+ */
+_Atomic uintptr_t *rctx_cset_insert(struct rctx_cset *s, uintptr_t entry);
+
+/* Remove entry from its slot. True if this call removed it. */
+static inline bool
+rctx_cset_remove(_Atomic uintptr_t *slot, uintptr_t entry)
+{
+	/* release: orders the remover's prior writes before the slot is
+	 * reused by an inserter (whose CAS is seq_cst); relaxed on failure:
+	 * someone else removed it and nothing is read */
+	return atomic_compare_exchange_strong_explicit(
+	    slot, &entry, 0, memory_order_release, memory_order_relaxed);
+}
+
+/* Visit every slot that holds an entry. fn returns nothing; it may remove
+ * entries. Entries inserted during the walk may or may not be visited. */
+typedef void (*rctx_cset_fn)(_Atomic uintptr_t *slot, uintptr_t entry,
+			     void *arg);
+void rctx_cset_foreach(struct rctx_cset *s, rctx_cset_fn fn, void *arg);
+
+/* Entries present now (a snapshot; exact when quiescent). */
+size_t rctx_cset_count(struct rctx_cset *s);
+
+/* Total slots (inline + tables): the set's memory footprint. */
+size_t rctx_cset_capacity(struct rctx_cset *s);
+
+/* Free the tables. The set must be empty and unreachable. */
+void rctx_cset_destroy(struct rctx_cset *s);
+
+/* Invariant checker (quiescent set): tables strictly growing, masks are
+ * powers of two minus one, no entry appears twice. */
+bool rctx_cset_check(struct rctx_cset *s, const char **why);
+
+#endif /* RCTX_CHILDREN_H */

@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: MIT */
+/* The cancellation tree: derive, cancel cascade, references and freeing. */
+#include <errno.h>
+#include <pthread.h>
+
+#include "after.h"
+#include "alloc.h"
+#include "children.h"
+#include "tree.h"
+#include "value.h"
+#include "wait.h"
+
+/*
+ * Invariants
+ *  (I1) Every cancelable context c that is not done and whose src-parent
+ *       p = c->parent->src exists and is not done is an entry of p's
+ *       children set. Value and without_cancel contexts are never in a
+ *       set: their children register with the nearest cancelable ancestor.
+ *  (I2) A context's state word goes from live to done exactly once (one
+ *       CAS wins); err and cause never change afterwards.
+ *  (I3) When a cancel returns, every descendant is done: the cascade
+ *       marks children before it runs any callback.
+ *  (I4) A child holds a reference to its parent; a context's memory is
+ *       reused only after its last reference is dropped and an RCU grace
+ *       period has passed (alloc.c), so a canceller that read a child
+ *       pointer from a set inside rcu_read_lock() may try-retain it.
+ *
+ * Ordering
+ *  (A) A constructor initialises the child, then inserts it with a seq_cst
+ *      CAS; the cascade reads slots with seq_cst loads, so it sees a fully
+ *      initialised child.
+ *  (B) No lost cancellation (SEMANTICS 4). The child: insert (seq_cst),
+ *      fence, load parent state (seq_cst). The canceller: CAS parent state
+ *      (seq_cst), then load slots (seq_cst). In the single total order of
+ *      seq_cst operations one comes first: either the walk sees the child,
+ *      or the child sees the parent done and cancels itself. Both may
+ *      happen; the child's own CAS (I2) makes it count once.
+ *  (C) err and cause are written by one seq_cst CAS of the state word and
+ *      read by one acquire load (rctx_state_load), so a thread that sees
+ *      err sees the cause that came with it.
+ *  (D) A child's state CAS in the cascade happens before the cascade
+ *      returns, so rctx_cancel's caller sees every descendant done (I3).
+ *
+ * Progress: derive is lock-free (children set CAS), cancel is lock-free
+ * and takes no lock while running callbacks; the cascade is iterative
+ * (an intrusive work list), so depth costs no stack.
+ */
+
+struct rctx rctx_root_background = {
+	.refs = 1,
+	.kind = RCTX_KIND_ROOT,
+#ifdef RCTX_DEBUG
+	.magic = RCTX_MAGIC_LIVE,
+#endif
+	.deadline = INT64_MAX,
+	.fd = -1,
+};
+
+struct rctx rctx_root_todo = {
+	.refs = 1,
+	.kind = RCTX_KIND_ROOT,
+#ifdef RCTX_DEBUG
+	.magic = RCTX_MAGIC_LIVE,
+#endif
+	.deadline = INT64_MAX,
+	.fd = -1,
+};
+
+#ifdef RCTX_DEBUG
+void
+rctx_debug_dead(const struct rctx *c, const char *what)
+{
+	fprintf(stderr,
+		"rctx: %s: context %p was used after its last release\n",
+		what, (const void *)c);
+	abort();
+}
+#endif
+
+static void timer_fire(struct rctx_timer *t);
+static void timer_dead(struct rctx_timer *t);
+
+static pthread_once_t tree_once = PTHREAD_ONCE_INIT;
+
+static void
+tree_setup(void)
+{
+	rctx_timer_setup(timer_fire, timer_dead);
+}
+
+void
+rctx_tree_init(void)
+{
+	(void)pthread_once(&tree_once, tree_setup);
+}
+
+static struct rctx *
+ctx_new(struct rctx *parent, uint8_t kind)
+{
+	struct rctx *c = rctx_ctx_alloc();
+
+	if (RCTX_UNLIKELY(c == NULL)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	atomic_init(&c->refs, 1);
+	c->kind = kind;
+	c->registered = 0;
+	c->has_deadline = parent->has_deadline;
+	c->armed = 0;
+#ifdef RCTX_DEBUG
+	c->magic = RCTX_MAGIC_LIVE;
+#endif
+	c->parent = parent;
+	c->src = parent->src;
+	c->deadline = parent->deadline;
+	c->vtop = parent->vtop;
+	c->key = NULL;
+	c->val = NULL;
+	c->vprev = NULL;
+	c->vdepth = 0;
+	atomic_init(&c->vindex, NULL);
+	c->slot = NULL;
+	c->cparent = NULL;
+	c->work_next = NULL;
+	c->dcause = 0;
+	c->free_next = NULL;
+	return c;
+}
+
+static inline void
+parent_get(struct rctx *p)
+{
+	if (p->kind != RCTX_KIND_ROOT)
+		rctx_ref_get(p);
+}
+
+static void
+init_cancelable(struct rctx *c)
+{
+	c->src = c;
+	atomic_init(&c->state, 0);
+	atomic_init(&c->fd, -1);
+	rctx_cset_init(&c->children);
+}
+
+/*
+ * Register cancelable c under p (its parent's src). 0, or -ENOMEM. On
+ * return c is either in p's set or done with p's err and cause (B).
+ */
+static int
+attach(struct rctx *c, struct rctx *p)
+{
+	_Atomic uintptr_t *slot;
+	uint64_t s;
+
+	if (p == NULL)
+		return 0;
+	s = rctx_state_load(p);
+	if (rctx_st_err(s)) {
+		/* relaxed: c is not yet visible to any other thread */
+		atomic_store_explicit(&c->state, s & ~(uint64_t)RCTX_ST_WAITERS,
+				      memory_order_relaxed);
+		return 0;
+	}
+	slot = rctx_cset_insert(&p->children, (uintptr_t)c);
+	if (RCTX_UNLIKELY(slot == NULL))
+		return -ENOMEM;
+	c->slot = slot;
+	c->cparent = p;
+	c->registered = 1;
+	/* seq_cst: order B, the insert happens before the re-check */
+	atomic_thread_fence(memory_order_seq_cst);
+	/* seq_cst: order B, pairs with the canceller's seq_cst state CAS */
+	s = atomic_load_explicit(&p->state, memory_order_seq_cst);
+	if (rctx_st_err(s))
+		(void)rctx_tree_cancel(c, (unsigned)(s & RCTX_ST_ERR_MASK),
+				       rctx_st_cause(s));
+	return 0;
+}
+
+struct rctx *
+rctx_tree_with_cancel(struct rctx *parent)
+{
+	struct rctx *c = ctx_new(parent, RCTX_KIND_CANCEL);
+
+	if (c == NULL)
+		return NULL;
+	init_cancelable(c);
+	if (RCTX_UNLIKELY(attach(c, parent->src) < 0)) {
+		rctx_ctx_free_now(c);
+		errno = ENOMEM;
+		return NULL;
+	}
+	parent_get(parent);
+	return c;
+}
+
+struct rctx *
+rctx_tree_with_deadline(struct rctx *parent, rctx_time_t deadline, int cause)
+{
+	struct rctx *c;
+	int r;
+
+	if (parent->has_deadline && parent->deadline <= deadline)
+		return rctx_tree_with_cancel(parent);
+	c = ctx_new(parent, RCTX_KIND_TIMER);
+	if (c == NULL)
+		return NULL;
+	init_cancelable(c);
+	c->deadline = deadline;
+	c->has_deadline = 1;
+	c->dcause = cause;
+	rctx_timer_init(&c->timer);
+	if (RCTX_UNLIKELY(attach(c, parent->src) < 0)) {
+		rctx_ctx_free_now(c);
+		errno = ENOMEM;
+		return NULL;
+	}
+	parent_get(parent);
+	if (rctx_st_err(rctx_state_load(c)))
+		return c; /* born done under a done parent */
+	if (deadline <= rctx_now()) {
+		(void)rctx_tree_cancel(c, RCTX_ST_TIMEDOUT,
+				       cause ? cause : ETIMEDOUT);
+		return c;
+	}
+	if (deadline == INT64_MAX)
+		return c; /* the clock never gets there: no timer */
+	rctx_tree_init();
+	r = rctx_timer_arm(&c->timer, deadline);
+	if (RCTX_UNLIKELY(r < 0)) {
+		/* Leaves the parent as it was: the free path removes c from
+		 * its set (a racing canceller may still hold c; then it
+		 * frees c). */
+		rctx_tree_release(c);
+		errno = -r;
+		return NULL;
+	}
+	c->armed = 1;
+	if (rctx_st_err(rctx_state_load(c)))
+		rctx_timer_cancel(&c->timer); /* cancelled while arming */
+	return c;
+}
+
+struct rctx *
+rctx_tree_with_value(struct rctx *parent, const void *key, void *value)
+{
+	struct rctx *c = ctx_new(parent, RCTX_KIND_VALUE);
+
+	if (c == NULL)
+		return NULL;
+	c->key = key;
+	c->val = value;
+	c->vprev = parent->vtop;
+	c->vdepth = (c->vprev ? c->vprev->vdepth : 0) + 1;
+	c->vtop = c;
+	parent_get(parent);
+	return c;
+}
+
+struct rctx *
+rctx_tree_without_cancel(struct rctx *parent)
+{
+	struct rctx *c = ctx_new(parent, RCTX_KIND_WITHOUT);
+
+	if (c == NULL)
+		return NULL;
+	c->src = NULL;
+	c->has_deadline = 0;
+	c->deadline = INT64_MAX;
+	parent_get(parent);
+	return c;
+}
+
+/* --- cancellation --- */
+
+struct walk {
+	struct rctx *work; /* to visit: marked done by us, referenced */
+	struct rctx *done; /* visited */
+	uint64_t st;	   /* err and cause to give */
+};
+
+static void
+mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
+{
+	struct walk *w = arg;
+	struct rctx *ch = (struct rctx *)e;
+	uint64_t cs, ns;
+
+	if (e & RCTX_CSET_TAG_AFTER)
+		return; /* after-funcs run once every descendant is done */
+	if (!rctx_ref_tryget(ch))
+		return; /* being freed: its free path leaves the set */
+	/* relaxed: only a first guess for the CAS */
+	cs = atomic_load_explicit(&ch->state, memory_order_relaxed);
+	do {
+		if (cs & RCTX_ST_ERR_MASK) {
+			/* done already (cancelled itself first: it keeps
+			 * its own err and cause) */
+			rctx_tree_release(ch);
+			return;
+		}
+		ns = (cs & RCTX_ST_WAITERS) |
+		     (w->st & ~(uint64_t)RCTX_ST_WAITERS);
+		/* seq_cst: publishes err+cause (C) and orders the child's
+		 * slot reads after it (B); relaxed on failure: retried */
+	} while (!atomic_compare_exchange_weak_explicit(
+	    &ch->state, &cs, ns, memory_order_seq_cst, memory_order_relaxed));
+	rctx_cset_remove(slot, e);
+	ch->work_next = w->work;
+	w->work = ch;
+}
+
+static void
+fire_after(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
+{
+	(void)arg;
+	if (e & RCTX_CSET_TAG_AFTER)
+		rctx_after_fire(slot, e);
+}
+
+/* c was just made done by us with state st; finish the job. */
+static void
+cascade(struct rctx *c, uint64_t st)
+{
+	struct walk w = { .work = c, .done = NULL, .st = st };
+	struct rctx *n;
+
+	rctx_ref_get(c); /* uniform: every node on the list holds one */
+	c->work_next = NULL;
+
+	/* 1. Mark every descendant done (I3), iteratively. */
+	rcu_read_lock();
+	while ((n = w.work) != NULL) {
+		w.work = n->work_next;
+		rctx_cset_foreach(&n->children, mark_child, &w);
+		n->work_next = w.done;
+		w.done = n;
+	}
+	rcu_read_unlock();
+
+	/* 2. Stop timers, wake waiters and fds; c leaves its parent (its
+	 * descendants left theirs in mark_child). */
+	if (c->registered)
+		rctx_cset_remove(c->slot, (uintptr_t)c);
+	for (n = w.done; n; n = n->work_next) {
+		if (n->kind == RCTX_KIND_TIMER)
+			rctx_timer_cancel(&n->timer);
+		/* relaxed: we made the last change to it (err set: no
+		 * waiter can add WAITERS any more, wait.c A) */
+		rctx_wait_notify(n, atomic_load_explicit(
+					&n->state, memory_order_relaxed));
+	}
+
+	/* 3. Run after-funcs, outside any lock. */
+	for (n = w.done; n; n = n->work_next)
+		rctx_cset_foreach(&n->children, fire_after, NULL);
+
+	/* 4. Drop the list's references. */
+	n = w.done;
+	while (n) {
+		struct rctx *next = n->work_next;
+
+		rctx_tree_release(n);
+		n = next;
+	}
+}
+
+int
+rctx_tree_cancel(struct rctx *c, unsigned code, int cause)
+{
+	/* relaxed: only a first guess for the CAS */
+	uint64_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
+	uint64_t ns;
+
+	do {
+		if (s & RCTX_ST_ERR_MASK)
+			return -EALREADY;
+		ns = (s & RCTX_ST_WAITERS) | rctx_st_make(code, cause);
+		/* seq_cst: publishes err+cause together (C) and is the
+		 * canceller's half of order B; relaxed on failure: the loop
+		 * re-examines the value */
+	} while (!atomic_compare_exchange_weak_explicit(
+	    &c->state, &s, ns, memory_order_seq_cst, memory_order_relaxed));
+	cascade(c, ns);
+	return 0;
+}
+
+static void
+timer_fire(struct rctx_timer *t)
+{
+	struct rctx *c = rctx_container_of(t, struct rctx, timer);
+
+	/* The service calls dead(t) only after fire returns, so c's memory
+	 * is valid; a zero count means it is being freed: nothing to do. */
+	if (!rctx_ref_tryget(c))
+		return;
+	(void)rctx_tree_cancel(c, RCTX_ST_TIMEDOUT,
+			       c->dcause ? c->dcause : ETIMEDOUT);
+	rctx_tree_release(c);
+}
+
+static void
+timer_dead(struct rctx_timer *t)
+{
+	rctx_ctx_free_rcu(rctx_container_of(t, struct rctx, timer));
+}
+
+/* --- freeing --- */
+
+static void
+free_one(struct rctx *c)
+{
+	if (c->registered)
+		rctx_cset_remove(c->slot, (uintptr_t)c);
+	if (c->src == c) {
+		rctx_cset_destroy(&c->children);
+		rctx_wait_close(c);
+	}
+	if (c->kind == RCTX_KIND_VALUE)
+		rctx_value_free(c);
+#ifdef RCTX_DEBUG
+	c->magic = RCTX_MAGIC_DEAD;
+#endif
+	if (c->kind == RCTX_KIND_TIMER && c->armed)
+		rctx_timer_release(&c->timer); /* timer_dead frees c */
+	else
+		rctx_ctx_free_rcu(c);
+}
+
+void
+rctx_tree_release(struct rctx *c)
+{
+	/* Iterative: a chain whose references all reach zero is freed
+	 * bottom-up in this loop, never by recursion. */
+	while (c != NULL && c->kind != RCTX_KIND_ROOT) {
+		struct rctx *parent;
+
+		rctx_debug_check(c, "rctx_release");
+		if (!rctx_ref_put(c))
+			return;
+		parent = c->parent;
+		free_one(c);
+		c = parent;
+	}
+}

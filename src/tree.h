@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+/* The cancellation tree: derive, cancel cascade, references and freeing. */
+#ifndef RCTX_TREE_H
+#define RCTX_TREE_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+extern struct rctx rctx_root_background;
+extern struct rctx rctx_root_todo;
+
+#ifdef RCTX_DEBUG
+void rctx_debug_dead(const struct rctx *c, const char *what);
+static inline void
+rctx_debug_check(const struct rctx *c, const char *what)
+{
+	if (RCTX_UNLIKELY(c->magic != RCTX_MAGIC_LIVE))
+		rctx_debug_dead(c, what);
+}
+#else
+static inline void
+rctx_debug_check(const struct rctx *c, const char *what)
+{
+	(void)c;
+	(void)what;
+}
+#endif
+
+/* Take a reference; the caller already holds one. */
+static inline void
+rctx_ref_get(struct rctx *c)
+{
+	/* relaxed: the caller's own reference keeps c alive, and taking
+	 * another publishes nothing (the usual refcount argument) */
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+/*
+ * Take a reference on a context found through a children set, which may be
+ * on its way to being freed. False if its count already reached zero. The
+ * caller is inside rcu_read_lock(), so the memory itself stays valid.
+ */
+static inline bool
+rctx_ref_tryget(struct rctx *c)
+{
+	/* relaxed: memory safety comes from RCU, not from this load */
+	uint32_t r = atomic_load_explicit(&c->refs, memory_order_relaxed);
+
+	while (r != 0) {
+		/* acquire: pairs with the release decrement of the thread
+		 * that dropped the previous last reference we now extend,
+		 * so we see the context as that thread left it */
+		if (atomic_compare_exchange_weak_explicit(
+			&c->refs, &r, r + 1, memory_order_acquire,
+			memory_order_relaxed))
+			return true;
+	}
+	return false;
+}
+
+/* Drop a reference; true if it was the last one (caller frees). */
+static inline bool
+rctx_ref_put(struct rctx *c)
+{
+	/* release: our writes to c happen before whoever frees it; the
+	 * acquire fence below pairs with the other threads' releases */
+	uint32_t old = atomic_fetch_sub_explicit(&c->refs, 1,
+						 memory_order_release);
+#ifdef RCTX_DEBUG
+	if (RCTX_UNLIKELY(old == 0))
+		rctx_debug_dead(c, "rctx_release (double release)");
+#endif
+	if (old != 1)
+		return false;
+	/* acquire: pairs with every earlier release decrement */
+	atomic_thread_fence(memory_order_acquire);
+	return true;
+}
+
+/* Load a cancelable context's state word. */
+static inline uint64_t
+rctx_state_load(const struct rctx *c)
+{
+	/* acquire: pairs with the seq_cst CAS in rctx_tree_cancel that
+	 * publishes err and cause together (tree.c, C) */
+	return atomic_load_explicit(&((struct rctx *)c)->state,
+				    memory_order_acquire);
+}
+
+/* Constructors (arguments already checked by api.c). NULL + errno. */
+struct rctx *rctx_tree_with_cancel(struct rctx *parent);
+struct rctx *rctx_tree_with_deadline(struct rctx *parent,
+				     rctx_time_t deadline, int cause);
+struct rctx *rctx_tree_with_value(struct rctx *parent, const void *key,
+				  void *value);
+struct rctx *rctx_tree_without_cancel(struct rctx *parent);
+
+/* Cancel c (cancelable) with err code and cause: 0 or -EALREADY. */
+int rctx_tree_cancel(struct rctx *c, unsigned code, int cause);
+
+/* Drop a reference; frees c and, iteratively, ancestors that hit zero. */
+void rctx_tree_release(struct rctx *c);
+
+/* Install the timer callbacks (idempotent). */
+void rctx_tree_init(void);
+
+#endif /* RCTX_TREE_H */

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/* Waiting for done: a futex on the state word, and a lazy eventfd. */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fault.h"
+#include "tree.h"
+#include "wait.h"
+
+/*
+ * The futex word is the low half of the 64-bit state word: err in bits 0-1
+ * and WAITERS in bit 2. A waiter sets WAITERS with a CAS that requires err
+ * to be 0, so once a cancel has published err no waiter can announce
+ * itself any more: the cancel's CAS result tells exactly whether to wake.
+ *
+ * Ordering
+ *  (A) The waiter's CAS (seq_cst) and the canceller's CAS (seq_cst) hit
+ *      the same word: one is first. If the waiter's is, the cancel sees
+ *      WAITERS and wakes; if the cancel's is, the waiter's CAS fails and it
+ *      re-reads err. FUTEX_WAIT compares the word in the kernel, so a
+ *      change between our load and the sleep returns at once.
+ *  (B) rctx_fd: install the fd (seq_cst CAS), then read the state
+ *      (seq_cst). The cascade CASes the state (seq_cst) and then reads the
+ *      fd (seq_cst). Either the canceller writes the new fd, or the
+ *      creator sees done and writes it itself (both writing is harmless).
+ */
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the futex word is the low half of the state word: little-endian only"
+#endif
+
+static inline uint32_t *
+futex_word(struct rctx *c)
+{
+	return (uint32_t *)(void *)&c->state;
+}
+
+static rctx_time_t
+sat_add(rctx_time_t a, rctx_time_t b)
+{
+	if (b > 0 && a > INT64_MAX - b)
+		return INT64_MAX;
+	return a + b;
+}
+
+int
+rctx_wait_src(struct rctx *c, rctx_time_t timeout)
+{
+	rctx_time_t end = timeout < 0 ? INT64_MAX : sat_add(rctx_now(), timeout);
+
+	for (;;) {
+		uint64_t s = rctx_state_load(c);
+		struct timespec ts, *tsp = NULL;
+
+		if (rctx_st_err(s))
+			return rctx_st_err(s);
+		if (!(s & RCTX_ST_WAITERS)) {
+			/* seq_cst: order A, pairs with the cancel CAS;
+			 * relaxed on failure: we loop and reload */
+			if (!atomic_compare_exchange_strong_explicit(
+				&c->state, &s, s | RCTX_ST_WAITERS,
+				memory_order_seq_cst, memory_order_relaxed))
+				continue;
+			s |= RCTX_ST_WAITERS;
+		}
+		if (end != INT64_MAX) {
+			rctx_time_t left = end - rctx_now();
+
+			if (left <= 0)
+				return 0;
+			ts.tv_sec = left / RCTX_SEC;
+			ts.tv_nsec = left % RCTX_SEC;
+			tsp = &ts;
+		}
+		syscall(SYS_futex, futex_word(c), FUTEX_WAIT_PRIVATE,
+			(uint32_t)s, tsp, NULL, 0);
+	}
+}
+
+void
+rctx_wait_notify(struct rctx *c, uint64_t st)
+{
+	if (st & RCTX_ST_WAITERS)
+		syscall(SYS_futex, futex_word(c), FUTEX_WAKE_PRIVATE, INT_MAX,
+			NULL, NULL, 0);
+	/* seq_cst: order B, pairs with the CAS that installs the fd */
+	int fd = atomic_load_explicit(&c->fd, memory_order_seq_cst);
+	if (fd >= 0)
+		(void)eventfd_write(fd, 1);
+}
+
+int
+rctx_fd_src(struct rctx *c)
+{
+	/* acquire: pairs with the CAS below on another thread */
+	int fd = atomic_load_explicit(&c->fd, memory_order_acquire);
+	int expect = -1;
+
+	if (fd >= 0)
+		return fd;
+	if (rctx_fault_hit(RCTX_FAULT_EVENTFD))
+		return -EMFILE;
+	fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	/* seq_cst: order B; acquire on failure: take the winner's fd */
+	if (!atomic_compare_exchange_strong_explicit(&c->fd, &expect, fd,
+						     memory_order_seq_cst,
+						     memory_order_acquire)) {
+		close(fd);
+		return expect;
+	}
+	/* seq_cst: order B, pairs with the cancel CAS */
+	if (rctx_st_err(atomic_load_explicit(&c->state, memory_order_seq_cst)))
+		(void)eventfd_write(fd, 1);
+	return fd;
+}
+
+void
+rctx_wait_close(struct rctx *c)
+{
+	/* relaxed: the context is unreachable (last reference dropped) */
+	int fd = atomic_load_explicit(&c->fd, memory_order_relaxed);
+
+	if (fd >= 0)
+		close(fd);
+}
+
+int
+rctx_wait_never(rctx_time_t timeout)
+{
+	struct timespec ts;
+
+	if (timeout < 0) {
+		for (;;)
+			pause();
+	}
+	ts.tv_sec = timeout / RCTX_SEC;
+	ts.tv_nsec = timeout % RCTX_SEC;
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	return 0;
+}
