@@ -29,7 +29,7 @@ typedef int64_t rctx_time_t;
 #define RCTX_NSEC ((rctx_time_t)1)
 #define RCTX_USEC ((rctx_time_t)1000)
 #define RCTX_MSEC ((rctx_time_t)1000000)
-#define RCTX_SEC ((rctx_time_t)1000000000)
+#define RCTX_SEC  ((rctx_time_t)1000000000)
 
 /*
  * rctx_now - CLOCK_MONOTONIC now, in nanoseconds.
@@ -57,12 +57,11 @@ RCTX_API rctx_t *rctx_todo(void);
 RCTX_API rctx_t *rctx_with_cancel(rctx_t *parent);
 RCTX_API rctx_t *rctx_with_deadline(rctx_t *parent, rctx_time_t deadline);
 RCTX_API rctx_t *rctx_with_timeout(rctx_t *parent, rctx_time_t timeout);
-RCTX_API rctx_t *rctx_with_deadline_cause(rctx_t *parent,
-					  rctx_time_t deadline, int cause);
+RCTX_API rctx_t *rctx_with_deadline_cause(rctx_t *parent, rctx_time_t deadline,
+					  int cause);
 RCTX_API rctx_t *rctx_with_timeout_cause(rctx_t *parent, rctx_time_t timeout,
 					 int cause);
-RCTX_API rctx_t *rctx_with_value(rctx_t *parent, const void *key,
-				 void *value);
+RCTX_API rctx_t *rctx_with_value(rctx_t *parent, const void *key, void *value);
 RCTX_API rctx_t *rctx_without_cancel(rctx_t *parent);
 
 /*

@@ -47,7 +47,7 @@ struct rctx_runner {
 	_Atomic(void *) running; /* registration whose fn runs here */
 	_Atomic uint32_t seq;	 /* bumped when running is cleared */
 	_Atomic uint32_t waiters;
-	_Atomic uint32_t owned;	 /* a live thread uses this record */
+	_Atomic uint32_t owned; /* a live thread uses this record */
 	struct rctx_runner *next;
 };
 
@@ -160,8 +160,7 @@ claim(_Atomic uintptr_t *slot, uintptr_t entry)
 void
 rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry)
 {
-	struct rctx_after_impl *a =
-	    (void *)(entry & ~RCTX_CSET_TAG_AFTER);
+	struct rctx_after_impl *a = (void *)(entry & ~RCTX_CSET_TAG_AFTER);
 	struct rctx_runner *me = runner_self();
 
 	if (me)
@@ -248,8 +247,8 @@ wait_not_running(struct rctx_after_impl *a)
 		for (;;) {
 			/* seq_cst: read seq before running, so a clear after
 			 * our check changes seq and the futex returns */
-			uint32_t s = atomic_load_explicit(&r->seq,
-							  memory_order_seq_cst);
+			uint32_t s =
+			    atomic_load_explicit(&r->seq, memory_order_seq_cst);
 			if (atomic_load_explicit(&r->running,
 						 memory_order_seq_cst) != a)
 				break;
@@ -300,8 +299,8 @@ void
 rctx_after_shutdown(void)
 {
 	/* acquire: pairs with the pushes; no thread uses rctx any more */
-	struct rctx_runner *r = atomic_exchange_explicit(&runners, NULL,
-							 memory_order_acquire);
+	struct rctx_runner *r =
+	    atomic_exchange_explicit(&runners, NULL, memory_order_acquire);
 
 	while (r) {
 		struct rctx_runner *n = r->next;

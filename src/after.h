@@ -7,12 +7,12 @@
 
 /* The layout behind rctx_after_t (caller-owned, 64 bytes). */
 struct rctx_after_impl {
-	struct rctx *ctx;	  /* reference held while pending */
-	struct rctx *src;	  /* whose children set holds us */
-	_Atomic uintptr_t *slot;  /* our entry in src's set */
+	struct rctx *ctx;	 /* reference held while pending */
+	struct rctx *src;	 /* whose children set holds us */
+	_Atomic uintptr_t *slot; /* our entry in src's set */
 	void (*fn)(void *arg);
 	void *arg;
-	_Atomic uint32_t state;	  /* RCTX_AFTER_* */
+	_Atomic uint32_t state; /* RCTX_AFTER_* */
 };
 
 enum {
@@ -22,8 +22,8 @@ enum {
 };
 
 /* 0, or -ENOMEM when the set had to grow and could not. */
-int rctx_after_register(struct rctx *ctx, rctx_after_t *reg,
-			void (*fn)(void *), void *arg);
+int rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
+			void *arg);
 bool rctx_after_unregister(rctx_after_t *reg);
 
 /* Cascade hook: a tagged entry of a done context's set; claim and run. */

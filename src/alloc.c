@@ -31,7 +31,7 @@ struct rctx_tcache {
 	unsigned nfree;
 	struct rctx *pend; /* waiting for a grace period */
 	unsigned npend;
-	bool registered;   /* thread-exit destructor armed */
+	bool registered; /* thread-exit destructor armed */
 };
 
 static __thread struct rctx_tcache tcache;
@@ -61,15 +61,15 @@ static void
 pool_push(struct rctx *batch)
 {
 	/* relaxed: the CAS below publishes */
-	struct rctx *old = atomic_load_explicit(&pool_head,
-						memory_order_relaxed);
+	struct rctx *old =
+	    atomic_load_explicit(&pool_head, memory_order_relaxed);
 	do {
 		batch->work_next = old;
 		/* release: publishes the batch links; pairs with the acquire
 		 * exchange in pool_take (A) */
-	} while (!atomic_compare_exchange_weak_explicit(
-	    &pool_head, &old, batch, memory_order_release,
-	    memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(&pool_head, &old, batch,
+							memory_order_release,
+							memory_order_relaxed));
 }
 
 static struct rctx *
@@ -79,8 +79,7 @@ pool_take(void)
 	if (atomic_load_explicit(&pool_head, memory_order_relaxed) == NULL)
 		return NULL;
 	/* acquire: pairs with the release CAS in pool_push (A) */
-	return atomic_exchange_explicit(&pool_head, NULL,
-					memory_order_acquire);
+	return atomic_exchange_explicit(&pool_head, NULL, memory_order_acquire);
 }
 
 static void
@@ -199,8 +198,8 @@ rctx_alloc_flush(void)
 		return;
 	/* relaxed: a stale generation only sends us through crdp_attach,
 	 * which takes the lock */
-	if (RCTX_UNLIKELY(my_crdp_gen !=
-			  atomic_load_explicit(&crdp_gen, memory_order_relaxed)))
+	if (RCTX_UNLIKELY(my_crdp_gen != atomic_load_explicit(
+					     &crdp_gen, memory_order_relaxed)))
 		crdp_attach();
 	tcache.pend = NULL;
 	tcache.npend = 0;

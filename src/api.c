@@ -16,17 +16,17 @@
  * false condition the function returns `ret`, with errno set for the
  * constructors that return NULL.
  */
-#define rctx_validate_or_ret(cond, ret)                                     \
-	do {                                                                \
-		if (RCTX_UNLIKELY(!(cond)))                                 \
-			return (ret);                                       \
+#define rctx_validate_or_ret(cond, ret)                                        \
+	do {                                                                   \
+		if (RCTX_UNLIKELY(!(cond)))                                    \
+			return (ret);                                          \
 	} while (0)
-#define rctx_validate_or_null(cond, err)                                    \
-	do {                                                                \
-		if (RCTX_UNLIKELY(!(cond))) {                               \
-			errno = (err);                                      \
-			return NULL;                                        \
-		}                                                           \
+#define rctx_validate_or_null(cond, err)                                       \
+	do {                                                                   \
+		if (RCTX_UNLIKELY(!(cond))) {                                  \
+			errno = (err);                                         \
+			return NULL;                                           \
+		}                                                              \
 	} while (0)
 
 /* Observers treat NULL as background and check liveness in debug builds. */
@@ -219,8 +219,7 @@ RCTX_API int
 rctx_after_func(rctx_t *ctx, rctx_after_t *reg, void (*fn)(void *arg),
 		void *arg)
 {
-	rctx_validate_or_ret(ctx != NULL && reg != NULL && fn != NULL,
-			     -EINVAL);
+	rctx_validate_or_ret(ctx != NULL && reg != NULL && fn != NULL, -EINVAL);
 	rctx_debug_check(ctx, "rctx_after_func");
 	return rctx_after_register(ctx, reg, fn, arg);
 }

@@ -87,9 +87,8 @@ rctx_cset_insert(struct rctx_cset *s, uintptr_t entry)
 
 		if (t) {
 			uint32_t h = hash_ptr(entry);
-			uint32_t lim = t->mask + 1 < PROBE_LIMIT
-					   ? t->mask + 1
-					   : PROBE_LIMIT;
+			uint32_t lim = t->mask + 1 < PROBE_LIMIT ? t->mask + 1
+								 : PROBE_LIMIT;
 
 			for (uint32_t i = 0; i < lim; i++) {
 				_Atomic uintptr_t *slot =
@@ -119,8 +118,8 @@ rctx_cset_foreach(struct rctx_cset *s, rctx_cset_fn fn, void *arg)
 {
 	for (int i = 0; i < RCTX_CSET_INLINE; i++) {
 		/* seq_cst: order A, pairs with the inserter's seq_cst CAS */
-		uintptr_t e = atomic_load_explicit(&s->inl[i],
-						   memory_order_seq_cst);
+		uintptr_t e =
+		    atomic_load_explicit(&s->inl[i], memory_order_seq_cst);
 		if (e)
 			fn(&s->inl[i], e, arg);
 	}

@@ -23,10 +23,9 @@ rctx_fault_hit(enum rctx_fault_site site)
 	    atomic_load_explicit(&countdown[site], memory_order_relaxed);
 	while (c != 0) {
 		/* relaxed: only the value matters; exactly one caller wins 1->0 */
-		if (atomic_compare_exchange_weak_explicit(&countdown[site], &c,
-							  c - 1,
-							  memory_order_relaxed,
-							  memory_order_relaxed))
+		if (atomic_compare_exchange_weak_explicit(
+			&countdown[site], &c, c - 1, memory_order_relaxed,
+			memory_order_relaxed))
 			return c == 1;
 	}
 	return false;

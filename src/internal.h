@@ -14,10 +14,10 @@
 #include "rctx.h"
 #include "timer.h"
 
-#define RCTX_LIKELY(x) __builtin_expect(!!(x), 1)
+#define RCTX_LIKELY(x)	 __builtin_expect(!!(x), 1)
 #define RCTX_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-#define rctx_container_of(p, type, member) \
+#define rctx_container_of(p, type, member)                                     \
 	((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 /* Kinds of context. */
@@ -40,7 +40,7 @@ enum rctx_kind {
 #define RCTX_ST_ERR_MASK 0x3u
 #define RCTX_ST_CANCELED 0x1u
 #define RCTX_ST_TIMEDOUT 0x2u
-#define RCTX_ST_WAITERS 0x4u
+#define RCTX_ST_WAITERS	 0x4u
 
 static inline uint64_t
 rctx_st_make(unsigned err_code, int cause)
@@ -68,7 +68,7 @@ rctx_st_cause(uint64_t s)
  * size. A table never moves, so a child's slot address is fixed for its
  * life and removal is one CAS. See children.h for the protocol.
  */
-#define RCTX_CSET_INLINE 4
+#define RCTX_CSET_INLINE    4
 #define RCTX_CSET_TAG_AFTER ((uintptr_t)1)
 
 struct rctx_ctable;
@@ -83,43 +83,43 @@ struct rctx_vindex;
 
 struct rctx {
 	/* --- every context --- */
-	_Atomic uint32_t refs;	/* references; 0 means being freed */
-	uint8_t kind;		/* enum rctx_kind */
-	uint8_t registered;	/* inserted in src-parent's children set */
-	uint8_t has_deadline;	/* deadline below is meaningful */
-	uint8_t armed;		/* TIMER: the timer was handed to the service */
+	_Atomic uint32_t refs; /* references; 0 means being freed */
+	uint8_t kind;	       /* enum rctx_kind */
+	uint8_t registered;    /* inserted in src-parent's children set */
+	uint8_t has_deadline;  /* deadline below is meaningful */
+	uint8_t armed;	       /* TIMER: the timer was handed to the service */
 #ifdef RCTX_DEBUG
-	uint32_t magic;		/* RCTX_MAGIC_LIVE / RCTX_MAGIC_DEAD */
+	uint32_t magic; /* RCTX_MAGIC_LIVE / RCTX_MAGIC_DEAD */
 #endif
-	struct rctx *parent;	/* direct parent; holds one reference */
-	struct rctx *src;	/* cancellation source: self if cancelable,
+	struct rctx *parent;  /* direct parent; holds one reference */
+	struct rctx *src;     /* cancellation source: self if cancelable,
 				 * nearest cancelable ancestor otherwise,
 				 * NULL if this context can never be done */
-	rctx_time_t deadline;	/* effective deadline, INT64_MAX if none */
+	rctx_time_t deadline; /* effective deadline, INT64_MAX if none */
 
 	/* --- values --- */
-	struct rctx *vtop;	/* nearest value context at or above */
-	const void *key;	/* VALUE only */
+	struct rctx *vtop; /* nearest value context at or above */
+	const void *key;   /* VALUE only */
 	void *val;
-	struct rctx *vprev;	/* VALUE: nearest value context above parent */
-	uint32_t vdepth;	/* VALUE: 1 + vprev->vdepth */
+	struct rctx *vprev; /* VALUE: nearest value context above parent */
+	uint32_t vdepth;    /* VALUE: 1 + vprev->vdepth */
 	_Atomic(struct rctx_vindex *) vindex; /* VALUE, every k-th depth */
 
 	/* --- cancelable (CANCEL, TIMER) --- */
-	_Atomic uint64_t state;	      /* see RCTX_ST_* */
-	_Atomic uintptr_t *slot;      /* our entry in cparent's children set */
-	struct rctx *cparent;	      /* parent->src when registered */
+	_Atomic uint64_t state;	 /* see RCTX_ST_* */
+	_Atomic uintptr_t *slot; /* our entry in cparent's children set */
+	struct rctx *cparent;	 /* parent->src when registered */
 	struct rctx_cset children;
-	_Atomic int fd;		      /* eventfd, -1 until rctx_fd */
-	struct rctx *work_next;	      /* cascade work list (canceller only) */
-	int dcause;		      /* TIMER: cause given at construction */
+	_Atomic int fd;		/* eventfd, -1 until rctx_fd */
+	struct rctx *work_next; /* cascade work list (canceller only) */
+	int dcause;		/* TIMER: cause given at construction */
 
 	/* --- TIMER --- */
 	struct rctx_timer timer;
 
 	/* --- allocator --- */
-	struct rctx *free_next;	      /* cache / deferred-free lists */
-	struct rcu_head rcu;	      /* batch head: deferred through RCU */
+	struct rctx *free_next; /* cache / deferred-free lists */
+	struct rcu_head rcu;	/* batch head: deferred through RCU */
 };
 
 #ifdef RCTX_DEBUG

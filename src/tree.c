@@ -71,8 +71,8 @@ void
 rctx_debug_dead(const struct rctx *c, const char *what)
 {
 	fprintf(stderr,
-		"rctx: %s: context %p was used after its last release\n",
-		what, (const void *)c);
+		"rctx: %s: context %p was used after its last release\n", what,
+		(const void *)c);
 	abort();
 }
 #endif
@@ -349,8 +349,8 @@ cascade(struct rctx *c, uint64_t st)
 			rctx_timer_cancel(&n->timer);
 		/* relaxed: we made the last change to it (err set: no
 		 * waiter can add WAITERS any more, wait.c A) */
-		rctx_wait_notify(n, atomic_load_explicit(
-					&n->state, memory_order_relaxed));
+		rctx_wait_notify(
+		    n, atomic_load_explicit(&n->state, memory_order_relaxed));
 	}
 
 	/* 3. Run after-funcs, outside any lock. */

@@ -52,9 +52,9 @@ rctx_ref_tryget(struct rctx *c)
 		/* acquire: pairs with the release decrement of the thread
 		 * that dropped the previous last reference we now extend,
 		 * so we see the context as that thread left it */
-		if (atomic_compare_exchange_weak_explicit(
-			&c->refs, &r, r + 1, memory_order_acquire,
-			memory_order_relaxed))
+		if (atomic_compare_exchange_weak_explicit(&c->refs, &r, r + 1,
+							  memory_order_acquire,
+							  memory_order_relaxed))
 			return true;
 	}
 	return false;
@@ -66,8 +66,8 @@ rctx_ref_put(struct rctx *c)
 {
 	/* release: our writes to c happen before whoever frees it; the
 	 * acquire fence below pairs with the other threads' releases */
-	uint32_t old = atomic_fetch_sub_explicit(&c->refs, 1,
-						 memory_order_release);
+	uint32_t old =
+	    atomic_fetch_sub_explicit(&c->refs, 1, memory_order_release);
 #ifdef RCTX_DEBUG
 	if (RCTX_UNLIKELY(old == 0))
 		rctx_debug_dead(c, "rctx_release (double release)");
@@ -91,8 +91,8 @@ rctx_state_load(const struct rctx *c)
 
 /* Constructors (arguments already checked by api.c). NULL + errno. */
 struct rctx *rctx_tree_with_cancel(struct rctx *parent);
-struct rctx *rctx_tree_with_deadline(struct rctx *parent,
-				     rctx_time_t deadline, int cause);
+struct rctx *rctx_tree_with_deadline(struct rctx *parent, rctx_time_t deadline,
+				     int cause);
 struct rctx *rctx_tree_with_value(struct rctx *parent, const void *key,
 				  void *value);
 struct rctx *rctx_tree_without_cancel(struct rctx *parent);

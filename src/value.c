@@ -125,8 +125,8 @@ index_build(struct rctx *v, struct rctx *base)
 	if (bix) {
 		for (uint32_t i = 0; i <= bix->mask; i++)
 			if (bix->e[i].key)
-				ix->nkeys += index_put(ix, bix->e[i].key,
-						       bix->e[i].val);
+				ix->nkeys +=
+				    index_put(ix, bix->e[i].key, bix->e[i].val);
 	}
 	/* Nodes strictly below base down to v, applied top-down so the
 	 * nearest value wins. */

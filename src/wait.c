@@ -51,7 +51,8 @@ sat_add(rctx_time_t a, rctx_time_t b)
 int
 rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 {
-	rctx_time_t end = timeout < 0 ? INT64_MAX : sat_add(rctx_now(), timeout);
+	rctx_time_t end =
+	    timeout < 0 ? INT64_MAX : sat_add(rctx_now(), timeout);
 
 	for (;;) {
 		uint64_t s = rctx_state_load(c);
