@@ -103,11 +103,9 @@ rctx_with_timeout_cause(rctx_t *parent, rctx_time_t timeout, int cause)
 {
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_timeout");
-	/* A zero or negative timeout is already due; never wrap. */
-	rctx_time_t now = rctx_now();
-	rctx_time_t d = timeout <= 0 ? now : sat_add(now, timeout);
-
-	return rctx_tree_with_deadline(parent, d, cause);
+	/* now + timeout, saturating both ways (a timeout <= 0 is due). */
+	return rctx_tree_with_deadline(parent, sat_add(rctx_now(), timeout),
+				       cause);
 }
 
 RCTX_API rctx_t *

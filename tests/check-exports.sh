@@ -6,7 +6,7 @@ set -eu
 lib=$1
 hdr=$2
 exported=$(nm -D --defined-only "$lib" | awk '$2 == "T" { print $3 }' | sort)
-declared=$(grep -oE 'RCTX_API [^(]*\(' "$hdr" | sed -E 's/.*[ *]([a-z_0-9]+)\($/\1/' | sort)
+declared=$(grep -v '^#' "$hdr" | grep -oE 'RCTX_API [^(]*\(' | sed -E 's/.*[ *]([a-z_0-9]+)\($/\1/' | sort)
 if [ "$exported" != "$declared" ]; then
 	echo "exported and declared symbols differ:"
 	printf '%s\n' "$exported" > /tmp/rctx-exp.$$
