@@ -1,0 +1,803 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# Merge bench-ctx, Go and latency results into one comparison table and report.
+"""Merge one perf/run results directory into a table, report.md and plots.
+
+Inputs (all in DIR, every one optional except bench-ctx.json):
+  bench-ctx.json    Google Benchmark JSON (--benchmark_out) of bench-ctx
+  go.json           bench/go/run.sh output (see load_go for the forms read)
+  latency.jsonl     JSON lines of perf/cancel-latency and deadline-lateness
+  raw/*.txt         sorted latency samples, one value in ns per line
+  perfstat/*.csv    `perf stat -x,` output per benchmark, with *.json beside
+  perfstat.txt      why perf stat counters are missing, if they are
+  machine.json      machine and tool versions
+
+Prints the comparison table to stdout, writes DIR/report.md and, when
+gnuplot is found, DIR/*.png. Python 3 standard library only.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+# ---------------------------------------------------------------------------
+# The one mapping table: bench-ctx workload -> Go benchmark, with the target
+# from the issue. A workload key is the bench-ctx name without "BM_<lib>_"
+# and without Google Benchmark's own suffixes (/iterations:N, /real_time...).
+# go: the Go benchmark's name without "Benchmark" and without the -GOMAXPROCS
+# suffix; for threaded rows `procs` picks the GOMAXPROCS run to compare.
+# target: (peer, ratio): peer/rctx ns/op must be >= ratio.
+
+WORKLOADS = [
+    # key, go name, procs, target
+    ("ColdDerive", None, None, None),
+    ("DeriveCancelRelease/parent:background",
+     "DeriveCancelRelease/parent=background", None, ("go", 4.0)),
+    ("DeriveCancelRelease/parent:live",
+     "DeriveCancelRelease/parent=live", None, ("go", 4.5)),
+    ("DeriveCancelRelease/parent:value3",
+     "DeriveCancelRelease/parent=value3", None, None),
+    ("DeriveFdCancelRelease", "DeriveDoneCancelRelease", None, None),
+    ("WithTimeoutCancel/timers:1k", "WithTimeoutCancel/timers=1k", None,
+     ("go", 8.0)),
+    ("WithTimeoutCancel/timers:100k", "WithTimeoutCancel/timers=100k", None,
+     ("go", 8.0)),
+    ("WithTimeoutCancel/timers:1M", "WithTimeoutCancel/timers=1M", None,
+     ("go", 8.0)),
+    ("WithValue", "WithValue", None, ("go", 3.5)),
+] + [
+    ("Value/depth:%d/find:%s" % (d, f), "Value/depth=%d/find=%s" % (d, f),
+     None,
+     ("go", 20.0) if (d, f) == (64, "deepest") else
+     ("go", 25.0) if (d, f) == (64, "miss") else None)
+    for d in (1, 8, 64, 1000) for f in ("nearest", "deepest", "miss")
+] + [
+    ("CancelFanout/children:%d" % c, "CancelFanout/children=%d" % c, None,
+     ("go", 4.0))
+    for c in (1, 100, 10000, 1000000)
+] + [
+    ("ChainCancel/depth:1000", "ChainCancel/depth=1000", None, None),
+    ("DonePoll", "DonePoll", None, ("go", 2.0)),
+    ("Err", "Err", None, ("go", 6.0)),
+    ("Cause", "Cause", None, None),
+    ("AfterFunc/op:register-stop", "AfterFunc/op=register-stop", None, None),
+    ("AfterFunc/op:register-fire", "AfterFunc/op=register-fire", None, None),
+    ("SharedParent/threads:1", "SharedParent", 1, None),
+    ("SharedParent/threads:2", "SharedParent", 2,
+     [("go", 5.0), ("mctx", 3.0)]),
+    ("Request", "Request", None, ("go", 9.0)),
+]
+
+# Workloads whose rctx allocs/op must be zero in steady state.
+STEADY_ALLOC_PREFIXES = ("DeriveCancelRelease/", "WithTimeoutCancel/",
+                         "WithValue", "Request", "AfterFunc/", "SharedParent/",
+                         "Value/", "DonePoll", "Err", "Cause")
+LIBS = ("rctx", "mctx", "std", "go")
+GB_NOISE = re.compile(
+    r"^(iterations|repeats|min_time|min_warmup_time|manual_time|real_time|"
+    r"process_time)(:.*)?$")
+
+
+def gb_key(run_name):
+    """'BM_rctx_X/a:1/iterations:30/manual_time' -> ('rctx', 'X/a:1')."""
+    m = re.match(r"^BM_([a-z]+)_(.*)$", run_name)
+    if not m:
+        return None, None
+    parts = [p for p in m.group(2).split("/") if not GB_NOISE.match(p)]
+    return m.group(1), "/".join(parts)
+
+
+def to_ns(value, unit):
+    return value * {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[unit]
+
+
+def load_gb(path):
+    """{(lib, key): {'ns': median ns/op, 'allocs': .., 'bytes': .., 'n': reps}}"""
+    with open(path) as f:
+        data = json.load(f)
+    runs = {}
+    medians = {}
+    errors = {}
+    for b in data.get("benchmarks", []):
+        lib, key = gb_key(b.get("run_name", b["name"]))
+        if lib is None:
+            continue
+        if b.get("error_occurred"):
+            errors[(lib, key)] = b.get("error_message", "error")
+            continue
+        ns = to_ns(b["real_time"], b.get("time_unit", "ns"))
+        rec = {"ns": ns, "allocs": b.get("allocs/op"),
+               "bytes": b.get("B/op")}
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[(lib, key)] = rec
+        else:
+            runs.setdefault((lib, key), []).append(rec)
+    out = {}
+    for k, recs in runs.items():
+        out[k] = {f: median([r[f] for r in recs]) for f in
+                  ("ns", "allocs", "bytes")}
+        out[k]["n"] = len(recs)
+    for k, rec in medians.items():
+        out[k] = dict(rec, n=out.get(k, {}).get("n", 0))
+    return out, errors, data.get("context", {})
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+GO_LINE = re.compile(
+    r"^Benchmark(?P<name>\S+?)(?:-(?P<procs>\d+))?\s+(?P<iters>\d+)\s+"
+    r"(?P<ns>[\d.]+) ns/op(?P<rest>.*)$")
+
+
+def go_metrics(rest):
+    out = {}
+    for val, unit in re.findall(r"([\d.]+) (\S+)", rest):
+        out[unit] = float(val)
+    return out
+
+
+def load_go(path):
+    """{(name, procs): {'ns':, 'allocs':, 'bytes':}} from go.json.
+
+    Reads, in this order of preference:
+      - {"benchmarks": [{"name":, "procs":, "ns_per_op":, "allocs_per_op":,
+        "bytes_per_op":}, ...]} (or the list alone), names with or without
+        the "Benchmark" prefix and "-N" suffix;
+      - `go test -json` event lines (test2json) whose Output holds the
+        usual benchmark lines;
+      - plain `go test -bench` text.
+    Repeated runs (-count) are reduced to their median.
+    """
+    samples = {}
+
+    def add(name, procs, ns, allocs, nbytes):
+        if name.startswith("Benchmark"):
+            name = name[len("Benchmark"):]
+        m = re.match(r"^(.*)-(\d+)$", name)
+        if m and procs is None:
+            name, procs = m.group(1), int(m.group(2))
+        samples.setdefault((name, int(procs or 1)), []).append(
+            {"ns": ns, "allocs": allocs, "bytes": nbytes})
+
+    def add_line(line):
+        m = GO_LINE.match(line.strip())
+        if not m:
+            return
+        extra = go_metrics(m.group("rest"))
+        add(m.group("name"), m.group("procs"), float(m.group("ns")),
+            extra.get("allocs/op"), extra.get("B/op"))
+
+    with open(path) as f:
+        text = f.read()
+    doc = None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        pass
+    if isinstance(doc, dict) and "benchmarks" in doc:
+        doc = doc["benchmarks"]
+    if isinstance(doc, list):
+        for b in doc:
+            ns = first(b, "ns_per_op", "ns/op", "NsPerOp", "ns")
+            if ns is None:
+                continue
+            add(b.get("name") or b.get("Name"),
+                first(b, "procs", "gomaxprocs", "Procs", "cpu"), float(ns),
+                first(b, "allocs_per_op", "allocs/op", "AllocsPerOp",
+                      "allocs"),
+                first(b, "bytes_per_op", "B/op", "AllocedBytesPerOp",
+                      "bytes"))
+    else:
+        pending = ""
+        for line in text.splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                add_line(line)
+                continue
+            if not isinstance(ev, dict):
+                continue
+            out = ev.get("Output")
+            if out is None:
+                continue
+            # test2json may split one benchmark line over two events
+            pending += out
+            while "\n" in pending:
+                one, pending = pending.split("\n", 1)
+                add_line(one)
+        add_line(pending)
+    return {k: {f: median([s[f] for s in v]) for f in ("ns", "allocs",
+                                                       "bytes")}
+            for k, v in samples.items()}
+
+
+def first(d, *names):
+    for n in names:
+        if n in d and d[n] is not None:
+            return d[n]
+    return None
+
+
+def norm(name):
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def go_lookup(go, name, procs):
+    """Exact name first, then the same name ignoring punctuation/case."""
+    if not go or name is None:
+        return None
+    want_procs = [procs] if procs else sorted({p for (_, p) in go})
+    for p in want_procs:
+        if (name, p) in go:
+            return go[(name, p)]
+    n = norm(name)
+    for p in want_procs:
+        for (gname, gp), rec in go.items():
+            if gp == p and norm(gname) == n:
+                return rec
+    return None
+
+
+# ---------------------------------------------------------------------------
+
+def fmt_ns(x):
+    if x is None:
+        return "-"
+    if x >= 1e6:
+        return "%.3g ms" % (x / 1e6)
+    if x >= 1e4:
+        return "%.0f" % x
+    if x >= 100:
+        return "%.0f" % x
+    if x >= 10:
+        return "%.1f" % x
+    return "%.2f" % x
+
+
+def fmt_num(x, nd=2):
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    if abs(x) < 0.01:
+        return "%.1e" % x
+    return ("%." + str(nd) + "f") % x
+
+
+def ratio(a, b):
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
+
+
+def build_rows(gb, go):
+    rows = []
+    seen = set()
+    table = list(WORKLOADS)
+    known = {w[0] for w in table}
+    # workloads bench-ctx ran that the table does not name still show
+    for (lib, key) in sorted(gb):
+        if key not in known:
+            table.append((key, None, None, None))
+            known.add(key)
+    for key, goname, procs, target in table:
+        if key in seen:
+            continue
+        seen.add(key)
+        r = {"key": key, "go_name": goname}
+        for lib in ("rctx", "mctx", "std"):
+            rec = gb.get((lib, key))
+            r[lib] = rec["ns"] if rec else None
+            r[lib + "_allocs"] = rec["allocs"] if rec else None
+            r[lib + "_bytes"] = rec["bytes"] if rec else None
+        g = go_lookup(go, goname, procs)
+        r["go"] = g["ns"] if g else None
+        r["go_allocs"] = g["allocs"] if g else None
+        r["go_bytes"] = g["bytes"] if g else None
+        if all(r[lib] is None for lib in LIBS):
+            continue
+        r["go_x"] = ratio(r["go"], r["rctx"])
+        r["mctx_x"] = ratio(r["mctx"], r["rctx"])
+        r["std_x"] = ratio(r["std"], r["rctx"])
+        targets = []
+        if target:
+            for peer, want in (target if isinstance(target, list)
+                               else [target]):
+                got = r[peer + "_x"]
+                targets.append({"peer": peer, "want": want, "got": got,
+                                "ok": None if got is None else got >= want})
+        r["targets"] = targets
+        rows.append(r)
+    return rows
+
+
+def target_text(r):
+    out = []
+    for t in r["targets"]:
+        if t["ok"] is None:
+            mark = "n/a"
+        else:
+            mark = "ok" if t["ok"] else "MISS"
+        out.append("%s>=%gx %s" % (t["peer"], t["want"], mark))
+    return "; ".join(out)
+
+
+COLUMNS = [
+    ("workload (per op)", lambda r: r["key"]),
+    ("rctx ns", lambda r: fmt_ns(r["rctx"])),
+    ("mctx ns", lambda r: fmt_ns(r["mctx"])),
+    ("std ns", lambda r: fmt_ns(r["std"])),
+    ("Go ns", lambda r: fmt_ns(r["go"])),
+    ("rctx allocs", lambda r: fmt_num(r["rctx_allocs"])),
+    ("Go allocs", lambda r: fmt_num(r["go_allocs"])),
+    ("Go/rctx", lambda r: fmt_num(r["go_x"], 1)),
+    ("mctx/rctx", lambda r: fmt_num(r["mctx_x"], 1)),
+    ("target", target_text),
+]
+
+
+def text_table(rows):
+    cells = [[c[0] for c in COLUMNS]]
+    for r in rows:
+        cells.append([c[1](r) for c in COLUMNS])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    lines = []
+    for n, row in enumerate(cells):
+        out = []
+        for i, v in enumerate(row):
+            out.append(v.ljust(widths[i]) if i in (0, len(row) - 1)
+                       else v.rjust(widths[i]))
+        lines.append("  ".join(out).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def md_table(header, rows):
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        out.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(out)
+
+
+def alloc_checks(gb):
+    """The allocation targets: cold <= 1 malloc per context, steady 0."""
+    checks = []
+    cold = gb.get(("rctx", "ColdDerive"))
+    if cold and cold["allocs"] is not None:
+        checks.append(("rctx cold derive: mallocs per context",
+                       cold["allocs"], "<= 1", cold["allocs"] <= 1.0))
+    worst = None
+    for (lib, key), rec in gb.items():
+        if lib != "rctx" or not key.startswith(STEADY_ALLOC_PREFIXES):
+            continue
+        if rec["allocs"] is None:
+            continue
+        if worst is None or rec["allocs"] > worst[1]:
+            worst = (key, rec["allocs"])
+    if worst:
+        # a warm-up malloc amortised over the run shows as a tiny fraction
+        checks.append(("rctx steady state: worst allocs/op (%s)" % worst[0],
+                       worst[1], "0 (< 0.01)", worst[1] < 0.01))
+    return checks
+
+
+# ---------------------------------------------------------------------------
+
+def load_jsonl(path):
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    return out
+
+
+def load_perfstat(d, gb_runs):
+    """{(lib, key): {event: per-op count}} from perfstat/*.csv + *.json."""
+    out = {}
+    pdir = os.path.join(d, "perfstat")
+    if not os.path.isdir(pdir):
+        return out
+    for fn in sorted(os.listdir(pdir)):
+        if not fn.endswith(".csv"):
+            continue
+        base = fn[:-4]
+        jpath = os.path.join(pdir, base + ".json")
+        if not os.path.exists(jpath):
+            continue
+        with open(jpath) as f:
+            bj = json.load(f)
+        iters = 0
+        key = None
+        for b in bj.get("benchmarks", []):
+            if b.get("run_type", "iteration") == "iteration":
+                iters += int(b.get("iterations", 0)) * int(b.get("threads",
+                                                                 1))
+                key = gb_key(b.get("run_name", b["name"]))
+        if not iters or key is None:
+            continue
+        ev = {}
+        with open(os.path.join(pdir, fn)) as f:
+            for line in f:
+                parts = line.strip().split(",")
+                if len(parts) < 3 or not parts[0]:
+                    continue
+                try:
+                    ev[parts[2]] = float(parts[0]) / iters
+                except ValueError:
+                    pass
+        if ev:
+            out[key] = ev
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Plots (gnuplot, PNG)
+
+def gp_quote(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_gnuplot(script, d):
+    gp = shutil.which("gnuplot")
+    if not gp:
+        return "gnuplot not found"
+    r = subprocess.run([gp], input=script, text=True, cwd=d,
+                       capture_output=True)
+    if r.returncode != 0:
+        return "gnuplot failed: " + r.stderr.strip()[:500]
+    return None
+
+
+def bar_plot(d, rows, field, fname, title, ylabel, logscale):
+    libs = [lib for lib in LIBS
+            if any(r.get(lib + field) not in (None, 0) for r in rows)]
+    data = [r for r in rows
+            if any(r.get(lib + field) not in (None, 0) for lib in libs)]
+    if not libs or not data:
+        return None
+    dat = fname[:-4] + ".dat"
+    with open(os.path.join(d, dat), "w") as f:
+        f.write("workload " + " ".join(libs) + "\n")
+        for r in data:
+            vals = []
+            for lib in libs:
+                v = r.get(lib + field)
+                vals.append("-" if v in (None, 0) and logscale else
+                            "-" if v is None else "%.6g" % v)
+            f.write(gp_quote(r["key"]) + " " + " ".join(vals) + "\n")
+    width = max(1000, 28 * len(data) * max(1, len(libs)) // 2)
+    cols = ", ".join(
+        ("'%s'" % dat if i == 0 else "''") +
+        " using %d:xtic(1) title %s" % (i + 2, gp_quote(lib))
+        for i, lib in enumerate(libs))
+    script = "\n".join([
+        "set terminal pngcairo size %d,700 noenhanced" % width
+        if has_cairo() else "set terminal png size %d,700 noenhanced" % width,
+        "set output %s" % gp_quote(fname),
+        "set title %s" % gp_quote(title),
+        "set ylabel %s" % gp_quote(ylabel),
+        "set datafile missing '-'",
+        "set style data histograms",
+        "set style histogram clustered gap 1",
+        "set style fill solid 0.8 border -1",
+        "set xtics rotate by -60 font ',8'",
+        "set key top left",
+        "set grid ytics",
+        "set bmargin 16",
+        "set logscale y" if logscale else "set yrange [0:*]",
+        "plot " + cols,
+        ""])
+    return run_gnuplot(script, d)
+
+
+_CAIRO = None
+
+
+def has_cairo():
+    global _CAIRO
+    if _CAIRO is None:
+        gp = shutil.which("gnuplot")
+        _CAIRO = False
+        if gp:
+            r = subprocess.run([gp, "-e", "set terminal"],
+                               capture_output=True, text=True)
+            _CAIRO = "pngcairo" in (r.stdout + r.stderr)
+    return _CAIRO
+
+
+def quantile_plot(d, files, fname, title, ylabel):
+    """files: [(label, path of sorted samples)] -> quantile (CDF) plot."""
+    series = []
+    for label, path in files:
+        try:
+            with open(path) as f:
+                vals = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        if not vals:
+            continue
+        vals.sort()
+        dat = os.path.basename(path)[:-4] + ".cdf"
+        with open(os.path.join(d, dat), "w") as f:
+            n = len(vals)
+            for i, v in enumerate(vals):
+                f.write("%d %.6f\n" % (max(v, 1), (i + 1) / n))
+        series.append((label, dat))
+    if not series:
+        return None
+    plots = ", ".join("'%s' using 1:2 with steps lw 2 title %s" %
+                      (dat, gp_quote(label)) for label, dat in series)
+    script = "\n".join([
+        "set terminal pngcairo size 1000,600 noenhanced" if has_cairo()
+        else "set terminal png size 1000,600 noenhanced",
+        "set output %s" % gp_quote(fname),
+        "set title %s" % gp_quote(title),
+        "set xlabel %s" % gp_quote(ylabel + " (log scale)"),
+        "set ylabel 'fraction of samples <= x'",
+        "set logscale x",
+        "set yrange [0:1.01]",
+        "set grid",
+        "set key bottom right",
+        "plot " + plots,
+        ""])
+    return run_gnuplot(script, d)
+
+
+# ---------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dir", help="results directory of one perf/run")
+    ap.add_argument("--mode", default="", help="label: quick or full")
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args()
+    d = args.dir
+
+    gb, gb_errors, gb_ctx = load_gb(os.path.join(d, "bench-ctx.json"))
+    go = {}
+    go_note = None
+    gopath = os.path.join(d, "go.json")
+    if os.path.exists(gopath) and os.path.getsize(gopath) > 0:
+        try:
+            go = load_go(gopath)
+        except (OSError, ValueError) as e:
+            go_note = "go.json unreadable: %s" % e
+        if not go and not go_note:
+            go_note = "go.json holds no benchmark results"
+    else:
+        go_note = "no Go results (go not installed or bench/go/run.sh missing)"
+    note_path = os.path.join(d, "go-note.txt")
+    if os.path.exists(note_path):
+        with open(note_path) as f:
+            go_note = (go_note + "; " if go_note else "") + f.read().strip()
+
+    rows = build_rows(gb, go)
+    table = text_table(rows)
+    checks = alloc_checks(gb)
+    latency = load_jsonl(os.path.join(d, "latency.jsonl"))
+    perfstat = load_perfstat(d, gb)
+    machine = {}
+    mpath = os.path.join(d, "machine.json")
+    if os.path.exists(mpath):
+        with open(mpath) as f:
+            machine = json.load(f)
+
+    # ---- stdout
+    print(table)
+    print()
+    print("Targets from the issue (peer ns/op divided by rctx ns/op):")
+    misses = 0
+    for r in rows:
+        for t in r["targets"]:
+            got = "-" if t["got"] is None else "%.1fx" % t["got"]
+            verdict = ("no data" if t["ok"] is None else
+                       "ok" if t["ok"] else
+                       "MISSED by %.0f%%" % (100 * (1 - t["got"] / t["want"])))
+            if t["ok"] is False:
+                misses += 1
+            print("  %-42s %-4s >= %4.1fx  measured %7s  %s" %
+                  (r["key"], t["peer"], t["want"], got, verdict))
+    for name, got, want, ok in checks:
+        if not ok:
+            misses += 1
+        print("  %-56s %s  measured %s  %s" %
+              (name, want, fmt_num(got, 3), "ok" if ok else "MISSED"))
+    if go_note:
+        print("  note: " + go_note)
+    for (lib, key), msg in sorted(gb_errors.items()):
+        print("  error: BM_%s_%s: %s" % (lib, key, msg))
+    if latency:
+        print()
+        print("Latency (ns):")
+        for j in latency:
+            what = j.get("mode") or j.get("label")
+            extra = ""
+            if j.get("bench") == "deadline-lateness":
+                extra = "  early=%s lost=%s" % (j.get("early"), j.get("lost"))
+            print("  %-18s %-5s %-5s p50 %8s  p99 %8s  p999 %8s  max %9s%s" %
+                  (j.get("bench"), j.get("lib"), what, j.get("p50_ns"),
+                   j.get("p99_ns"), j.get("p999_ns"), j.get("max_ns"), extra))
+
+    # ---- plots
+    plot_notes = []
+    pngs = []
+    if not args.no_plots:
+        for field, fname, title, ylabel, logy in (
+                ("", "ns-per-op.png", "ns/op by library (median, lower is "
+                 "better)", "ns/op", True),
+                ("_allocs", "allocs-per-op.png", "allocations per op",
+                 "allocs/op", False)):
+            err = bar_plot(d, rows, field, fname, title, ylabel, logy)
+            (plot_notes.append(err) if err else pngs.append(fname))
+        raw = os.path.join(d, "raw")
+        if os.path.isdir(raw):
+            cl = [(j["lib"] + " " + j["mode"],
+                   os.path.join(raw, "cancel-latency-%s-%s.txt" %
+                                (j["lib"], j["mode"])))
+                  for j in latency if j.get("bench") == "cancel-latency"]
+            dl = [(j["lib"] + " " + j["label"],
+                   os.path.join(raw, "deadline-lateness-%s-%s.txt" %
+                                (j["lib"], j["label"])))
+                  for j in latency if j.get("bench") == "deadline-lateness"]
+            for files, fname, title, xl in (
+                    (cl, "cancel-latency.png",
+                     "cancel on one thread, seen on another", "latency ns"),
+                    (dl, "deadline-lateness.png",
+                     "deadline lateness (fire time - deadline)",
+                     "lateness ns")):
+                err = quantile_plot(d, files, fname, title, xl)
+                if err:
+                    plot_notes.append(err)
+                elif files:
+                    pngs.append(fname)
+    # the .dat/.cdf files are plot inputs only
+    for fn in os.listdir(d):
+        if fn.endswith((".dat", ".cdf")):
+            os.unlink(os.path.join(d, fn))
+
+    # ---- report.md
+    md = []
+    md.append("# rctx performance report (%s)" %
+              os.path.basename(os.path.abspath(d)))
+    md.append("")
+    md.append("Run: `perf/run%s`. Medians of %s; ns/op is real time per op "
+              "(per child for CancelFanout, per level for ChainCancel, per "
+              "context for ColdDerive; aggregate over all threads for "
+              "SharedParent). allocs/op counts malloc calls per op on the "
+              "benchmark thread (Go: -benchmem, whole process)." %
+              (" --quick" if args.mode == "quick" else "",
+               "the repetitions" if args.mode != "quick" else "one run"))
+    md.append("")
+    md.append("## Comparison")
+    md.append("")
+    md.append(md_table([c[0] for c in COLUMNS],
+                       [[c[1](r) for c in COLUMNS] for r in rows]))
+    md.append("")
+    md.append("## Targets")
+    md.append("")
+    trows = []
+    for r in rows:
+        for t in r["targets"]:
+            trows.append([r["key"], "%s/rctx" % t["peer"],
+                          ">= %gx" % t["want"],
+                          "-" if t["got"] is None else "%.2fx" % t["got"],
+                          "no data" if t["ok"] is None else
+                          "ok" if t["ok"] else "**missed**"])
+    for name, got, want, ok in checks:
+        trows.append([name, "allocs", want, fmt_num(got, 3),
+                      "ok" if ok else "**missed**"])
+    md.append(md_table(["workload", "ratio", "target", "measured",
+                        "verdict"], trows))
+    md.append("")
+    if go_note:
+        md.append("Note: " + go_note)
+        md.append("")
+    if gb_errors:
+        md.append("Benchmarks that reported an error:")
+        md.append("")
+        for (lib, key), msg in sorted(gb_errors.items()):
+            md.append("- `BM_%s_%s`: %s" % (lib, key, msg))
+        md.append("")
+    md.append("Bytes per op (B/op): " + ", ".join(
+        "%s rctx %s / Go %s" % (r["key"], fmt_num(r["rctx_bytes"], 0),
+                                fmt_num(r["go_bytes"], 0))
+        for r in rows if r["rctx_bytes"] is not None))
+    md.append("")
+    md.append("## Latency profiles")
+    md.append("")
+    if latency:
+        lrows = []
+        for j in latency:
+            lrows.append([j.get("bench"), j.get("lib"),
+                          j.get("mode") or j.get("label"),
+                          j.get("samples"), j.get("p50_ns"), j.get("p99_ns"),
+                          j.get("p999_ns"), j.get("max_ns"),
+                          "early %s, lost %s" % (j.get("early"),
+                                                 j.get("lost"))
+                          if j.get("bench") == "deadline-lateness" else ""])
+        md.append(md_table(["program", "lib", "case", "samples", "p50 ns",
+                            "p99 ns", "p99.9 ns", "max ns", "checks"],
+                           lrows))
+        md.append("")
+        md.append("cancel-latency: the clock is read just before the cancel "
+                  "and by the observer when it sees the context done "
+                  "(rctx_wait returning, epoll_wait on rctx_fd returning, or "
+                  "a rctx_done poll turning true). deadline-lateness: "
+                  "after-func fire time minus the requested deadline; any "
+                  "negative sample is an early expiry and fails the run.")
+    else:
+        md.append("No latency results.")
+    md.append("")
+    md.append("## perf stat (per op)")
+    md.append("")
+    if perfstat:
+        events = sorted({e for v in perfstat.values() for e in v})
+        prow = []
+        for (lib, key), ev in sorted(perfstat.items(),
+                                     key=lambda kv: (kv[0][1], kv[0][0])):
+            prow.append([key, lib] + [fmt_num(ev.get(e), 1) for e in events])
+        md.append(md_table(["workload", "lib"] + events, prow))
+        md.append("")
+        md.append("Counts cover the whole benchmark process divided by the "
+                  "iterations run, so setup is included: compare rows, do "
+                  "not read them as exact per-op costs.")
+    else:
+        why = "not collected"
+        ppath = os.path.join(d, "perfstat.txt")
+        if os.path.exists(ppath):
+            with open(ppath) as f:
+                why = f.read().strip()
+        md.append("Hardware counters unavailable: " + why)
+    md.append("")
+    md.append("## Plots")
+    md.append("")
+    for p in pngs:
+        md.append("![%s](%s)" % (p[:-4], p))
+        md.append("")
+    for n in plot_notes:
+        md.append("- " + n)
+    md.append("")
+    md.append("## Machine")
+    md.append("")
+    for k, v in machine.items():
+        md.append("- %s: %s" % (k, v))
+    if gb_ctx:
+        md.append("- google benchmark: %s, %s CPUs at %s MHz, "
+                  "library build %s" %
+                  (gb_ctx.get("library_version", "?") if
+                   "library_version" in gb_ctx else "libbenchmark",
+                   gb_ctx.get("num_cpus"), gb_ctx.get("mhz_per_cpu"),
+                   gb_ctx.get("library_build_type")))
+    md.append("")
+    with open(os.path.join(d, "report.md"), "w") as f:
+        f.write("\n".join(md))
+    print()
+    print("report: %s" % os.path.join(d, "report.md"))
+    for p in pngs:
+        print("plot:   %s" % os.path.join(d, p))
+    for n in plot_notes:
+        print("plot note: %s" % n)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
