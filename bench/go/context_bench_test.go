@@ -1,0 +1,362 @@
+// SPDX-License-Identifier: MIT
+// Go's own context package on the workloads of bench/bench-ctx.cc.
+
+// Package rctxbench measures Go's context package on the same workloads
+// as the C++ suite, so that rctx and mctx can be read against the design
+// they transcribe. Benchmark names are the join key used by run.sh.
+//
+// Go has no release: a context is garbage once unreferenced, so the
+// allocation columns (B/op, allocs/op) stand in for rctx_release's cost.
+package rctxbench
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+)
+
+type ctxKey int
+
+const (
+	keyA ctxKey = iota
+	keyB
+)
+
+var (
+	valA = new(int)
+	valB = new(int)
+
+	sinkCtx  context.Context
+	sinkAny  any
+	sinkErr  error
+	sinkBool bool
+	sinkDone <-chan struct{}
+)
+
+// --- DeriveCancelRelease -----------------------------------------------
+
+func BenchmarkDeriveCancelRelease(b *testing.B) {
+	b.Run("parent=background", func(b *testing.B) {
+		deriveCancel(b, context.Background())
+	})
+	b.Run("parent=live_cancel", func(b *testing.B) {
+		live, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		deriveCancel(b, live)
+	})
+	b.Run("parent=value3", func(b *testing.B) {
+		live, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		p := live
+		for i := 0; i < 3; i++ {
+			p = context.WithValue(p, ctxKey(10+i), valA)
+		}
+		deriveCancel(b, p)
+	})
+}
+
+func deriveCancel(b *testing.B, parent context.Context) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, cancel := context.WithCancel(parent)
+		cancel()
+		sinkCtx = c
+	}
+}
+
+// --- TimeoutCancel/live=N ----------------------------------------------
+
+// The live timers survive between the calls Go makes to size a run; they
+// are rebuilt only when another size is asked for.
+var (
+	population     []context.CancelFunc
+	populationSize = -1
+)
+
+func timerPopulation(n int) {
+	if populationSize == n {
+		return
+	}
+	for _, cancel := range population {
+		cancel()
+	}
+	population = make([]context.CancelFunc, 0, n)
+	for i := 0; i < n; i++ {
+		// One hour, spread so that they do not all expire together.
+		d := time.Hour + time.Duration(i%4096)*time.Millisecond
+		_, cancel := context.WithTimeout(context.Background(), d)
+		population = append(population, cancel)
+	}
+	populationSize = n
+	runtime.GC()
+}
+
+func dropPopulation() {
+	for _, cancel := range population {
+		cancel()
+	}
+	population = nil
+	populationSize = -1
+	runtime.GC()
+}
+
+func BenchmarkTimeoutCancel(b *testing.B) {
+	for _, n := range []int{1000, 100000, 1000000} {
+		n := n
+		b.Run(fmt.Sprintf("live=%d", n), func(b *testing.B) {
+			timerPopulation(n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				c, cancel := context.WithTimeout(
+					context.Background(), time.Hour)
+				cancel()
+				sinkCtx = c
+			}
+		})
+	}
+	dropPopulation()
+}
+
+// --- WithValue and ValueLookup -----------------------------------------
+
+func BenchmarkWithValue(b *testing.B) {
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		sinkCtx = context.WithValue(context.Background(), keyA, valA)
+	}
+}
+
+func BenchmarkValueLookup(b *testing.B) {
+	for _, depth := range []int{1, 8, 64, 1000} {
+		live, cancel := context.WithCancel(context.Background())
+		p := live
+		// Keys 100..100+depth-1 sit from the top down; 100+depth is
+		// never set.
+		for i := 0; i < depth; i++ {
+			p = context.WithValue(p, ctxKey(100+i), i)
+		}
+		// Keys are boxed once here: boxing an int over 255 allocates,
+		// and that is not what is measured.
+		finds := []struct {
+			name string
+			key  any
+			want any
+		}{
+			{"hit_nearest", any(ctxKey(100 + depth - 1)), depth - 1},
+			{"hit_deepest", any(ctxKey(100)), 0},
+			{"miss", any(ctxKey(100 + depth)), nil},
+		}
+		for _, f := range finds {
+			f := f
+			name := fmt.Sprintf("depth=%d/%s", depth, f.name)
+			b.Run(name, func(b *testing.B) {
+				if got := p.Value(f.key); got != f.want {
+					b.Fatalf("Value(%v) = %v, want %v",
+						f.key, got, f.want)
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					sinkAny = p.Value(f.key)
+				}
+			})
+		}
+		cancel()
+	}
+}
+
+// --- CancelFanout/children=N -------------------------------------------
+
+// One op cancels `groups` parents of n children each (enough groups for
+// 10,000 children), timing only the cancels; ns/child is the figure to
+// read, as the C++ suite reports time per child.
+func BenchmarkCancelFanout(b *testing.B) {
+	for _, n := range []int{1, 100, 10000, 1000000} {
+		n := n
+		b.Run(fmt.Sprintf("children=%d", n), func(b *testing.B) {
+			groups := 1
+			if n < 10000 {
+				groups = 10000 / n
+			}
+			parents := make([]context.Context, groups)
+			cancels := make([]context.CancelFunc, groups)
+			kids := make([]context.Context, groups*n)
+			kidCancels := make([]context.CancelFunc, groups*n)
+			var timed time.Duration
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				for g := 0; g < groups; g++ {
+					parents[g], cancels[g] = context.WithCancel(
+						context.Background())
+					for k := 0; k < n; k++ {
+						c, cc := context.WithCancel(parents[g])
+						kids[g*n+k] = c
+						kidCancels[g*n+k] = cc
+					}
+				}
+				b.StartTimer()
+				t0 := time.Now()
+				for g := 0; g < groups; g++ {
+					cancels[g]()
+				}
+				timed += time.Since(t0)
+				b.StopTimer()
+				for k := range kids {
+					if kids[k].Err() == nil {
+						b.Fatal("child not done")
+					}
+					kidCancels[k]() // a no-op now
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			perChild := float64(timed.Nanoseconds()) /
+				float64(b.N*groups*n)
+			b.ReportMetric(perChild, "ns/child")
+			for i := range kids {
+				kids[i], kidCancels[i] = nil, nil
+			}
+		})
+	}
+}
+
+// --- ChainCancel/depth=1000 --------------------------------------------
+
+// One op builds a chain of 1,000 cancel contexts, cancels its root, then
+// calls every level's own cancel (a no-op by then: the analogue of the C
+// suite's release); ns/level is the figure to read.
+func BenchmarkChainCancel(b *testing.B) {
+	const depth = 1000
+	b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+		cancels := make([]context.CancelFunc, depth)
+		b.ReportAllocs()
+		b.ResetTimer()
+		t0 := time.Now()
+		for i := 0; i < b.N; i++ {
+			p := context.Background()
+			for l := 0; l < depth; l++ {
+				p, cancels[l] = context.WithCancel(p)
+			}
+			cancels[0]()
+			if p.Err() == nil {
+				b.Fatal("leaf not done")
+			}
+			for l := depth - 1; l >= 0; l-- {
+				cancels[l]()
+			}
+		}
+		elapsed := time.Since(t0)
+		b.ReportMetric(float64(elapsed.Nanoseconds())/
+			float64(b.N*depth), "ns/level")
+	})
+}
+
+// --- Observers on a live context ---------------------------------------
+
+func BenchmarkDonePoll(b *testing.B) {
+	c, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := c.Done()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		select {
+		case <-done:
+			sinkBool = true
+		default:
+		}
+	}
+}
+
+func BenchmarkErr(b *testing.B) {
+	c, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		sinkErr = c.Err()
+	}
+}
+
+// BenchmarkCause needs context.Cause (Go 1.20): see cause_*_test.go.
+func BenchmarkCause(b *testing.B) {
+	benchCause(b)
+}
+
+// BenchmarkAfterFunc needs context.AfterFunc (Go 1.21): see after_*_test.go.
+func BenchmarkAfterFunc(b *testing.B) {
+	b.Run("register_stop", benchAfterRegisterStop)
+	b.Run("register_fire", benchAfterRegisterFire)
+}
+
+// BenchmarkDoneChannel is derive, first Done() (the lazily made channel,
+// rctx_fd's analogue), cancel.
+func BenchmarkDoneChannel(b *testing.B) {
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		c, cancel := context.WithCancel(context.Background())
+		sinkDone = c.Done()
+		cancel()
+	}
+}
+
+// --- SharedParent/threads=T --------------------------------------------
+
+// Every goroutine derives and cancels under one parent, with GOMAXPROCS
+// set to T. Go reports wall time per op over all goroutines (aggregate
+// throughput); Google Benchmark's UseRealTime reports wall time per op of
+// one thread, i.e. T times larger for the same throughput.
+func BenchmarkSharedParent(b *testing.B) {
+	for _, t := range []int{1, 2} {
+		t := t
+		b.Run(fmt.Sprintf("threads=%d", t), func(b *testing.B) {
+			old := runtime.GOMAXPROCS(t)
+			defer runtime.GOMAXPROCS(old)
+			parent, cancel := context.WithCancel(
+				context.Background())
+			defer cancel()
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					c, cc := context.WithCancel(parent)
+					cc()
+					if c.Err() == nil {
+						panic("child not done")
+					}
+				}
+			})
+		})
+	}
+}
+
+// --- Request -----------------------------------------------------------
+
+// One op is one server request: a 1 s timeout under a long-lived root,
+// two values, three sub-calls with their own 100 ms timeouts each doing a
+// value lookup and an Err check, then everything cancelled.
+func BenchmarkRequest(b *testing.B) {
+	root, cancelRoot := context.WithCancel(context.Background())
+	defer cancelRoot()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r, cancelR := context.WithTimeout(root, time.Second)
+		v1 := context.WithValue(r, keyA, valA)
+		v2 := context.WithValue(v1, keyB, valB)
+		for s := 0; s < 3; s++ {
+			sc, cancelS := context.WithTimeout(v2,
+				100*time.Millisecond)
+			sinkAny = sc.Value(keyA)
+			sinkErr = sc.Err()
+			cancelS()
+		}
+		cancelR()
+	}
+}

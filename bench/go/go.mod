@@ -1,0 +1,3 @@
+module rctxbench
+
+go 1.19
