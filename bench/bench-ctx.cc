@@ -179,20 +179,37 @@ public:
 	explicit AllocMeter(benchmark::State &st, double per = 1.0)
 	    : st_(st), per_(per)
 	{
+		resume();
+	}
+
+	/* Count only between resume() and pause() (Go's StopTimer). */
+	void
+	pause()
+	{
+		struct alloc_counts now;
+
+		alloc_count_read(&now);
+		allocs_ += now.allocs - start_.allocs;
+		bytes_ += now.bytes - start_.bytes;
+		running_ = false;
+	}
+
+	void
+	resume()
+	{
 		alloc_count_read(&start_);
+		running_ = true;
 	}
 
 	void
 	report()
 	{
-		struct alloc_counts end;
-
-		alloc_count_read(&end);
+		if (running_)
+			pause();
 		st_.counters["allocs/op"] = benchmark::Counter(
-			double(end.allocs - start_.allocs) / per_,
+			double(allocs_) / per_,
 			benchmark::Counter::kAvgIterations);
-		st_.counters["B/op"] = benchmark::Counter(
-			double(end.bytes - start_.bytes) / per_,
+		st_.counters["B/op"] = benchmark::Counter(double(bytes_) / per_,
 			benchmark::Counter::kAvgIterations);
 	}
 
@@ -200,6 +217,8 @@ private:
 	benchmark::State &st_;
 	double per_;
 	struct alloc_counts start_;
+	uint64_t allocs_ = 0, bytes_ = 0;
+	bool running_ = false;
 };
 
 double
@@ -447,7 +466,8 @@ value_lookup(benchmark::State &st, int depth, Find find)
  * One op is one child cancelled by its parent's cancel. Each iteration
  * builds groups of N children (enough groups for 10,000 children, so the
  * clock reads cost nothing per child), times only the parents' cancels,
- * and releases everything outside the timed region.
+ * and releases everything outside the timed region. Allocations are
+ * counted in the timed region only, as Go's StopTimer does.
  */
 size_t
 fanout_groups(size_t n)
@@ -464,6 +484,7 @@ cancel_fanout(benchmark::State &st, size_t n)
 	std::vector<typename L::ctx_t *> kids(groups * n);
 	AllocMeter m(st, double(groups * n));
 
+	m.pause();
 	for (auto _ : st) {
 		for (size_t g = 0; g < groups; g++) {
 			parents[g] = L::with_cancel(L::background());
@@ -473,10 +494,12 @@ cancel_fanout(benchmark::State &st, size_t n)
 				NEED(st, kids[g * n + i]);
 			}
 		}
+		m.resume();
 		double t0 = now_sec();
 		for (size_t g = 0; g < groups; g++)
 			L::cancel(parents[g]);
 		double t1 = now_sec();
+		m.pause();
 		for (size_t i = 0; i < groups * n; i++) {
 			if (!L::done(kids[i])) {
 				st.SkipWithError("child not done");
@@ -497,6 +520,7 @@ std_cancel_fanout(benchmark::State &st, size_t n)
 	size_t groups = fanout_groups(n);
 	AllocMeter m(st, double(groups * n));
 
+	m.pause();
 	for (auto _ : st) {
 		std::vector<std::stop_source> parents(groups);
 		std::vector<std::unique_ptr<StdChild>> kids;
@@ -505,10 +529,12 @@ std_cancel_fanout(benchmark::State &st, size_t n)
 			for (size_t i = 0; i < n; i++)
 				kids.push_back(std::make_unique<StdChild>(
 					parents[g].get_token()));
+		m.resume();
 		double t0 = now_sec();
 		for (size_t g = 0; g < groups; g++)
 			parents[g].request_stop();
 		double t1 = now_sec();
+		m.pause();
 		for (auto &k : kids) {
 			if (!k->src.stop_requested()) {
 				st.SkipWithError("child not stopped");
