@@ -35,41 +35,44 @@ import sys
 # target: (peer, ratio): peer/rctx ns/op must be >= ratio.
 
 WORKLOADS = [
-    # key, go name, procs, target
+    # key, go name, go units per op, target
     ("ColdDerive", None, None, None),
     ("DeriveCancelRelease/parent:background",
      "DeriveCancelRelease/parent=background", None, ("go", 4.0)),
     ("DeriveCancelRelease/parent:live",
-     "DeriveCancelRelease/parent=live", None, ("go", 4.5)),
+     "DeriveCancelRelease/parent=live_cancel", None, ("go", 4.5)),
     ("DeriveCancelRelease/parent:value3",
      "DeriveCancelRelease/parent=value3", None, None),
-    ("DeriveFdCancelRelease", "DeriveDoneCancelRelease", None, None),
-    ("WithTimeoutCancel/timers:1k", "WithTimeoutCancel/timers=1k", None,
+    ("DeriveFdCancelRelease", "DoneChannel", None, None),
+    ("WithTimeoutCancel/timers:1k", "TimeoutCancel/live=1000", None,
      ("go", 8.0)),
-    ("WithTimeoutCancel/timers:100k", "WithTimeoutCancel/timers=100k", None,
+    ("WithTimeoutCancel/timers:100k", "TimeoutCancel/live=100000", None,
      ("go", 8.0)),
-    ("WithTimeoutCancel/timers:1M", "WithTimeoutCancel/timers=1M", None,
+    ("WithTimeoutCancel/timers:1M", "TimeoutCancel/live=1000000", None,
      ("go", 8.0)),
     ("WithValue", "WithValue", None, ("go", 3.5)),
 ] + [
-    ("Value/depth:%d/find:%s" % (d, f), "Value/depth=%d/find=%s" % (d, f),
+    ("Value/depth:%d/find:%s" % (d, f),
+     "ValueLookup/depth=%d/%s" % (d, "miss" if f == "miss" else "hit_" + f),
      None,
      ("go", 20.0) if (d, f) == (64, "deepest") else
      ("go", 25.0) if (d, f) == (64, "miss") else None)
     for d in (1, 8, 64, 1000) for f in ("nearest", "deepest", "miss")
 ] + [
-    ("CancelFanout/children:%d" % c, "CancelFanout/children=%d" % c, None,
-     ("go", 4.0))
+    # Go's op cancels max(n, 10000) children; its ns/child metric is used
+    ("CancelFanout/children:%d" % c, "CancelFanout/children=%d" % c,
+     max(c, 10000), ("go", 4.0))
     for c in (1, 100, 10000, 1000000)
 ] + [
-    ("ChainCancel/depth:1000", "ChainCancel/depth=1000", None, None),
+    ("ChainCancel/depth:1000", "ChainCancel/depth=1000", 1000, None),
     ("DonePoll", "DonePoll", None, ("go", 2.0)),
     ("Err", "Err", None, ("go", 6.0)),
     ("Cause", "Cause", None, None),
-    ("AfterFunc/op:register-stop", "AfterFunc/op=register-stop", None, None),
-    ("AfterFunc/op:register-fire", "AfterFunc/op=register-fire", None, None),
-    ("SharedParent/threads:1", "SharedParent", 1, None),
-    ("SharedParent/threads:2", "SharedParent", 2,
+    ("AfterFunc/op:register-stop", "AfterFunc/register_stop", None, None),
+    ("AfterFunc/op:register-fire", "AfterFunc/register_fire", None, None),
+    # both sides report wall time over all threads' ops (aggregate)
+    ("SharedParent/threads:1", "SharedParent/threads=1", None, None),
+    ("SharedParent/threads:2", "SharedParent/threads=2", None,
      [("go", 5.0), ("mctx", 3.0)]),
     ("Request", "Request", None, ("go", 9.0)),
 ]
@@ -159,15 +162,16 @@ def load_go(path):
     Repeated runs (-count) are reduced to their median.
     """
     samples = {}
+    skipped = {}
 
-    def add(name, procs, ns, allocs, nbytes):
-        if name.startswith("Benchmark"):
-            name = name[len("Benchmark"):]
+    def add(name, procs, ns, allocs, nbytes, unit_ns=None):
+        name = strip_go(name)
         m = re.match(r"^(.*)-(\d+)$", name)
         if m and procs is None:
             name, procs = m.group(1), int(m.group(2))
         samples.setdefault((name, int(procs or 1)), []).append(
-            {"ns": ns, "allocs": allocs, "bytes": nbytes})
+            {"ns": ns, "allocs": allocs, "bytes": nbytes,
+             "unit_ns": unit_ns})
 
     def add_line(line):
         m = GO_LINE.match(line.strip())
@@ -175,7 +179,8 @@ def load_go(path):
             return
         extra = go_metrics(m.group("rest"))
         add(m.group("name"), m.group("procs"), float(m.group("ns")),
-            extra.get("allocs/op"), extra.get("B/op"))
+            extra.get("allocs/op"), extra.get("B/op"),
+            extra.get("ns/child", extra.get("ns/level")))
 
     with open(path) as f:
         text = f.read()
@@ -188,15 +193,18 @@ def load_go(path):
         doc = doc["benchmarks"]
     if isinstance(doc, list):
         for b in doc:
+            name = b.get("name") or b.get("Name")
+            if b.get("skipped"):
+                skipped[strip_go(name)] = b["skipped"]
             ns = first(b, "ns_per_op", "ns/op", "NsPerOp", "ns")
             if ns is None:
                 continue
-            add(b.get("name") or b.get("Name"),
+            add(name,
                 first(b, "procs", "gomaxprocs", "Procs", "cpu"), float(ns),
                 first(b, "allocs_per_op", "allocs/op", "AllocsPerOp",
                       "allocs"),
                 first(b, "bytes_per_op", "B/op", "AllocedBytesPerOp",
-                      "bytes"))
+                      "bytes"), b.get("ns_per_unit"))
     else:
         pending = ""
         for line in text.splitlines():
@@ -216,9 +224,14 @@ def load_go(path):
                 one, pending = pending.split("\n", 1)
                 add_line(one)
         add_line(pending)
-    return {k: {f: median([s[f] for s in v]) for f in ("ns", "allocs",
-                                                       "bytes")}
-            for k, v in samples.items()}
+    out = {k: {f: median([s[f] for s in v]) for f in ("ns", "allocs",
+                                                      "bytes", "unit_ns")}
+           for k, v in samples.items()}
+    return out, skipped
+
+
+def strip_go(name):
+    return name[len("Benchmark"):] if name.startswith("Benchmark") else name
 
 
 def first(d, *names):
@@ -232,20 +245,34 @@ def norm(name):
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def go_lookup(go, name, procs):
-    """Exact name first, then the same name ignoring punctuation/case."""
+def go_lookup(go, name, units):
+    """Go's figures for one row, per op as bench-ctx counts ops.
+
+    Exact name first, then the same name ignoring punctuation and case.
+    Where Go's op covers `units` of ours (children, levels), its per-unit
+    time metric is used and its allocation counts are divided by units.
+    """
     if not go or name is None:
         return None
-    want_procs = [procs] if procs else sorted({p for (_, p) in go})
-    for p in want_procs:
-        if (name, p) in go:
-            return go[(name, p)]
-    n = norm(name)
-    for p in want_procs:
-        for (gname, gp), rec in go.items():
-            if gp == p and norm(gname) == n:
-                return rec
-    return None
+    rec = None
+    for (gname, _), r in sorted(go.items(), key=lambda kv: kv[0][1]):
+        if gname == name:
+            rec = r
+            break
+    if rec is None:
+        n = norm(name)
+        for (gname, _), r in sorted(go.items(), key=lambda kv: kv[0][1]):
+            if norm(gname) == n:
+                rec = r
+                break
+    if rec is None or not units:
+        return rec
+    per = dict(rec)
+    per["ns"] = rec["unit_ns"] if rec.get("unit_ns") is not None else (
+        rec["ns"] / units if rec["ns"] is not None else None)
+    for f in ("allocs", "bytes"):
+        per[f] = rec[f] / units if rec[f] is not None else None
+    return per
 
 
 # ---------------------------------------------------------------------------
@@ -290,7 +317,7 @@ def build_rows(gb, go):
         if key not in known:
             table.append((key, None, None, None))
             known.add(key)
-    for key, goname, procs, target in table:
+    for key, goname, units, target in table:
         if key in seen:
             continue
         seen.add(key)
@@ -300,7 +327,7 @@ def build_rows(gb, go):
             r[lib] = rec["ns"] if rec else None
             r[lib + "_allocs"] = rec["allocs"] if rec else None
             r[lib + "_bytes"] = rec["bytes"] if rec else None
-        g = go_lookup(go, goname, procs)
+        g = go_lookup(go, goname, units)
         r["go"] = g["ns"] if g else None
         r["go_allocs"] = g["allocs"] if g else None
         r["go_bytes"] = g["bytes"] if g else None
@@ -574,11 +601,12 @@ def main():
 
     gb, gb_errors, gb_ctx = load_gb(os.path.join(d, "bench-ctx.json"))
     go = {}
+    go_skipped = {}
     go_note = None
     gopath = os.path.join(d, "go.json")
     if os.path.exists(gopath) and os.path.getsize(gopath) > 0:
         try:
-            go = load_go(gopath)
+            go, go_skipped = load_go(gopath)
         except (OSError, ValueError) as e:
             go_note = "go.json unreadable: %s" % e
         if not go and not go_note:
@@ -623,6 +651,8 @@ def main():
               (name, want, fmt_num(got, 3), "ok" if ok else "MISSED"))
     if go_note:
         print("  note: " + go_note)
+    for name, why in sorted(go_skipped.items()):
+        print("  Go skipped %s: %s" % (name, why))
     for (lib, key), msg in sorted(gb_errors.items()):
         print("  error: BM_%s_%s: %s" % (lib, key, msg))
     if latency:
@@ -710,6 +740,10 @@ def main():
     md.append("")
     if go_note:
         md.append("Note: " + go_note)
+        md.append("")
+    for name, why in sorted(go_skipped.items()):
+        md.append("- Go skipped `%s`: %s" % (name, why))
+    if go_skipped:
         md.append("")
     if gb_errors:
         md.append("Benchmarks that reported an error:")
