@@ -156,8 +156,8 @@ run(const struct plib *lib, enum mode mode, size_t trials, int64_t settle,
 {
 	struct shared sh;
 	pthread_t th;
-	int64_t *lat;
-	struct pstats st;
+	int64_t *lat, *call;
+	struct pstats st, cst;
 	char name[128];
 	int rc = 0;
 
@@ -166,7 +166,8 @@ run(const struct plib *lib, enum mode mode, size_t trials, int64_t settle,
 	sh.mode = mode;
 	sh.epfd = epoll_create1(EPOLL_CLOEXEC);
 	lat = calloc(trials, sizeof(*lat));
-	if (sh.epfd < 0 || lat == NULL) {
+	call = calloc(trials, sizeof(*call));
+	if (sh.epfd < 0 || lat == NULL || call == NULL) {
 		perror("cancel-latency: setup");
 		exit(2);
 	}
@@ -178,7 +179,7 @@ run(const struct plib *lib, enum mode mode, size_t trials, int64_t settle,
 		uint64_t s = i + 1;
 		void *c = lib->with_cancel(lib->background());
 		unsigned n = 0;
-		int64_t t0;
+		int64_t t0, t1;
 
 		if (c == NULL) {
 			perror("cancel-latency: with_cancel");
@@ -199,6 +200,7 @@ run(const struct plib *lib, enum mode mode, size_t trials, int64_t settle,
 		busy_until(lib, lib->now() + settle);
 		t0 = lib->now();
 		lib->cancel(c);
+		t1 = lib->now();
 		/* acquire: t_seen and error; pairs with the observer's release */
 		while (atomic_load_explicit(&sh.seen, memory_order_acquire) !=
 		       s)
@@ -213,6 +215,7 @@ run(const struct plib *lib, enum mode mode, size_t trials, int64_t settle,
 			break;
 		}
 		lat[i] = sh.t_seen - t0;
+		call[i] = t1 - t0;
 	}
 	/* relaxed: the observer only needs to see it eventually */
 	atomic_store_explicit(&sh.quit, true, memory_order_relaxed);
@@ -220,9 +223,12 @@ run(const struct plib *lib, enum mode mode, size_t trials, int64_t settle,
 	close(sh.epfd);
 
 	pstats_compute(lat, trials, &st);
+	pstats_compute(call, trials, &cst);
 	printf("{\"bench\":\"cancel-latency\",\"lib\":\"%s\",\"mode\":\"%s\","
-	       "\"settle_ns\":%lld,",
-	       lib->name, mode_names[mode], (long long)settle);
+	       "\"settle_ns\":%lld,\"cancel_call_p50_ns\":%lld,"
+	       "\"cancel_call_p99_ns\":%lld,",
+	       lib->name, mode_names[mode], (long long)settle,
+	       (long long)cst.p50, (long long)cst.p99);
 	pstats_print(stdout, &st);
 	printf("}\n");
 	fflush(stdout);
@@ -233,6 +239,7 @@ run(const struct plib *lib, enum mode mode, size_t trials, int64_t settle,
 			name);
 		rc = 1;
 	}
+	free(call);
 	free(lat);
 	return rc;
 }
