@@ -53,8 +53,8 @@ struct rctx_runner {
 
 static _Atomic(struct rctx_runner *) runners;
 static _Atomic unsigned runner_gen; /* bumped by shutdown */
-static __thread struct rctx_runner *my_runner;
-static __thread unsigned my_gen;
+static RCTX_TLS struct rctx_runner *my_runner;
+static RCTX_TLS unsigned my_gen;
 static pthread_key_t runner_key;
 static pthread_once_t runner_once = PTHREAD_ONCE_INIT;
 
@@ -222,10 +222,10 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 		return -ENOMEM;
 	}
 	a->slot = slot;
-	/* seq_cst: order B of tree.c: the insert above, then this check, so
-	 * a cancel that missed our entry is seen here */
-	atomic_thread_fence(memory_order_seq_cst);
-	if (rctx_st_err(rctx_state_load(src)))
+	/* seq_cst: order B of tree.c: the seq_cst insert above, then this
+	 * seq_cst load, so a cancel whose walk missed our entry is seen */
+	if (rctx_st_err(
+		atomic_load_explicit(&src->state, memory_order_seq_cst)))
 		rctx_after_fire(slot, entry);
 	return 0;
 }

@@ -34,7 +34,7 @@ struct rctx_tcache {
 	bool registered; /* thread-exit destructor armed */
 };
 
-static __thread struct rctx_tcache tcache;
+static RCTX_TLS struct rctx_tcache tcache;
 static pthread_key_t tcache_key;
 static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
 static _Atomic(struct rctx *) pool_head; /* batches linked by work_next */
@@ -47,7 +47,7 @@ static _Atomic long outstanding;	 /* malloc'd, not yet freed */
  */
 static struct call_rcu_data *crdp;
 static _Atomic unsigned crdp_gen = 1;
-static __thread unsigned my_crdp_gen;
+static RCTX_TLS unsigned my_crdp_gen;
 static pthread_mutex_t crdp_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* A reclaimed batch: its first context heads the list through free_next. */
@@ -180,8 +180,12 @@ crdp_attach(void)
 	unsigned gen;
 
 	pthread_mutex_lock(&crdp_lock);
+	/* RT: the worker polls for callbacks (every 10 ms while it has
+	 * none), so call_rcu never makes a system call to wake it; on a
+	 * virtual machine one futex wake costs as much as a thousand
+	 * derive/cancel cycles. */
 	if (crdp == NULL)
-		crdp = create_call_rcu_data(0, -1);
+		crdp = create_call_rcu_data(URCU_CALL_RCU_RT, -1);
 	/* relaxed: written under crdp_lock, which we hold */
 	gen = atomic_load_explicit(&crdp_gen, memory_order_relaxed);
 	pthread_mutex_unlock(&crdp_lock);

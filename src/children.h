@@ -45,6 +45,23 @@ rctx_cset_remove(_Atomic uintptr_t *slot, uintptr_t entry)
 	    slot, &entry, 0, memory_order_release, memory_order_relaxed);
 }
 
+/*
+ * True if the set may hold an entry. The loads are seq_cst: they are the
+ * canceller's half of order A, exactly as the walk in rctx_cset_foreach.
+ */
+static inline bool
+rctx_cset_maybe_nonempty(struct rctx_cset *s)
+{
+	uintptr_t any = 0;
+
+	for (int i = 0; i < RCTX_CSET_INLINE; i++)
+		/* seq_cst: order A, pairs with the inserter's seq_cst CAS */
+		any |= atomic_load_explicit(&s->inl[i], memory_order_seq_cst);
+	/* seq_cst: order A (a table published before our state CAS) */
+	return any != 0 ||
+	       atomic_load_explicit(&s->top, memory_order_seq_cst) != NULL;
+}
+
 /* Visit every slot that holds an entry. fn returns nothing; it may remove
  * entries. Entries inserted during the walk may or may not be visited. */
 typedef void (*rctx_cset_fn)(_Atomic uintptr_t *slot, uintptr_t entry,

@@ -14,6 +14,13 @@
 #include "rctx.h"
 #include "timer.h"
 
+/*
+ * Thread-locals use the initial-exec model: the library is linked at
+ * start-up (or statically), and the default general-dynamic model of PIC
+ * code costs a __tls_get_addr call per access on the hot path.
+ */
+#define RCTX_TLS __thread __attribute__((tls_model("initial-exec")))
+
 #define RCTX_LIKELY(x)	 __builtin_expect(!!(x), 1)
 #define RCTX_UNLIKELY(x) __builtin_expect(!!(x), 0)
 

@@ -29,8 +29,8 @@
  *  (A) A constructor initialises the child, then inserts it with a seq_cst
  *      CAS; the cascade reads slots with seq_cst loads, so it sees a fully
  *      initialised child.
- *  (B) No lost cancellation (SEMANTICS 4). The child: insert (seq_cst),
- *      fence, load parent state (seq_cst). The canceller: CAS parent state
+ *  (B) No lost cancellation (SEMANTICS 4). The child: insert (seq_cst
+ *      CAS), then load parent state (seq_cst). The canceller: CAS parent state
  *      (seq_cst), then load slots (seq_cst). In the single total order of
  *      seq_cst operations one comes first: either the walk sees the child,
  *      or the child sees the parent done and cancels itself. Both may
@@ -169,9 +169,9 @@ attach(struct rctx *c, struct rctx *p)
 	c->slot = slot;
 	c->cparent = p;
 	c->registered = 1;
-	/* seq_cst: order B, the insert happens before the re-check */
-	atomic_thread_fence(memory_order_seq_cst);
-	/* seq_cst: order B, pairs with the canceller's seq_cst state CAS */
+	/* seq_cst: order B, pairs with the canceller's seq_cst state CAS.
+	 * The insert was a seq_cst CAS, so it precedes this load in the
+	 * single total order of seq_cst operations: no fence is needed. */
 	s = atomic_load_explicit(&p->state, memory_order_seq_cst);
 	if (rctx_st_err(s))
 		(void)rctx_tree_cancel(c, (unsigned)(s & RCTX_ST_ERR_MASK),
@@ -327,6 +327,18 @@ cascade(struct rctx *c, uint64_t st)
 	struct walk w = { .work = c, .done = NULL, .st = st };
 	struct rctx *n;
 
+	if (!rctx_cset_maybe_nonempty(&c->children)) {
+		/* A leaf (the common case): no descendant to mark and no
+		 * after-func to run. A child or registration inserted after
+		 * the check above sees c done and finishes itself (B). The
+		 * caller's reference keeps c alive. */
+		if (c->registered)
+			rctx_cset_remove(c->slot, (uintptr_t)c);
+		if (c->kind == RCTX_KIND_TIMER)
+			rctx_timer_cancel(&c->timer);
+		rctx_wait_notify(c, st);
+		return;
+	}
 	rctx_ref_get(c); /* uniform: every node on the list holds one */
 	c->work_next = NULL;
 

@@ -200,6 +200,59 @@ rctx_wheel_next(const struct rctx_wheel *w)
 	return INT64_MAX;
 }
 
+/*
+ * Take the slots in `bits` of level l out of the wheel and walk their
+ * lists side by side, one node of each list per round: the lists' nodes
+ * are independent loads, so a storm of cache-cold timers waits for memory
+ * once per round rather than once per node. Due timers are appended at
+ * *tailp, the others re-filed relative to the (already advanced) clock.
+ */
+static size_t
+rctx_wheel_expire(struct rctx_wheel *w, unsigned l, uint64_t bits,
+		  rctx_time_t now, struct rctx_wheel_timer ***tailp)
+{
+	struct rctx_wheel_timer *cur[RCTX_WHEEL_SLOTS];
+	struct rctx_wheel_timer **tail = *tailp;
+	uint64_t nw = w->curtick;
+	bool tick_rule = l > 0 && w->precise;
+	unsigned k = 0;
+	size_t fired = 0;
+
+	while (bits != 0) {
+		unsigned s = (unsigned)__builtin_ctzll(bits);
+
+		bits &= bits - 1;
+		cur[k++] = w->slot[l][s].head;
+		w->slot[l][s].head = NULL;
+		w->pending[l] &= ~(UINT64_C(1) << s);
+	}
+	while (k > 0) {
+		for (unsigned i = 0; i < k;) {
+			struct rctx_wheel_timer *t = cur[i];
+			struct rctx_wheel_timer *next = t->next;
+
+			if (next != NULL) {
+				__builtin_prefetch(next, 1);
+				cur[i++] = next;
+			} else {
+				cur[i] = cur[--k];
+			}
+			if (t->expires <= now &&
+			    (!tick_rule ||
+			     rctx_wheel_tick_up(w, t->expires) <= nw)) {
+				t->pprev = NULL;
+				*tail = t;
+				tail = &t->next;
+				fired++;
+			} else {
+				rctx_wheel_file(w, t, false);
+			}
+		}
+	}
+	*tailp = tail;
+	return fired;
+}
+
 struct rctx_wheel_timer *
 rctx_wheel_advance(struct rctx_wheel *w, rctx_time_t now, size_t *n)
 {
@@ -236,31 +289,8 @@ rctx_wheel_advance(struct rctx_wheel *w, rctx_time_t now, size_t *n)
 		if (l == 0)
 			mask |= UINT64_C(1) << c; /* the old due slot */
 		bits = w->pending[l] & mask;
-		while (bits != 0) {
-			unsigned s = (unsigned)__builtin_ctzll(bits);
-			struct rctx_wheel_timer *t = w->slot[l][s].head;
-
-			bits &= bits - 1;
-			w->slot[l][s].head = NULL;
-			w->pending[l] &= ~(UINT64_C(1) << s);
-			while (t != NULL) {
-				struct rctx_wheel_timer *next = t->next;
-
-				if (next != NULL)
-					__builtin_prefetch(next->next);
-				if (t->expires <= now &&
-				    (l == 0 || !w->precise ||
-				     rctx_wheel_tick_up(w, t->expires) <= nw)) {
-					t->pprev = NULL;
-					*tail = t;
-					tail = &t->next;
-					fired++;
-				} else {
-					rctx_wheel_file(w, t, false);
-				}
-				t = next;
-			}
-		}
+		if (bits != 0)
+			fired += rctx_wheel_expire(w, l, bits, now, &tail);
 	}
 	*tail = NULL;
 	w->count -= fired;
