@@ -303,9 +303,16 @@ test_deadline_inherit(void **state)
 	assert_true(mctx_deadline(t, NULL));
 	/* now + INT64_MAX saturates: no wrap into the past, never done. */
 	assert_false(mctx_done(big));
-	assert_false(mctx_deadline(big, &d));
-	assert_int_equal(mctx_cancel(big), 0);
+	assert_true(mctx_deadline(big, &d));
+	assert_int_equal(d, INT64_MAX);
+	/* An equal deadline: a plain child of the parent's deadline. */
+	mctx_t *same = mctx_with_deadline_cause(big, INT64_MAX, 3);
 
+	assert_true(mctx_deadline(same, &d));
+	assert_int_equal(d, INT64_MAX);
+	assert_int_equal(mctx_cancel(big), 0);
+	assert_int_equal(mctx_cause(same), ECANCELED);
+	mctx_release(same);
 	mctx_release(big);
 	mctx_release(w);
 	mctx_release(c);
@@ -359,7 +366,7 @@ test_loop_expiry(void **state)
 	k = mctx_with_cancel(p);
 	v = mctx_with_value(k, &key_a, NULL);
 	ign = mctx_with_deadline_cause(p, base + 10, 55); /* cause ignored */
-	tie = mctx_with_deadline_cause(p, base, 44);	  /* own timer */
+	tie = mctx_with_deadline_cause(p, base, 44);	  /* cause ignored */
 	q = mctx_with_deadline_cause(mctx_background(), base + 20, 12);
 	x = mctx_with_deadline_cause(mctx_background(), base + 30, 0);
 	assert_int_equal(mctx_loop_next(loop), base);
@@ -370,7 +377,7 @@ test_loop_expiry(void **state)
 	assert_false(mctx_done(p));
 	assert_false(mctx_done(tie));
 
-	/* p fires first (created first); tie dies through it. */
+	/* p fires; its children get its cause, never their own. */
 	assert_int_equal(mctx_loop_run(loop, base), 1);
 	assert_int_equal(mctx_err(p), ETIMEDOUT);
 	assert_int_equal(mctx_cause(p), 99);

@@ -51,7 +51,7 @@ enum mctx_kind {
 	MCTX_KIND_WITHOUT = 5,
 };
 
-#define MCTX_NONE INT64_MAX	/* "no deadline" */
+#define MCTX_NONE INT64_MAX	/* deadline field when there is none */
 #define MCTX_NOIDX SIZE_MAX	/* not in a heap */
 
 struct mctx_heap {
@@ -68,7 +68,8 @@ struct mctx {
 	struct mctx *parent;	/* holds one reference; NULL for roots */
 	struct mctx *src;	/* self if cancelable; else nearest cancelable
 				 * ancestor, or NULL if never done */
-	mctx_time_t deadline;	/* effective; MCTX_NONE if none */
+	mctx_time_t deadline;	/* effective, if has_deadline */
+	bool has_deadline;	/* INT64_MAX is a deadline, never reached */
 	const void *key;	/* VALUE */
 	void *val;		/* VALUE */
 
@@ -734,6 +735,7 @@ mctx_alloc(struct mctx *parent, int kind)
 	c->kind = kind;
 	c->parent = mctx_retain(parent);
 	c->deadline = parent->deadline;
+	c->has_deadline = parent->has_deadline;
 	c->src = parent->src;
 	c->fd = -1;
 	c->hidx = MCTX_NOIDX;
@@ -796,20 +798,28 @@ mctx_with_deadline_cause(mctx_t *parent, mctx_time_t deadline, int cause)
 		errno = EINVAL;
 		return NULL;
 	}
-	/* The parent's deadline is sooner: a plain cancel context. */
-	if (parent->deadline < deadline)
+	/*
+	 * The parent's deadline comes first: a plain cancel context. (Go
+	 * tests "strictly before"; with equal deadlines the parent's timer
+	 * fires first anyway, so taking ties here, as rctx does, changes
+	 * nothing anyone can observe and saves a timer.)
+	 */
+	if (parent->has_deadline && parent->deadline <= deadline)
 		return mctx_with_cancel(parent);
 	c = mctx_alloc(parent, MCTX_KIND_TIMER);
 	if (!c)
 		return NULL;
 	c->deadline = deadline;
+	c->has_deadline = true;
 	c->dcause = cause;
-	if (!mctx_propagate(c) || deadline == MCTX_NONE)
+	if (!mctx_propagate(c))
 		return c;
 	if (deadline <= mctx_now()) {
 		mctx_expire(c);
 		return c;
 	}
+	if (deadline == INT64_MAX)
+		return c;	/* the clock never gets there: no timer */
 	pthread_mutex_lock(&c->mu);
 	if (!c->err && mctx_timer_arm(c) != 0) {
 		pthread_mutex_unlock(&c->mu);
@@ -885,6 +895,7 @@ mctx_without_cancel(mctx_t *parent)
 	if (c) {
 		c->src = NULL;
 		c->deadline = MCTX_NONE;
+		c->has_deadline = false;
 	}
 	return c;
 }
@@ -934,7 +945,7 @@ mctx_done(const mctx_t *ctx)
 bool
 mctx_deadline(const mctx_t *ctx, mctx_time_t *deadline)
 {
-	if (!ctx || ctx->deadline == MCTX_NONE)
+	if (!ctx || !ctx->has_deadline)
 		return false;
 	if (deadline)
 		*deadline = ctx->deadline;
