@@ -117,12 +117,19 @@ main(int argc, char **argv)
 	int rc = 0;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s corpus-dir...\n", argv[0]);
+		fprintf(stderr, "usage: %s corpus-dir-or-file...\n", argv[0]);
 		return 2;
 	}
-	for (int i = 1; i < argc; i++)
-		if (replay_dir(argv[i], &count) != 0)
+	for (int i = 1; i < argc; i++) {
+		struct stat st;
+		/* A plain file is one input (to rerun a crash), as libFuzzer. */
+		if (stat(argv[i], &st) == 0 && S_ISREG(st.st_mode)) {
+			if (replay_file(argv[i], &count) != 0)
+				rc = 1;
+		} else if (replay_dir(argv[i], &count) != 0) {
 			rc = 1;
+		}
+	}
 	printf("replayed %lu inputs\n", count);
 	return rc;
 }
