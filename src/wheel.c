@@ -39,7 +39,8 @@
 #define LVL_SHIFT(l) ((unsigned)(l) * RCTX_WHEEL_SLOT_BITS)
 #define SLOT_MASK ((uint64_t)RCTX_WHEEL_SLOTS - 1)
 
-_Static_assert(RCTX_WHEEL_SLOTS == 64, "one 64-bit bitmap per level");
+_Static_assert(RCTX_WHEEL_SLOTS == 64 && RCTX_WHEEL_SLOT_BITS == 6,
+	       "one 64-bit bitmap per level; the level table assumes 6 bits");
 _Static_assert(RCTX_WHEEL_LEVELS * RCTX_WHEEL_SLOT_BITS >= 64,
 	       "the levels must cover every 64-bit tick");
 
@@ -61,11 +62,19 @@ rctx_wheel_tick_up(const struct rctx_wheel *w, rctx_time_t expires)
 	return e > max ? max : e;
 }
 
+/* Level holding each bit of a tick: bit / 6. */
+static const uint8_t rctx_wheel_bit_level[64] = {
+	0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
+	2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5,
+	5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7,
+	8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10,
+};
+
 /* Level of the highest differing digit; x != 0. */
 static inline unsigned
 rctx_wheel_level_of(uint64_t x)
 {
-	return (unsigned)(63 - __builtin_clzll(x)) / RCTX_WHEEL_SLOT_BITS;
+	return rctx_wheel_bit_level[63 ^ __builtin_clzll(x)];
 }
 
 /* Bits strictly above bit c. */
@@ -161,14 +170,15 @@ void
 rctx_wheel_del(struct rctx_wheel *w, struct rctx_wheel_timer *t)
 {
 	struct rctx_wheel_timer *next = t->next;
+	struct rctx_wheel_timer **pprev = t->pprev;
 
-	if (t->pprev == NULL)
+	if (pprev == NULL)
 		return;
-	*t->pprev = next;
+	*pprev = next;
 	if (next != NULL)
-		next->pprev = t->pprev;
-	if (w->slot[t->level][t->slot].head == NULL)
-		w->pending[t->level] &= ~(UINT64_C(1) << t->slot);
+		next->pprev = pprev;
+	else if (pprev == &w->slot[t->level][t->slot].head)
+		w->pending[t->level] &= ~(UINT64_C(1) << t->slot); /* emptied */
 	t->pprev = NULL;
 	t->next = NULL;
 	w->count--;
