@@ -451,6 +451,19 @@ def load_jsonl(path):
     return out
 
 
+def latency_note(j):
+    if j.get("bench") == "deadline-lateness":
+        made = j.get("create_ns_per_timer")
+        return "early %s, lost %s, wrong err %s%s" % (
+            j.get("early"), j.get("lost"), j.get("wrong_err"),
+            "" if made is None else
+            "; timers made at %.0f ns each" % made)
+    if "cancel_call_p50_ns" in j:
+        return "the cancel call itself: p50 %s, p99 %s" % (
+            j["cancel_call_p50_ns"], j.get("cancel_call_p99_ns"))
+    return ""
+
+
 def load_perfstat(d, gb_runs):
     """{(lib, key): {event: per-op count}} from perfstat/*.csv + *.json."""
     out = {}
@@ -728,6 +741,8 @@ def main():
     md.append("# rctx performance report (%s)" %
               os.path.basename(os.path.abspath(d)))
     md.append("")
+    if not args.mode:
+        args.mode = machine.get("mode", "")
     md.append("Run: `perf/run%s`. Medians of %s; ns/op is real time per op "
               "(per child for CancelFanout, per level for ChainCancel, per "
               "context for ColdDerive; aggregate over all threads for "
@@ -788,12 +803,7 @@ def main():
                           j.get("mode") or j.get("label"),
                           j.get("samples"), j.get("p50_ns"), j.get("p99_ns"),
                           j.get("p999_ns"), j.get("max_ns"),
-                          "early %s, lost %s" % (j.get("early"),
-                                                 j.get("lost"))
-                          if j.get("bench") == "deadline-lateness" else
-                          "cancel call p50 %s / p99 %s ns" %
-                          (j.get("cancel_call_p50_ns"),
-                           j.get("cancel_call_p99_ns"))])
+                          latency_note(j)])
         md.append(md_table(["program", "lib", "case", "samples", "p50 ns",
                             "p99 ns", "p99.9 ns", "max ns", "notes"],
                            lrows))
@@ -841,11 +851,10 @@ def main():
     for k, v in machine.items():
         md.append("- %s: %s" % (k, v))
     if gb_ctx:
-        md.append("- google benchmark: %s, %s CPUs at %s MHz, "
-                  "library build %s" %
-                  (gb_ctx.get("library_version", "?") if
-                   "library_version" in gb_ctx else "libbenchmark",
-                   gb_ctx.get("num_cpus"), gb_ctx.get("mhz_per_cpu"),
+        md.append("- google benchmark context: %s CPUs at %s MHz; "
+                  "libbenchmark itself built as %s (Debian's package; "
+                  "rctx is built with buildtype=release)" %
+                  (gb_ctx.get("num_cpus"), gb_ctx.get("mhz_per_cpu"),
                    gb_ctx.get("library_build_type")))
     md.append("")
     with open(os.path.join(d, "report.md"), "w") as f:
