@@ -47,8 +47,8 @@ struct shared {
 	_Atomic uint64_t ready; /* trial the observer is about to observe */
 	_Atomic uint64_t seen;	/* trial the observer has seen done */
 	_Atomic bool quit;
-	int64_t t_seen;		/* written before seen is published */
-	int error;		/* observer's failure, before seen */
+	int64_t t_seen; /* written before seen is published */
+	int error;	/* observer's failure, before seen */
 };
 
 static inline void
@@ -128,8 +128,8 @@ observer(void *arg)
 
 	for (;;) {
 		/* acquire: sh->ctx was written before seq; pairs with main */
-		while ((s = atomic_load_explicit(&sh->seq,
-			     memory_order_acquire)) == last) {
+		while ((s = atomic_load_explicit(
+			    &sh->seq, memory_order_acquire)) == last) {
 			/* relaxed: only a stop flag, set after the last trial */
 			if (atomic_load_explicit(&sh->quit,
 						 memory_order_relaxed))
@@ -247,9 +247,8 @@ run(const struct plib *lib, enum mode mode, size_t trials, int64_t settle,
 static void
 usage(void)
 {
-	fprintf(stderr,
-		"usage: cancel-latency [--trials N] [--settle-us N] "
-		"[--raw DIR]\n");
+	fprintf(stderr, "usage: cancel-latency [--trials N] [--settle-us N] "
+			"[--raw DIR]\n");
 	exit(2);
 }
 

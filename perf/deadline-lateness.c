@@ -108,7 +108,7 @@ run(const struct plib *lib, const struct size_plan *pl, const char *raw)
 	for (size_t i = 0; i < n; i++) {
 		struct rec *r = &recs[i];
 		int64_t d = lib->now() + pl->lead +
-			(int64_t)(mix(i) % (uint64_t)pl->window);
+			    (int64_t)(mix(i) % (uint64_t)pl->window);
 
 		r->lib = lib;
 		r->deadline = d;
@@ -152,8 +152,8 @@ run(const struct plib *lib, const struct size_plan *pl, const char *raw)
 	printf("{\"bench\":\"deadline-lateness\",\"lib\":\"%s\","
 	       "\"timers\":%zu,\"label\":\"%s\",\"create_ns_per_timer\":%.1f,"
 	       "\"early\":%zu,\"lost\":%zu,\"wrong_err\":%zu,",
-	       lib->name, n, pl->label,
-	       (double)(t_made - t_start) / (double)n, early, lost, wrong);
+	       lib->name, n, pl->label, (double)(t_made - t_start) / (double)n,
+	       early, lost, wrong);
 	pstats_print(stdout, &st);
 	printf("}\n");
 	fflush(stdout);
@@ -172,8 +172,8 @@ run(const struct plib *lib, const struct size_plan *pl, const char *raw)
 	snprintf(name, sizeof(name), "deadline-lateness-%s-%s.txt", lib->name,
 		 pl->label);
 	if (pstats_write_raw(raw, name, late, m, 100000) != 0) {
-		fprintf(stderr, "deadline-lateness: cannot write %s/%s\n",
-			raw, name);
+		fprintf(stderr, "deadline-lateness: cannot write %s/%s\n", raw,
+			name);
 		rc = 1;
 	}
 	free(late);

@@ -76,8 +76,8 @@ pstats_print(FILE *f, const struct pstats *s)
  * to dir/name, one value in ns per line. Returns 0 or -errno.
  */
 static int
-pstats_write_raw(const char *dir, const char *name, const int64_t *v,
-		 size_t n, size_t limit)
+pstats_write_raw(const char *dir, const char *name, const int64_t *v, size_t n,
+		 size_t limit)
 {
 	char path[4096];
 	size_t stride = n > limit ? (n + limit - 1) / limit : 1;
