@@ -13,11 +13,11 @@
  *    cancelable ancestor (`cparent`). Value and without_cancel contexts are
  *    never linked; a value context answers through `src`, the cancelable
  *    context it inherits cancellation from.
- *  - Cancel locks the context, marks it done, then walks its subtree
- *    depth-first holding the lock of every context on the path from the
- *    cancelled one down to the current one (Go holds the same locks through
- *    its recursion). The walk is iterative (`walk_up` links), so a chain
- *    200,000 deep needs no stack.
+ *  - Cancel locks the context and marks it done, then marks each of its
+ *    children done while holding its lock, as Go does. Children that have
+ *    children go on a work stack (walk_up links, holding a reference) and
+ *    are visited the same way, so a chain 200,000 deep needs no recursion
+ *    and no more than two context locks are held at once.
  *  - Lock order: a context before its descendants; any context before
  *    `timer_mu` and before `after_mu`; `timer_mu` and `after_mu` are never
  *    held together and never held while taking a context lock.
@@ -86,7 +86,7 @@ struct mctx {
 	struct mctx *chead;	/* our children */
 	struct mctx_areg *ahead; /* our pending after-funcs, oldest first */
 	struct mctx_areg *atail;
-	struct mctx *walk_up;	/* cancel walk (canceller holds mu) */
+	struct mctx *walk_up;	/* cancel work stack: its one canceller */
 
 	/* TIMER only; heap fields under timer_mu */
 	int dcause;
@@ -597,37 +597,46 @@ mctx_mark(struct mctx *c, int err, int cause, struct mctx_batch *b)
 }
 
 /*
- * Cancel every descendant of root (locked, marked). Holds the locks of the
- * path from root to the current context, like Go's recursion, but walks
- * with walk_up links instead of the stack.
+ * Cancel every descendant of root (locked by the caller, marked). As in
+ * Go, a context's lock is held while its children are cancelled. Go then
+ * recurses with every lock of the path held; here a child that has
+ * children of its own goes on a work stack instead (walk_up links, one
+ * reference each), so any depth needs no stack and at most two context
+ * locks. Returns the contexts that were on the stack, still referenced:
+ * the caller drops them once it holds no lock (a drop may free, and a
+ * free locks the parent).
  */
-static void
+static struct mctx *
 mctx_cascade(struct mctx *root, int err, int cause, struct mctx_batch *b)
 {
-	struct mctx *n = root;
+	struct mctx *work = NULL, *held = NULL, *n = root, *ch;
 
-	root->walk_up = NULL;
 	for (;;) {
-		struct mctx *ch = n->chead;
-
-		if (ch) {
+		while ((ch = n->chead) != NULL) {
 			mctx_unlink_child(n, ch);
 			pthread_mutex_lock(&ch->mu);
-			if (ch->err) {
-				/* Its own cancel already took its children. */
-				pthread_mutex_unlock(&ch->mu);
-				continue;
+			/* Done already: its own cancel took its children. */
+			if (!ch->err) {
+				mctx_mark(ch, err, cause, b);
+				/* A done context gains no children: only one
+				 * that has some needs a visit. */
+				if (ch->chead && mctx_tryget(ch)) {
+					ch->walk_up = work;
+					work = ch;
+				}
 			}
-			mctx_mark(ch, err, cause, b);
-			ch->walk_up = n;
-			n = ch;
-			continue;
+			pthread_mutex_unlock(&ch->mu);
 		}
-		if (n == root)
-			break;
-		ch = n;
-		n = n->walk_up;
-		pthread_mutex_unlock(&ch->mu);
+		if (n != root) {
+			pthread_mutex_unlock(&n->mu);
+			n->walk_up = held;
+			held = n;
+		}
+		if (!work)
+			return held;
+		n = work;
+		work = n->walk_up;
+		pthread_mutex_lock(&n->mu);
 	}
 }
 
@@ -636,7 +645,7 @@ static int
 mctx_cancel_with(struct mctx *c, int err, int cause)
 {
 	struct mctx_batch b = { 0 };
-	struct mctx *p = c->cparent;
+	struct mctx *p = c->cparent, *held, *next;
 
 	pthread_mutex_lock(&c->mu);
 	if (c->err) {
@@ -644,13 +653,17 @@ mctx_cancel_with(struct mctx *c, int err, int cause)
 		return -EALREADY;
 	}
 	mctx_mark(c, err, cause, &b);
-	mctx_cascade(c, err, cause, &b);
+	held = mctx_cascade(c, err, cause, &b);
 	pthread_mutex_unlock(&c->mu);
 	if (p) {
 		pthread_mutex_lock(&p->mu);
 		if (c->linked)
 			mctx_unlink_child(p, c);
 		pthread_mutex_unlock(&p->mu);
+	}
+	for (; held; held = next) {
+		next = held->walk_up;
+		mctx_put(held);
 	}
 	mctx_batch_run(&b);
 	return 0;
