@@ -18,7 +18,7 @@
  *  - precise: exactly the timers with expires <= now and (armed in the
  *    past or ceil(expires / tick) <= now / tick) fire;
  *  - non-precise: a timer fires by the time its tick plus one slot width of
- *    its level (at arming) has passed;
+ *    the level of its distance in ticks (at arming) has passed;
  *  - next never lies after the model's deadline and nothing fires before
  *    it; nothing is lost at the end of time.
  */
@@ -101,7 +101,7 @@ arm(struct fstate *s, int id, rctx_time_t e)
 	s->past[id] = e <= s->w.now;
 	et = s->past[id] ? c : tick_of(s, e);
 	if (et > c)
-		lvl = (unsigned)(63 - __builtin_clzll(et ^ c)) / 6;
+		lvl = (unsigned)(63 - __builtin_clzll(et - c)) / 6;
 	s->bound[id] = et + (UINT64_C(1) << (6 * lvl)) - 1;
 	if (s->bound[id] < et || s->bound[id] > lasttick(s))
 		s->bound[id] = lasttick(s);

@@ -17,9 +17,10 @@
  *      slot index is greater than C's digit at L: the slot lies ahead of
  *      the clock inside the current turn of level L+1.
  *  (b) the slot starts at tick S = (C's digits above L, slot, zeros); in
- *      precise mode S <= E < S + 2^(6L); in non-precise mode E was rounded
- *      up to the slot's granularity before filing, so S >= E (no re-filing
- *      is ever needed) unless the rounding was clamped at the last tick.
+ *      precise mode S <= E < S + 2^(6L); in non-precise mode E was first
+ *      rounded up to the width of the level its distance from C picks
+ *      (the level below or at L), so |E - S| < 2^(6L), and usually S >= E:
+ *      the slot comes due when the timer does and nothing is re-filed.
  *  (c) the one exception is level 0, slot (C & 63), the "due slot": it
  *      holds timers that were filed with expires <= now (they fire at the
  *      next advance) and, at the very end of the int64 range only, timers
@@ -118,18 +119,21 @@ rctx_wheel_file(struct rctx_wheel *w, struct rctx_wheel_timer *t,
 	e = rctx_wheel_tick_up(w, t->expires);
 	if (e <= c)
 		goto due; /* saturated at the last tick */
-	lvl = rctx_wheel_level_of(e ^ c);
-	if (!w->precise && lvl > 0) {
-		/* Round up to the slot width: the slot then comes due no
-		 * earlier than e, so the timer never needs re-filing. */
-		uint64_t g = (UINT64_C(1) << LVL_SHIFT(lvl)) - 1;
+	if (!w->precise && e - c >= RCTX_WHEEL_SLOTS) {
+		/* Round up to the slot width of the level the distance alone
+		 * would pick: the timer then fires at that slot without
+		 * re-filing, unless the rounded tick crossed into a coarser
+		 * slot, which re-files it (never later than the rounded
+		 * tick) when that slot comes due. */
+		unsigned lr = rctx_wheel_level_of(e - c);
+		uint64_t g = (UINT64_C(1) << LVL_SHIFT(lr)) - 1;
 		uint64_t max = rctx_wheel_maxtick(w);
 
 		e = (e + g) & ~g;
 		if (e > max)
 			e = max;
-		lvl = rctx_wheel_level_of(e ^ c);
 	}
+	lvl = rctx_wheel_level_of(e ^ c);
 	rctx_wheel_link(w, t, lvl, (unsigned)(e >> LVL_SHIFT(lvl)) & SLOT_MASK);
 	return;
 due:
@@ -400,16 +404,12 @@ rctx_wheel_check(const struct rctx_wheel *w, const char **why)
 					CHECK(e >= start && e - start < width,
 					      "precise: tick outside its slot");
 				} else {
-					CHECK(e <= start ||
-						  (e - start < width &&
-						   start + width >
-							   rctx_wheel_maxtick(
-								   w)),
-					      "coarse: slot starts before the "
-					      "rounded tick");
-					CHECK(start - e < width || e > start,
-					      "coarse: slot more than one "
-					      "width late");
+					/* Rounded up by less than the
+					 * distance level's width <= width. */
+					CHECK((e > start ? e - start :
+							   start - e) < width,
+					      "coarse: tick too far from its "
+					      "slot");
 				}
 			}
 		}
