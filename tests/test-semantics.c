@@ -27,7 +27,7 @@
 #ifndef RCTX_STRESS_SCALE
 #define RCTX_STRESS_SCALE 1
 #endif
-#define SCALED(n) ((long)(n) * RCTX_STRESS_SCALE)
+#define SCALED(n) ((long)(n)*RCTX_STRESS_SCALE)
 
 #define HOUR (3600 * RCTX_SEC)
 
@@ -272,11 +272,11 @@ test_s02_null_parent_and_enomem(void **state)
 	rctx_t *p, *kids[RCTX_CSET_INLINE];
 
 	(void)state;
-#define EXPECT_EINVAL(call)                                                 \
-	do {                                                                \
-		errno = 0;                                                  \
-		assert_null(call);                                          \
-		assert_int_equal(errno, EINVAL);                            \
+#define EXPECT_EINVAL(call)                                                    \
+	do {                                                                   \
+		errno = 0;                                                     \
+		assert_null(call);                                             \
+		assert_int_equal(errno, EINVAL);                               \
 	} while (0)
 	EXPECT_EINVAL(rctx_with_cancel(NULL));
 	EXPECT_EINVAL(rctx_with_deadline(NULL, rctx_now() + HOUR));
@@ -316,9 +316,10 @@ test_s02_null_parent_and_enomem(void **state)
 			c = ctor((enum ctor_kind)k, p);
 			rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
 			if (c != NULL)
-				print_error("kind %d, malloc #%d failed but the "
-					    "constructor succeeded\n",
-					    k, n);
+				print_error(
+				    "kind %d, malloc #%d failed but the "
+				    "constructor succeeded\n",
+				    k, n);
 			assert_null(c);
 			assert_int_equal(errno, ENOMEM);
 			assert_int_equal(refs_of(p), refs);
@@ -331,7 +332,8 @@ test_s02_null_parent_and_enomem(void **state)
 		assert_non_null(c);
 		/* The parent still cancels its children normally. */
 		assert_int_equal(rctx_cancel_cause(p, 2), 0);
-		assert_int_equal(rctx_err(c), k == CTOR_WITHOUT ? 0 : ECANCELED);
+		assert_int_equal(rctx_err(c),
+				 k == CTOR_WITHOUT ? 0 : ECANCELED);
 		rctx_release(c);
 		for (int i = 0; i < RCTX_CSET_INLINE; i++) {
 			assert_int_equal(rctx_cause(kids[i]), 2);
@@ -783,9 +785,8 @@ test_s07_concurrent_cancels_one_winner(void **state)
 		rctx_after_t reg;
 		struct cb7 cb = { .child = rctx_with_cancel(p), .r = 1 };
 
-		assert_int_equal(rctx_after_func(p, &reg, cb7_cancel_child,
-						 &cb),
-				 0);
+		assert_int_equal(
+		    rctx_after_func(p, &reg, cb7_cancel_child, &cb), 0);
 		assert_int_equal(rctx_cancel_cause(p, 11), 0);
 		assert_int_equal(cb.ran, 1);
 		assert_int_equal(cb.r, -EALREADY);
@@ -936,9 +937,9 @@ test_s08_deep_and_wide(void **state)
 	kids = malloc(WIDE * sizeof(*kids));
 	assert_non_null(kids);
 	for (int i = 0; i < WIDE; i++) {
-		kids[i] = i % 10 == 9 ? rctx_with_deadline(root,
-							   rctx_now() + HOUR)
-				      : rctx_with_cancel(root);
+		kids[i] = i % 10 == 9
+			      ? rctx_with_deadline(root, rctx_now() + HOUR)
+			      : rctx_with_cancel(root);
 		assert_non_null(kids[i]);
 	}
 	assert_int_equal(rctx_cset_count(&root->children), WIDE);
@@ -1066,10 +1067,10 @@ test_s11_deadline_causes(void **state)
 	rctx_t *b2 = rctx_with_deadline_cause(rctx_background(),
 					      rctx_now() + RCTX_MSEC, 78);
 	rctx_t *c = rctx_with_timeout_cause(rctx_background(), HOUR, 79);
-	rctx_t *e = rctx_with_deadline_cause(rctx_background(),
-					     rctx_now() + HOUR, 80);
-	rctx_t *p = rctx_with_timeout_cause(rctx_background(),
-					    3 * RCTX_MSEC, 11);
+	rctx_t *e =
+	    rctx_with_deadline_cause(rctx_background(), rctx_now() + HOUR, 80);
+	rctx_t *p =
+	    rctx_with_timeout_cause(rctx_background(), 3 * RCTX_MSEC, 11);
 	rctx_t *ch = rctx_with_timeout_cause(p, HOUR, 22);
 	rctx_t *ch2 = rctx_with_deadline_cause(p, rctx_now() + HOUR, 23);
 
@@ -1323,8 +1324,8 @@ test_s15_expiry_never_early_never_lost(void **state)
 	assert_non_null(dl);
 	/* Observers that spin on rctx_done, one context at a time. */
 	for (int i = 0; i < SPINNERS; i++) {
-		struct spin15 s = { .deadline = rctx_now() + (i % 7) *
-							       RCTX_MSEC / 3 };
+		struct spin15 s = { .deadline =
+					rctx_now() + (i % 7) * RCTX_MSEC / 3 };
 		pthread_t th;
 
 		s.c = i % 2 ? rctx_with_deadline(rctx_background(), s.deadline)
@@ -1377,7 +1378,7 @@ test_s16_cancel_or_release_stops_timer(void **state)
 	enum { N = 10000 };
 	rctx_t **cs = malloc(N * sizeof(*cs));
 	rctx_t *guard;
-	rctx_time_t due = rctx_now() + 30 * RCTX_MSEC;
+	rctx_time_t due = rctx_now() + 60 * RCTX_MSEC;
 
 	(void)state;
 	assert_non_null(cs);
@@ -1387,8 +1388,13 @@ test_s16_cancel_or_release_stops_timer(void **state)
 		assert_non_null(cs[i]);
 	}
 	for (int i = 0; i < N; i++) {
-		if (i % 2)
-			assert_int_equal(rctx_cancel(cs[i]), 0);
+		/* (an already expired one gives -EALREADY: a slow run) */
+		if (i % 2) {
+			int r = rctx_cancel(cs[i]);
+
+			assert_true(r == 0 || (r == -EALREADY &&
+					       rctx_err(cs[i]) == ETIMEDOUT));
+		}
 		rctx_release(cs[i]);
 	}
 	/* far-future ones: released without cancel */
@@ -1567,12 +1573,13 @@ test_s18_lookups_any_thread_any_depth(void **state)
 
 		for (int d = 0; d < V18_DEPTH; d++) {
 			int k = v->key[d];
-			void *val = (d == 2000) ? NULL
-						: (void *)(intptr_t)((t << 20) | d);
+			void *val = (d == 2000)
+					? NULL
+					: (void *)(intptr_t)((t << 20) | d);
 
-			v->node[t][d] = k < 0 ? rctx_with_cancel(top)
-					      : rctx_with_value(top, &v18_keys[k],
-								val);
+			v->node[t][d] =
+			    k < 0 ? rctx_with_cancel(top)
+				  : rctx_with_value(top, &v18_keys[k], val);
 			assert_non_null(v->node[t][d]);
 			rctx_release(top);
 			top = v->node[t][d];
@@ -1594,8 +1601,8 @@ test_s18_lookups_any_thread_any_depth(void **state)
 							 t, d, k);
 	assert_null(rctx_value(v->node[0][V18_DEPTH - 1], &v18_keys[V18_KEYS]));
 	assert_non_null(rctx_value(v->node[0][1999], &v18_keys[V18_KEYS]));
-	assert_null(rctx_value(v->node[1][V18_DEPTH - 1],
-			       &v18_keys[V18_KEYS + 1]));
+	assert_null(
+	    rctx_value(v->node[1][V18_DEPTH - 1], &v18_keys[V18_KEYS + 1]));
 	/* Then from several threads at once. */
 	v->lookups = SCALED(40000);
 	for (int i = 0; i < V18_THREADS; i++) {
@@ -1611,9 +1618,9 @@ test_s18_lookups_any_thread_any_depth(void **state)
 	for (int t = 0; t < V18_TREES; t++)
 		for (int d = V18_DEPTH - 1; d >= 0; d -= 13)
 			for (int k = 0; k < V18_KEYS + 2; k++)
-				assert_ptr_equal(rctx_value(v->node[t][d],
-							    &v18_keys[k]),
-						 v18_expect(v, t, d, k));
+				assert_ptr_equal(
+				    rctx_value(v->node[t][d], &v18_keys[k]),
+				    v18_expect(v, t, d, k));
 	for (int t = 0; t < V18_TREES; t++)
 		for (int d = V18_DEPTH - 1; d >= 0; d--)
 			rctx_release(v->node[t][d]);
@@ -1773,11 +1780,9 @@ test_s20_after_func_runs_once_on_done_thread(void **state)
 	rctx_t *p2 = rctx_with_cancel(rctx_background());
 	rctx_t *w = rctx_without_cancel(p2);
 	rctx_after_t regs[3];
-	assert_int_equal(rctx_after_func(rctx_background(), &regs[0],
-					 rec20_fn, &r4),
-			 0);
-	assert_int_equal(rctx_after_func(rctx_todo(), &regs[1], rec20_fn,
-					 &r4),
+	assert_int_equal(
+	    rctx_after_func(rctx_background(), &regs[0], rec20_fn, &r4), 0);
+	assert_int_equal(rctx_after_func(rctx_todo(), &regs[1], rec20_fn, &r4),
 			 0);
 	assert_int_equal(rctx_after_func(w, &regs[2], rec20_fn, &r4), 0);
 	assert_int_equal(rctx_cancel(p2), 0);
@@ -1786,8 +1791,7 @@ test_s20_after_func_runs_once_on_done_thread(void **state)
 		assert_true(rctx_after_stop(&regs[i]));
 	assert_int_equal(atomic_load(&r4.ran), 0);
 	(void)reg4;
-	assert_int_equal(rctx_after_func(NULL, &reg4, rec20_fn, &r4),
-			 -EINVAL);
+	assert_int_equal(rctx_after_func(NULL, &reg4, rec20_fn, &r4), -EINVAL);
 	assert_int_equal(rctx_after_func(c, NULL, rec20_fn, &r4), -EINVAL);
 	assert_int_equal(rctx_after_func(c, &reg4, NULL, &r4), -EINVAL);
 	rctx_release(w);
@@ -1864,8 +1868,7 @@ test_s21_stop_semantics_and_race(void **state)
 		r.c = rctx_with_cancel(rctx_background());
 		atomic_store(&r.ran, 0);
 		r.stopped = false;
-		assert_int_equal(rctx_after_func(r.c, &r.reg, count_fn,
-						 &r.ran),
+		assert_int_equal(rctx_after_func(r.c, &r.reg, count_fn, &r.ran),
 				 0);
 		duo_round(&d, race21_cancel);
 		if (atomic_load(&r.ran) + (int)r.stopped != 1)
@@ -1955,8 +1958,7 @@ test_s22_stop_waits_for_running_fn(void **state)
 		r.inner_stop = -1;
 		/* a third of the rounds stop only once fn has started */
 		r.wait_started = i % 3 == 0;
-		assert_int_equal(rctx_after_func(r.c, &r.reg, slow_fn, &r),
-				 0);
+		assert_int_equal(rctx_after_func(r.c, &r.reg, slow_fn, &r), 0);
 		duo_round(&d, race22_cancel);
 		assert_true(r.stopped == 0 || r.stopped == 1);
 		if (r.wait_started)
@@ -1979,8 +1981,7 @@ test_s22_stop_waits_for_running_fn(void **state)
 		r.inner_stop = -1;
 		if (path == 1)
 			assert_int_equal(rctx_cancel(r.c), 0);
-		assert_int_equal(rctx_after_func(r.c, &r.reg, slow_fn, &r),
-				 0);
+		assert_int_equal(rctx_after_func(r.c, &r.reg, slow_fn, &r), 0);
 		if (path == 0)
 			assert_int_equal(rctx_cancel(r.c), 0);
 		assert_int_equal(atomic_load(&r.finished), 1);
@@ -2013,11 +2014,11 @@ cb23_fn(void *arg)
 	cb->born = rctx_with_cancel(cb->done_ctx);
 	cb->fresh = rctx_with_cancel(rctx_background());
 	/* register on the done context: runs nested, at once */
-	cb->r_nested = rctx_after_func(cb->done_ctx, &cb->nested_reg,
-				       count_fn, &cb->nested_ran);
+	cb->r_nested = rctx_after_func(cb->done_ctx, &cb->nested_reg, count_fn,
+				       &cb->nested_ran);
 	/* register on a live one */
-	cb->r_live = rctx_after_func(cb->fresh, &cb->live_reg, count_fn,
-				     &cb->live_ran);
+	cb->r_live =
+	    rctx_after_func(cb->fresh, &cb->live_reg, count_fn, &cb->live_ran);
 	cb->stop_in_fn = rctx_after_stop(cb->self);
 	free(cb->self);
 	cb->self = NULL;
@@ -2044,8 +2045,7 @@ test_s23_fn_calls_rctx_and_frees_reg(void **state)
 		cb.done_ctx = wc;
 		if (path == 1)
 			assert_int_equal(rctx_cancel(c), 0);
-		assert_int_equal(rctx_after_func(wc, cb.self, cb23_fn, &cb),
-				 0);
+		assert_int_equal(rctx_after_func(wc, cb.self, cb23_fn, &cb), 0);
 		if (path == 0)
 			assert_int_equal(rctx_cancel(c), 0);
 		if (path == 2) {
@@ -2143,9 +2143,8 @@ test_s25_register_and_stop_do_not_allocate(void **state)
 	assert_int_equal(rctx_cset_count(&c->children), cnt0);
 	/* Many cycles leave the set and the allocator as they were. */
 	for (long i = 0; i < SCALED(100000); i++) {
-		assert_int_equal(rctx_after_func(i & 1 ? v : c, &reg[0],
-						 count_fn, &ran),
-				 0);
+		assert_int_equal(
+		    rctx_after_func(i & 1 ? v : c, &reg[0], count_fn, &ran), 0);
 		if (RCTX_UNLIKELY(!rctx_after_stop(&reg[0])))
 			fail_msg("stop %ld failed", i);
 	}
@@ -2162,6 +2161,47 @@ test_s25_register_and_stop_do_not_allocate(void **state)
 	rctx_release(v);
 	rctx_release(kid);
 	rctx_release(c);
+}
+
+/*
+ * SEMANTICS 25, with API.md ("registering never allocates"; "Returns 0,
+ * or -EINVAL for a NULL argument"): a context whose inline slots are all
+ * taken by children must not need memory to register either.
+ */
+static void
+test_s25_register_on_full_set_does_not_allocate(void **state)
+{
+	rctx_t *c = rctx_with_cancel(rctx_background());
+	rctx_t *kids[RCTX_CSET_INLINE];
+	rctx_after_t reg;
+	_Atomic int ran = 0;
+	unsigned long calls;
+	size_t cap0, cnt0;
+	int r;
+
+	(void)state;
+	for (int i = 0; i < RCTX_CSET_INLINE; i++)
+		kids[i] = rctx_with_cancel(c);
+	cnt0 = rctx_cset_count(&c->children);
+	cap0 = rctx_cset_capacity(&c->children);
+	rctx_fault_arm(RCTX_FAULT_MALLOC, 1);
+	r = rctx_after_func(c, &reg, count_fn, &ran);
+	calls = rctx_fault_calls(RCTX_FAULT_MALLOC);
+	rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
+	if (r == 0) {
+		assert_true(rctx_after_stop(&reg));
+		assert_int_equal(rctx_cset_count(&c->children), cnt0);
+	}
+	assert_int_equal(rctx_cancel(c), 0);
+	assert_int_equal(atomic_load(&ran), 0);
+	for (int i = 0; i < RCTX_CSET_INLINE; i++)
+		rctx_release(kids[i]);
+	rctx_release(c);
+	if (r != 0 || calls != 0)
+		fail_msg("KNOWN DEFECT /work/defects/after-func-allocates.md: "
+			 "rctx_after_func on a context with %zu children "
+			 "(capacity %zu) returned %d after %lu allocation(s)",
+			 cnt0, cap0, r, calls);
 }
 
 /* ---------------------------------------------------- waiting and fds */
@@ -2237,7 +2277,7 @@ test_s26_wait_and_many_waiters(void **state)
 
 		/* waiters on the root itself, or on a value child, or on a
 		 * cancel child */
-		w.target = i % 3 == 0 ? root
+		w.target = i % 3 == 0	? root
 			   : i % 3 == 1 ? v
 					: rctx_with_cancel(v);
 		for (int k = 0; k < WAITERS; k++)
@@ -2372,15 +2412,41 @@ test_s27_fd_readable_once_done(void **state)
 		rctx_release(r.root);
 	}
 	duo_stop(&d);
-	if (bad)
-		fail_msg("%ld of %ld rounds: rctx_done() was true but the fd "
-			 "was not yet readable (see defects/"
-			 "fd-readable-after-done.md)",
-			 bad, rounds);
+
+	/* The same with a wide cascade: the watched child is the first one
+	 * the cancel marks done, 20,000 siblings are marked after it. */
+	enum { WIDE27 = 20000, WIDE_ROUNDS = 10 };
+	rctx_t **kids = malloc(WIDE27 * sizeof(*kids));
+	long wide_bad = 0;
+
+	assert_non_null(kids);
+	duo_start(&d, race27_observe, &r);
+	for (int i = 0; i < WIDE_ROUNDS; i++) {
+		r.root = rctx_with_cancel(rctx_background());
+		for (int k = 0; k < WIDE27; k++)
+			kids[k] = rctx_with_cancel(r.root);
+		r.leaf = kids[0];
+		r.fd = rctx_fd(r.leaf);
+		r.ready = false;
+		duo_round(&d, race27_cancel);
+		wide_bad += !r.ready;
+		for (int k = 0; k < WIDE27; k++)
+			rctx_release(kids[k]);
+		rctx_release(r.root);
+	}
+	duo_stop(&d);
+	free(kids);
 
 	rctx_t *all[] = { t3, t2, tv, t, born, late, vv, v, c, root };
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		rctx_release(all[i]);
+	/* Known defect, reported by name so the suite keeps showing it. */
+	if (bad || wide_bad)
+		fail_msg(
+		    "KNOWN DEFECT /work/defects/fd-readable-after-done.md: "
+		    "rctx_done() was true but the fd not yet readable in "
+		    "%ld of %ld narrow and %ld of %d wide rounds",
+		    bad, rounds, wide_bad, (int)WIDE_ROUNDS);
 }
 
 /* ------------------------------------------- references and lifetime */
@@ -2484,11 +2550,19 @@ main(void)
 		cmocka_unit_test(test_s23_fn_calls_rctx_and_frees_reg),
 		cmocka_unit_test(test_s24_pending_registration_keeps_context),
 		cmocka_unit_test(test_s25_register_and_stop_do_not_allocate),
+		cmocka_unit_test(
+		    test_s25_register_on_full_set_does_not_allocate),
 		cmocka_unit_test(test_s26_wait_and_many_waiters),
 		cmocka_unit_test(test_s27_fd_readable_once_done),
 		cmocka_unit_test(test_s28_references_and_lifetime),
 	};
-	int r = cmocka_run_group_tests(tests, NULL, NULL);
+	const char *only = getenv("RCTX_SEM_ONLY");
+	int r;
+
+	/* RCTX_SEM_ONLY=test_s08* runs a subset (cmocka's pattern) */
+	if (only != NULL)
+		cmocka_set_test_filter(only);
+	r = cmocka_run_group_tests(tests, NULL, NULL);
 
 	rctx_shutdown();
 	return r;
