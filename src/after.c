@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -39,8 +40,24 @@ _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
  *  (C) The registerer writes the fields, then inserts with a seq_cst CAS;
  *      the claimer's acq_rel CAS reads that entry and so sees the fields.
  *
- * Progress: register and a winning stop are lock-free; a losing stop waits
- * (futex) for the running fn, as the API requires.
+ *
+ * Overflow. Registering must never allocate, but the children set grows
+ * by allocating a table. So a registration that finds no free slot in the
+ * set as it is goes onto the context's overflow list instead, linked
+ * through its own storage, under a spin bit in the context (olock). List
+ * membership is then the arbiter: the canceller (or the registrant, if it
+ * sees the context done after pushing) that unlinks it runs fn, a stopper
+ * that unlinks it returns true. A claimer announces itself (A) before it
+ * drops the lock, so a stopper that finds the registration gone sees it.
+ *  (D) The push is a seq_cst store followed by a seq_cst load of the
+ *      state; the canceller's leaf check loads aover (seq_cst) after its
+ *      seq_cst state CAS: either the canceller takes the slow path and
+ *      drains the list, or the registrant sees the context done.
+ *
+ * Progress: register and a winning stop are lock-free while the set has a
+ * free slot; on a crowded context they take its spin bit for a few
+ * stores. A losing stop waits (futex) for the running fn, as the API
+ * requires.
  */
 
 struct rctx_runner {
@@ -176,6 +193,110 @@ rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry)
 	run_claimed(a, me);
 }
 
+static void
+olock(struct rctx *c)
+{
+	unsigned spins = 0;
+
+	/* acquire: pairs with the release in ounlock; the critical section
+	 * is a few pointer stores, so spin, yielding now and then */
+	while (
+	    atomic_flag_test_and_set_explicit(&c->olock, memory_order_acquire))
+		if (++spins % 64 == 0)
+			sched_yield();
+}
+
+static void
+ounlock(struct rctx *c)
+{
+	/* release: publishes the list changes; pairs with olock */
+	atomic_flag_clear_explicit(&c->olock, memory_order_release);
+}
+
+/* Under c->olock: unlink a from c's overflow list. */
+static void
+ounlink(struct rctx *c, struct rctx_after_impl *a)
+{
+	struct rctx_after_impl **pp = a->opprev;
+
+	if (pp == NULL)
+		return;
+	if (a->onext)
+		a->onext->opprev = pp;
+	if (pp == (struct rctx_after_impl **)(void *)&c->aover)
+		/* relaxed: under the lock; the lock orders readers */
+		atomic_store_explicit(&c->aover, a->onext,
+				      memory_order_relaxed);
+	else
+		*pp = a->onext;
+	a->opprev = NULL;
+}
+
+/* Under src->olock: claim a if still listed; announce before unlock. */
+static bool
+oclaim(struct rctx *src, struct rctx_after_impl *a, struct rctx_runner *me)
+{
+	if (a->opprev == NULL)
+		return false;
+	ounlink(src, a);
+	if (me)
+		/* seq_cst: order A, visible to a stopper that locks next */
+		atomic_store_explicit(&me->running, a, memory_order_seq_cst);
+	return true;
+}
+
+void
+rctx_after_fire_overflow(struct rctx *c)
+{
+	struct rctx_runner *me;
+
+	/* acquire: pairs with the push's seq_cst store; a push we miss
+	 * sees c done and claims itself (D) */
+	if (atomic_load_explicit(&c->aover, memory_order_acquire) == NULL)
+		return;
+	me = runner_self();
+	for (;;) {
+		struct rctx_after_impl *a;
+
+		olock(c);
+		/* relaxed: under the lock */
+		a = atomic_load_explicit(&c->aover, memory_order_relaxed);
+		if (a == NULL || !oclaim(c, a, me)) {
+			ounlock(c);
+			return;
+		}
+		ounlock(c);
+		run_claimed(a, me);
+	}
+}
+
+static void
+register_overflow(struct rctx *src, struct rctx_after_impl *a)
+{
+	struct rctx_runner *me;
+	bool mine;
+
+	olock(src);
+	/* relaxed: under the lock */
+	a->onext = atomic_load_explicit(&src->aover, memory_order_relaxed);
+	if (a->onext)
+		a->onext->opprev = &a->onext;
+	a->opprev = (struct rctx_after_impl **)(void *)&src->aover;
+	/* seq_cst: order D, pairs with the canceller's leaf check */
+	atomic_store_explicit(&src->aover, a, memory_order_seq_cst);
+	ounlock(src);
+	/* seq_cst: order D, pairs with the canceller's state CAS */
+	if (!rctx_st_err(
+		atomic_load_explicit(&src->state, memory_order_seq_cst)))
+		return;
+	me = runner_self();
+	olock(src);
+	mine = oclaim(src, a, me);
+	ounlock(src);
+	if (mine)
+		run_claimed(a, me);
+}
+
 int
 rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 		    void *arg)
@@ -190,6 +311,8 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 	a->ctx = NULL;
 	a->src = src;
 	a->slot = NULL;
+	a->onext = NULL;
+	a->opprev = NULL;
 	if (src == NULL) {
 		/* Never done: fn never runs; stop still reports it stopped. */
 		/* relaxed: registration storage is the caller's; publishing it
@@ -213,13 +336,10 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 	/* relaxed: published by the seq_cst insert below (C) */
 	atomic_store_explicit(&a->state, RCTX_AFTER_PENDING,
 			      memory_order_relaxed);
-	slot = rctx_cset_insert(&src->children, entry);
+	slot = rctx_cset_insert_noalloc(&src->children, entry);
 	if (slot == NULL) {
-		atomic_store_explicit(&a->state, RCTX_AFTER_IDLE,
-				      memory_order_relaxed);
-		a->ctx = NULL;
-		rctx_tree_release(ctx);
-		return -ENOMEM;
+		register_overflow(src, a); /* never allocates */
+		return 0;
 	}
 	a->slot = slot;
 	/* seq_cst: order B of tree.c: the seq_cst insert above, then this
@@ -275,8 +395,28 @@ rctx_after_unregister(rctx_after_t *reg)
 				      memory_order_relaxed);
 		return true;
 	}
-	if (st == RCTX_AFTER_PENDING && a->slot != NULL &&
-	    claim(a->slot, (uintptr_t)a | RCTX_CSET_TAG_AFTER)) {
+	if (st == RCTX_AFTER_PENDING && a->slot == NULL) {
+		/* On the overflow list: unlinking it is winning. */
+		struct rctx *src = a->src;
+		bool won;
+
+		olock(src);
+		won = a->opprev != NULL;
+		if (won)
+			ounlink(src, a);
+		ounlock(src);
+		if (won) {
+			struct rctx *ctx = a->ctx;
+
+			/* relaxed: registration storage is the caller's */
+			atomic_store_explicit(&a->state, RCTX_AFTER_IDLE,
+					      memory_order_relaxed);
+			a->ctx = NULL;
+			rctx_tree_release(ctx);
+			return true;
+		}
+	} else if (st == RCTX_AFTER_PENDING &&
+		   claim(a->slot, (uintptr_t)a | RCTX_CSET_TAG_AFTER)) {
 		struct rctx *ctx = a->ctx;
 
 		atomic_store_explicit(&a->state, RCTX_AFTER_IDLE,

@@ -13,6 +13,9 @@ struct rctx_after_impl {
 	void (*fn)(void *arg);
 	void *arg;
 	_Atomic uint32_t state; /* RCTX_AFTER_* */
+	/* overflow list (slot == NULL), under src->olock */
+	struct rctx_after_impl *onext;
+	struct rctx_after_impl **opprev; /* NULL when not linked */
 };
 
 enum {
@@ -21,13 +24,16 @@ enum {
 	RCTX_AFTER_FIRED = 2,	/* fn claimed by a canceller */
 };
 
-/* 0, or -ENOMEM when the set had to grow and could not. */
+/* Always 0: a full set sends the registration to the overflow list. */
 int rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 			void *arg);
 bool rctx_after_unregister(rctx_after_t *reg);
 
 /* Cascade hook: a tagged entry of a done context's set; claim and run. */
 void rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry);
+
+/* Cascade hook: run the registrations on done context c's overflow list. */
+void rctx_after_fire_overflow(struct rctx *c);
 
 /* Free the runner records (rctx_shutdown). */
 void rctx_after_shutdown(void);

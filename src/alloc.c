@@ -168,9 +168,20 @@ rctx_ctx_free_now(struct rctx *c)
 {
 	c->free_next = tcache.free;
 	tcache.free = c;
-	tcache.nfree++;
 	if (RCTX_UNLIKELY(!tcache.registered))
 		tcache_register();
+	if (RCTX_UNLIKELY(++tcache.nfree > RCTX_CACHE_MAX)) {
+		/* A thread that frees more than it allocates (a timer owner)
+		 * hands a batch to the pool; these need no grace period. */
+		struct rctx *b = tcache.free, *last = b;
+
+		for (unsigned i = 1; i < RCTX_FREE_BATCH; i++)
+			last = last->free_next;
+		tcache.free = last->free_next;
+		last->free_next = NULL;
+		tcache.nfree -= RCTX_FREE_BATCH;
+		pool_push(b);
+	}
 }
 
 /* Cold path: once per thread per worker generation (a lock is fine). */

@@ -12,7 +12,11 @@
  */
 struct rctx *rctx_ctx_alloc(void);
 
-/* Give back a context that no other thread ever saw (failed constructor). */
+/*
+ * Give back a context that no other thread can be reading without a
+ * reference: one never inserted in a children set (so no canceller can
+ * have read its pointer), or a failed constructor's. Reused at once.
+ */
 void rctx_ctx_free_now(struct rctx *c);
 
 /*
@@ -36,5 +40,7 @@ void rctx_alloc_shutdown(void);
 long rctx_alloc_outstanding(void);
 
 #define RCTX_FREE_BATCH 32
+/* A thread's cache holds at most this many ready contexts. */
+#define RCTX_CACHE_MAX (8 * RCTX_FREE_BATCH)
 
 #endif /* RCTX_ALLOC_H */

@@ -72,6 +72,34 @@ table_new(struct rctx_ctable *prev)
 	return t;
 }
 
+/* Probe the newest table for a free slot along entry's hash. */
+static _Atomic uintptr_t *
+probe_top(struct rctx_ctable *t, uintptr_t entry)
+{
+	uint32_t h = hash_ptr(entry);
+	uint32_t lim = t->mask + 1 < PROBE_LIMIT ? t->mask + 1 : PROBE_LIMIT;
+
+	for (uint32_t i = 0; i < lim; i++) {
+		_Atomic uintptr_t *slot = &t->slot[(h + i) & t->mask];
+
+		if (try_slot(slot, entry))
+			return slot;
+	}
+	return NULL;
+}
+
+_Atomic uintptr_t *
+rctx_cset_insert_noalloc(struct rctx_cset *s, uintptr_t entry)
+{
+	for (int i = 0; i < RCTX_CSET_INLINE; i++)
+		if (try_slot(&s->inl[i], entry))
+			return &s->inl[i];
+	/* acquire: pairs with the seq_cst CAS that published the table (B) */
+	struct rctx_ctable *t =
+	    atomic_load_explicit(&s->top, memory_order_acquire);
+	return t ? probe_top(t, entry) : NULL;
+}
+
 _Atomic uintptr_t *
 rctx_cset_insert(struct rctx_cset *s, uintptr_t entry)
 {
@@ -86,17 +114,10 @@ rctx_cset_insert(struct rctx_cset *s, uintptr_t entry)
 		    atomic_load_explicit(&s->top, memory_order_acquire);
 
 		if (t) {
-			uint32_t h = hash_ptr(entry);
-			uint32_t lim = t->mask + 1 < PROBE_LIMIT ? t->mask + 1
-								 : PROBE_LIMIT;
+			_Atomic uintptr_t *slot = probe_top(t, entry);
 
-			for (uint32_t i = 0; i < lim; i++) {
-				_Atomic uintptr_t *slot =
-				    &t->slot[(h + i) & t->mask];
-
-				if (try_slot(slot, entry))
-					return slot;
-			}
+			if (slot)
+				return slot;
 		}
 		/* The newest table is crowded along this probe: add one. */
 		struct rctx_ctable *n = table_new(t);

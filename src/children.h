@@ -34,6 +34,10 @@ rctx_cset_init(struct rctx_cset *s)
  */
 _Atomic uintptr_t *rctx_cset_insert(struct rctx_cset *s, uintptr_t entry);
 
+/* Insert entry only if a slot is free without growing the set. */
+_Atomic uintptr_t *rctx_cset_insert_noalloc(struct rctx_cset *s,
+					    uintptr_t entry);
+
 /* Remove entry from its slot. True if this call removed it. */
 static inline bool
 rctx_cset_remove(_Atomic uintptr_t *slot, uintptr_t entry)

@@ -85,6 +85,9 @@ struct rctx_cset {
 	_Atomic(struct rctx_ctable *) top; /* newest (largest) table */
 };
 
+/* An after-func registration (after.h). */
+struct rctx_after_impl;
+
 /* Lazily built value index (value.c). */
 struct rctx_vindex;
 
@@ -95,6 +98,8 @@ struct rctx {
 	uint8_t registered;    /* inserted in src-parent's children set */
 	uint8_t has_deadline;  /* deadline below is meaningful */
 	uint8_t armed;	       /* TIMER: the timer was handed to the service */
+	uint8_t fd_signalled;  /* the canceller wrote the eventfd before its
+				* state CAS (wait.c, B) */
 #ifdef RCTX_DEBUG
 	uint32_t magic; /* RCTX_MAGIC_LIVE / RCTX_MAGIC_DEAD */
 #endif
@@ -117,6 +122,10 @@ struct rctx {
 	_Atomic uintptr_t *slot; /* our entry in cparent's children set */
 	struct rctx *cparent;	 /* parent->src when registered */
 	struct rctx_cset children;
+	/* after-funcs that found the set full: a list through their own
+	 * storage, under the spin bit olock (after.c, overflow) */
+	_Atomic(struct rctx_after_impl *) aover;
+	atomic_flag olock;
 	_Atomic int fd;		/* eventfd, -1 until rctx_fd */
 	struct rctx *work_next; /* cascade work list (canceller only) */
 	int dcause;		/* TIMER: cause given at construction */

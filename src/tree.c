@@ -108,6 +108,7 @@ ctx_new(struct rctx *parent, uint8_t kind)
 	c->registered = 0;
 	c->has_deadline = parent->has_deadline;
 	c->armed = 0;
+	c->fd_signalled = 0;
 #ifdef RCTX_DEBUG
 	c->magic = RCTX_MAGIC_LIVE;
 #endif
@@ -142,6 +143,8 @@ init_cancelable(struct rctx *c)
 	atomic_init(&c->state, 0);
 	atomic_init(&c->fd, -1);
 	rctx_cset_init(&c->children);
+	atomic_init(&c->aover, NULL);
+	atomic_flag_clear_explicit(&c->olock, memory_order_relaxed);
 }
 
 /*
@@ -294,6 +297,13 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 		return; /* being freed: its free path leaves the set */
 	/* relaxed: only a first guess for the CAS */
 	cs = atomic_load_explicit(&ch->state, memory_order_relaxed);
+	if (cs & RCTX_ST_ERR_MASK) {
+		/* done already (cancelled itself first: it keeps its own
+		 * err and cause) */
+		rctx_tree_release(ch);
+		return;
+	}
+	bool pre = rctx_wait_presignal(ch);
 	do {
 		if (cs & RCTX_ST_ERR_MASK) {
 			/* done already (cancelled itself first: it keeps
@@ -307,6 +317,7 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 		 * slot reads after it (B); relaxed on failure: retried */
 	} while (!atomic_compare_exchange_weak_explicit(
 	    &ch->state, &cs, ns, memory_order_seq_cst, memory_order_relaxed));
+	ch->fd_signalled = pre; /* we own ch now: our CAS won */
 	rctx_cset_remove(slot, e);
 	ch->work_next = w->work;
 	w->work = ch;
@@ -327,7 +338,10 @@ cascade(struct rctx *c, uint64_t st)
 	struct walk w = { .work = c, .done = NULL, .st = st };
 	struct rctx *n;
 
-	if (!rctx_cset_maybe_nonempty(&c->children)) {
+	if (!rctx_cset_maybe_nonempty(&c->children) &&
+	    /* seq_cst: as the set's loads; an overflowed registration
+	     * that is not seen here sees c done (after.c, overflow) */
+	    atomic_load_explicit(&c->aover, memory_order_seq_cst) == NULL) {
 		/* A leaf (the common case): no descendant to mark and no
 		 * after-func to run. A child or registration inserted after
 		 * the check above sees c done and finishes itself (B). The
@@ -336,7 +350,7 @@ cascade(struct rctx *c, uint64_t st)
 			rctx_cset_remove(c->slot, (uintptr_t)c);
 		if (c->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&c->timer);
-		rctx_wait_notify(c, st);
+		rctx_wait_notify(c, st, c->fd_signalled);
 		return;
 	}
 	rctx_ref_get(c); /* uniform: every node on the list holds one */
@@ -361,13 +375,18 @@ cascade(struct rctx *c, uint64_t st)
 			rctx_timer_cancel(&n->timer);
 		/* relaxed: we made the last change to it (err set: no
 		 * waiter can add WAITERS any more, wait.c A) */
+		/* relaxed: we made the last change to it (err set: no
+		 * waiter can add WAITERS any more, wait.c A) */
 		rctx_wait_notify(
-		    n, atomic_load_explicit(&n->state, memory_order_relaxed));
+		    n, atomic_load_explicit(&n->state, memory_order_relaxed),
+		    n->fd_signalled);
 	}
 
 	/* 3. Run after-funcs, outside any lock. */
-	for (n = w.done; n; n = n->work_next)
+	for (n = w.done; n; n = n->work_next) {
 		rctx_cset_foreach(&n->children, fire_after, NULL);
+		rctx_after_fire_overflow(n);
+	}
 
 	/* 4. Drop the list's references. */
 	n = w.done;
@@ -385,7 +404,11 @@ rctx_tree_cancel(struct rctx *c, unsigned code, int cause)
 	/* relaxed: only a first guess for the CAS */
 	uint64_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
 	uint64_t ns;
+	bool pre;
 
+	if (s & RCTX_ST_ERR_MASK)
+		return -EALREADY;
+	pre = rctx_wait_presignal(c); /* before done is visible (wait.c B) */
 	do {
 		if (s & RCTX_ST_ERR_MASK)
 			return -EALREADY;
@@ -395,6 +418,7 @@ rctx_tree_cancel(struct rctx *c, unsigned code, int cause)
 		 * re-examines the value */
 	} while (!atomic_compare_exchange_weak_explicit(
 	    &c->state, &s, ns, memory_order_seq_cst, memory_order_relaxed));
+	c->fd_signalled = pre; /* we own c's cascade: our CAS won */
 	cascade(c, ns);
 	return 0;
 }
@@ -413,10 +437,28 @@ timer_fire(struct rctx_timer *t)
 	rctx_tree_release(c);
 }
 
+/*
+ * Return c's memory. Only a canceller walking a children set reads a
+ * context it holds no reference to (I4), so a context that was never in a
+ * set can be reused at once; one that was waits for a grace period. Debug
+ * builds always wait, so that a use after release finds poisoned memory.
+ */
+static void
+ctx_free(struct rctx *c)
+{
+#ifndef RCTX_DEBUG
+	if (!c->registered) {
+		rctx_ctx_free_now(c);
+		return;
+	}
+#endif
+	rctx_ctx_free_rcu(c);
+}
+
 static void
 timer_dead(struct rctx_timer *t)
 {
-	rctx_ctx_free_rcu(rctx_container_of(t, struct rctx, timer));
+	ctx_free(rctx_container_of(t, struct rctx, timer));
 }
 
 /* --- freeing --- */
@@ -438,7 +480,7 @@ free_one(struct rctx *c)
 	if (c->kind == RCTX_KIND_TIMER && c->armed)
 		rctx_timer_release(&c->timer); /* timer_dead frees c */
 	else
-		rctx_ctx_free_rcu(c);
+		ctx_free(c);
 }
 
 void

@@ -24,10 +24,14 @@
  *      WAITERS and wakes; if the cancel's is, the waiter's CAS fails and it
  *      re-reads err. FUTEX_WAIT compares the word in the kernel, so a
  *      change between our load and the sleep returns at once.
- *  (B) rctx_fd: install the fd (seq_cst CAS), then read the state
- *      (seq_cst). The cascade CASes the state (seq_cst) and then reads the
- *      fd (seq_cst). Either the canceller writes the new fd, or the
- *      creator sees done and writes it itself (both writing is harmless).
+ *  (B) A canceller reads the fd (seq_cst) and writes it BEFORE its state
+ *      CAS, so a thread that sees done finds an fd that existed before the
+ *      cancel readable (Go closes Done under the lock that sets err). For
+ *      an fd created during the cancel: rctx_fd installs it (seq_cst CAS)
+ *      then reads the state (seq_cst); the canceller, if it wrote nothing
+ *      before, reads the fd again after its state CAS (seq_cst). Either
+ *      the canceller writes the new fd, or the creator sees done and
+ *      writes it itself (both writing is harmless).
  */
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -83,16 +87,26 @@ rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 	}
 }
 
+bool
+rctx_wait_presignal(struct rctx *c)
+{
+	/* seq_cst: order B, pairs with the CAS that installs the fd */
+	int fd = atomic_load_explicit(&c->fd, memory_order_seq_cst);
+
+	if (fd < 0)
+		return false;
+	(void)eventfd_write(fd, 1);
+	return true;
+}
+
 void
-rctx_wait_notify(struct rctx *c, uint64_t st)
+rctx_wait_notify(struct rctx *c, uint64_t st, bool presignalled)
 {
 	if (st & RCTX_ST_WAITERS)
 		syscall(SYS_futex, futex_word(c), FUTEX_WAKE_PRIVATE, INT_MAX,
 			NULL, NULL, 0);
-	/* seq_cst: order B, pairs with the CAS that installs the fd */
-	int fd = atomic_load_explicit(&c->fd, memory_order_seq_cst);
-	if (fd >= 0)
-		(void)eventfd_write(fd, 1);
+	if (!presignalled)
+		(void)rctx_wait_presignal(c); /* an fd made meanwhile (B) */
 }
 
 int

@@ -11,8 +11,17 @@ int rctx_wait_src(struct rctx *src, rctx_time_t timeout);
 /* The eventfd of cancelable src, created on first call. */
 int rctx_fd_src(struct rctx *src);
 
-/* Cascade hook: c was just made done with state st; wake its waiters. */
-void rctx_wait_notify(struct rctx *c, uint64_t st);
+/*
+ * Before a CAS that may make c done: write c's eventfd if it has one, so a
+ * thread that sees c done finds the fd readable (wait.c, B). A failed CAS
+ * means c was done already, so the early write is never wrong. Returns
+ * whether it wrote.
+ */
+bool rctx_wait_presignal(struct rctx *c);
+
+/* Cascade hook: c was just made done with state st; wake its waiters, and
+ * write an eventfd created while the cancel ran (presignalled: false). */
+void rctx_wait_notify(struct rctx *c, uint64_t st, bool presignalled);
 
 /* Close c's eventfd, if any (c is being freed). */
 void rctx_wait_close(struct rctx *c);
