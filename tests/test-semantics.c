@@ -416,6 +416,7 @@ struct race4 {
 	rctx_t *parent;
 	rctx_t *vlayer; /* a value context under parent */
 	rctx_t *child;
+	bool live_before; /* the parent was live when the derive began */
 	long round;
 };
 
@@ -432,6 +433,7 @@ race4_derive(void *arg)
 {
 	struct race4 *r = arg;
 
+	r->live_before = !rctx_done(r->parent);
 	switch (r->round % 4) {
 	case 0:
 		r->child = rctx_with_cancel(r->parent);
@@ -459,7 +461,7 @@ test_s04_derive_racing_cancel(void **state)
 {
 	struct race4 r;
 	struct duo d;
-	long rounds = SCALED(4000);
+	long rounds = SCALED(20000), overlaps = 0;
 
 	(void)state;
 	duo_start(&d, race4_derive, &r);
@@ -474,11 +476,15 @@ test_s04_derive_racing_cancel(void **state)
 		assert_int_equal(rctx_cancel(r.child), -EALREADY);
 		/* and it is not left in the done parent's set */
 		assert_int_equal(rctx_cset_count(&r.parent->children), 0);
+		overlaps += r.live_before;
 		rctx_release(r.child);
 		rctx_release(r.vlayer);
 		rctx_release(r.parent);
 	}
 	duo_stop(&d);
+	print_message("# s04: parent still live when the derive began in "
+		      "%ld of %ld rounds\n",
+		      overlaps, rounds);
 }
 
 /* ------------------------------------------------------- cancellation */
@@ -738,7 +744,7 @@ test_s07_concurrent_cancels_one_winner(void **state)
 	struct race7 r;
 	struct duo d;
 	uint64_t seed = 0x5eed7;
-	long rounds = SCALED(4000);
+	long rounds = SCALED(20000);
 
 	(void)state;
 	/* Idempotent. */
@@ -800,7 +806,7 @@ test_s07_concurrent_cancels_one_winner(void **state)
 	 * that node (then that call, and only it, returned 0), or the
 	 * cascade from its parent (then no direct call returned 0). */
 	struct tree7 *t = calloc(1, sizeof(*t));
-	long trees = SCALED(300);
+	long trees = SCALED(1000);
 
 	assert_non_null(t);
 	for (long round = 0; round < trees; round++) {
@@ -1152,7 +1158,7 @@ test_s12_err_and_cause_together(void **state)
 {
 	struct race12 r;
 	struct duo d;
-	long rounds = SCALED(3000);
+	long rounds = SCALED(10000);
 
 	(void)state;
 	duo_start(&d, race12_observe, &r);
@@ -1604,7 +1610,7 @@ test_s18_lookups_any_thread_any_depth(void **state)
 	assert_null(
 	    rctx_value(v->node[1][V18_DEPTH - 1], &v18_keys[V18_KEYS + 1]));
 	/* Then from several threads at once. */
-	v->lookups = SCALED(40000);
+	v->lookups = SCALED(100000);
 	for (int i = 0; i < V18_THREADS; i++) {
 		args[i] = (struct v18_arg){ .v = v, .seed = 0x1234 + i };
 		xpthread_create(&th[i], v18_thread, &args[i]);
@@ -1836,7 +1842,7 @@ test_s21_stop_semantics_and_race(void **state)
 {
 	struct race21 r;
 	struct duo d;
-	long rounds = SCALED(4000);
+	long rounds = SCALED(20000);
 	long stops = 0, runs = 0;
 
 	(void)state;
@@ -1945,7 +1951,7 @@ test_s22_stop_waits_for_running_fn(void **state)
 {
 	struct race22 r;
 	struct duo d;
-	long rounds = SCALED(1500);
+	long rounds = SCALED(3000);
 
 	(void)state;
 	duo_start(&d, race22_stop, &r);
@@ -2247,7 +2253,7 @@ test_s26_wait_and_many_waiters(void **state)
 	struct wait26 w = { 0 };
 	struct wait26_arg args[WAITERS];
 	pthread_t th[WAITERS];
-	long rounds = SCALED(400);
+	long rounds = SCALED(2000);
 	rctx_t *c = rctx_with_cancel(rctx_background());
 	rctx_time_t t0;
 
@@ -2332,7 +2338,7 @@ race27_observe(void *arg)
 	unsigned spins = 0;
 
 	while (!rctx_done(r->leaf))
-		if (++spins % 64 == 0)
+		if (++spins % 1024 == 0)
 			sched_yield();
 	r->ready = readable(r->fd);
 }
@@ -2397,7 +2403,7 @@ test_s27_fd_readable_once_done(void **state)
 	 * fd readable. */
 	struct race27 r;
 	struct duo d;
-	long bad = 0, rounds = SCALED(2000);
+	long bad = 0, rounds = SCALED(10000);
 
 	duo_start(&d, race27_observe, &r);
 	for (long i = 0; i < rounds; i++) {
@@ -2415,7 +2421,7 @@ test_s27_fd_readable_once_done(void **state)
 
 	/* The same with a wide cascade: the watched child is the first one
 	 * the cancel marks done, 20,000 siblings are marked after it. */
-	enum { WIDE27 = 20000, WIDE_ROUNDS = 10 };
+	enum { WIDE27 = 20000, WIDE_ROUNDS = 40 };
 	rctx_t **kids = malloc(WIDE27 * sizeof(*kids));
 	long wide_bad = 0;
 
