@@ -324,8 +324,12 @@ rctx_tw_wake_if(struct rctx_twheel *tw, rctx_time_t needby)
 	}
 }
 
-/* Push t on tw's hand-off stack. */
-static void
+/*
+ * Push t on tw's hand-off stack. Returns true if the stack was empty: the
+ * owner may then not look at it before its planned wake-up, so the caller
+ * must ask for a look within a tick (rctx_tw_need).
+ */
+static bool
 rctx_tw_push(struct rctx_twheel *tw, struct rctx_timer *t)
 {
 	/* Relaxed: the CAS below validates the value. */
@@ -341,6 +345,24 @@ rctx_tw_push(struct rctx_twheel *tw, struct rctx_timer *t)
 	} while (!atomic_compare_exchange_weak_explicit(&tw->queue, &head, t,
 							memory_order_seq_cst,
 							memory_order_relaxed));
+	return head == NULL;
+}
+
+/*
+ * When the owner must look at its queue after a push: by the timer's
+ * deadline, and within a tick if the push made the queue non-empty (so a
+ * release or cancel behind it is handled promptly). The clock is read only
+ * on that empty -> non-empty edge.
+ */
+static rctx_time_t
+rctx_tw_need(struct rctx_twheel *tw, rctx_time_t expires, bool was_empty)
+{
+	rctx_time_t soon;
+
+	if (!was_empty)
+		return expires;
+	soon = rctx_now() + rctx_tw_tick(tw);
+	return soon < expires ? soon : expires;
 }
 
 /* ---- owner side -------------------------------------------------------- */
@@ -681,6 +703,8 @@ static void
 rctx_tw_hand(struct rctx_twheel *tw, struct rctx_timer *t,
 	     rctx_time_t expires)
 {
+	bool was_empty;
+
 	t->expires = expires;
 	t->home = tw;
 	/*
@@ -690,8 +714,8 @@ rctx_tw_hand(struct rctx_twheel *tw, struct rctx_timer *t,
 	atomic_fetch_or_explicit(&t->flags,
 				 RCTX_TIMER_F_ARMED | RCTX_TIMER_F_QUEUED,
 				 memory_order_relaxed);
-	rctx_tw_push(tw, t);
-	rctx_tw_wake_if(tw, expires);
+	was_empty = rctx_tw_push(tw, t);
+	rctx_tw_wake_if(tw, rctx_tw_need(tw, expires, was_empty));
 }
 
 int
@@ -971,6 +995,7 @@ rctx_tmr_rehome(struct rctx_loop *from, struct rctx_timer *list)
 	struct rctx_twheel *to = NULL;
 	struct rctx_timer *t, *next;
 	rctx_time_t first = RCTX_NEVER;
+	bool was_empty = false;
 	unsigned i, n;
 
 	if (!list)
@@ -1017,11 +1042,12 @@ rctx_tmr_rehome(struct rctx_loop *from, struct rctx_timer *list)
 	for (t = list; t; t = next) {
 		next = t->qnext;
 		t->home = to; /* I4: we hold QUEUED, t is in no queue */
+		if (rctx_tw_push(to, t))
+			was_empty = true;
 		if (t->expires < first)
 			first = t->expires;
-		rctx_tw_push(to, t);
 	}
-	rctx_tw_wake_if(to, first);
+	rctx_tw_wake_if(to, rctx_tw_need(to, first, was_empty));
 }
 
 /* Move parked loops' queues into `to`. Caller holds rctx_tmr_lock. */
