@@ -85,17 +85,37 @@ rctx_wheel_above(unsigned c)
 	return ~((UINT64_C(2) << c) - 1);
 }
 
+/* Lane of a node: the top bits of a multiplicative hash of its address. */
+static inline unsigned
+rctx_wheel_lane(const struct rctx_wheel_timer *t)
+{
+	return (unsigned)(((uint64_t)(uintptr_t)t *
+			   UINT64_C(0x9e3779b97f4a7c15)) >>
+			  (64 - RCTX_WHEEL_LANE_BITS));
+}
+
+static inline bool
+rctx_wheel_slot_empty(const struct rctx_wheel_slot *sl)
+{
+	uintptr_t any = 0;
+
+	for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++)
+		any |= (uintptr_t)sl->head[i];
+	return any == 0;
+}
+
 static inline void
 rctx_wheel_link(struct rctx_wheel *w, struct rctx_wheel_timer *t,
 		unsigned lvl, unsigned s)
 {
-	struct rctx_wheel_slot *sl = &w->slot[lvl][s];
+	struct rctx_wheel_timer **head =
+		&w->slot[lvl][s].head[rctx_wheel_lane(t)];
 
-	t->next = sl->head;
-	if (sl->head != NULL)
-		sl->head->pprev = &t->next;
-	sl->head = t;
-	t->pprev = &sl->head;
+	t->next = *head;
+	if (*head != NULL)
+		(*head)->pprev = &t->next;
+	*head = t;
+	t->pprev = head;
 	t->level = (uint8_t)lvl;
 	t->slot = (uint8_t)s;
 	w->pending[lvl] |= UINT64_C(1) << s;
@@ -156,7 +176,8 @@ rctx_wheel_init(struct rctx_wheel *w, rctx_time_t now, unsigned tick_shift,
 	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
 		w->pending[l] = 0;
 		for (unsigned s = 0; s < RCTX_WHEEL_SLOTS; s++)
-			w->slot[l][s].head = NULL;
+			for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++)
+				w->slot[l][s].head[i] = NULL;
 	}
 }
 
@@ -181,8 +202,8 @@ rctx_wheel_del(struct rctx_wheel *w, struct rctx_wheel_timer *t)
 	*pprev = next;
 	if (next != NULL)
 		next->pprev = pprev;
-	else if (pprev == &w->slot[t->level][t->slot].head)
-		w->pending[t->level] &= ~(UINT64_C(1) << t->slot); /* emptied */
+	else if (rctx_wheel_slot_empty(&w->slot[t->level][t->slot]))
+		w->pending[t->level] &= ~(UINT64_C(1) << t->slot);
 	t->pprev = NULL;
 	t->next = NULL;
 	w->count--;
@@ -215,8 +236,8 @@ rctx_wheel_next(const struct rctx_wheel *w)
 }
 
 /*
- * Take the slots in `bits` of level l out of the wheel and walk their
- * lists side by side, one node of each list per round: the lists' nodes
+ * Take the slots in `bits` of level l out of the wheel and walk all their
+ * lanes side by side, one node of each list per round: the lists' nodes
  * are independent loads, so a storm of cache-cold timers waits for memory
  * once per round rather than once per node. Due timers are appended at
  * *tailp, the others re-filed relative to the (already advanced) clock.
@@ -225,7 +246,7 @@ static size_t
 rctx_wheel_expire(struct rctx_wheel *w, unsigned l, uint64_t bits,
 		  rctx_time_t now, struct rctx_wheel_timer ***tailp)
 {
-	struct rctx_wheel_timer *cur[RCTX_WHEEL_SLOTS];
+	struct rctx_wheel_timer *cur[RCTX_WHEEL_SLOTS * RCTX_WHEEL_LANES];
 	struct rctx_wheel_timer **tail = *tailp;
 	uint64_t nw = w->curtick;
 	bool tick_rule = l > 0 && w->precise;
@@ -236,8 +257,11 @@ rctx_wheel_expire(struct rctx_wheel *w, unsigned l, uint64_t bits,
 		unsigned s = (unsigned)__builtin_ctzll(bits);
 
 		bits &= bits - 1;
-		cur[k++] = w->slot[l][s].head;
-		w->slot[l][s].head = NULL;
+		for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++) {
+			if (w->slot[l][s].head[i] != NULL)
+				cur[k++] = w->slot[l][s].head[i];
+			w->slot[l][s].head[i] = NULL;
+		}
 		w->pending[l] &= ~(UINT64_C(1) << s);
 	}
 	while (k > 0) {
@@ -323,15 +347,19 @@ rctx_wheel_drain(struct rctx_wheel *w, size_t *n)
 
 		while (bits != 0) {
 			unsigned s = (unsigned)__builtin_ctzll(bits);
-			struct rctx_wheel_timer *t = w->slot[l][s].head;
 
 			bits &= bits - 1;
-			w->slot[l][s].head = NULL;
-			for (; t != NULL; t = t->next) {
-				t->pprev = NULL;
-				*tail = t;
-				tail = &t->next;
-				cnt++;
+			for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++) {
+				struct rctx_wheel_timer *t =
+					w->slot[l][s].head[i];
+
+				w->slot[l][s].head[i] = NULL;
+				for (; t != NULL; t = t->next) {
+					t->pprev = NULL;
+					*tail = t;
+					tail = &t->next;
+					cnt++;
+				}
 			}
 		}
 		w->pending[l] = 0;
@@ -350,6 +378,32 @@ rctx_wheel_drain(struct rctx_wheel *w, size_t *n)
 			return false;                                          \
 		}                                                              \
 	} while (0)
+
+/* Where t sits (due slot, or a slot from `start` of `width` ticks) can
+ * neither fire it early nor leave it behind the clock. */
+static bool
+rctx_wheel_check_place(const struct rctx_wheel *w,
+		       const struct rctx_wheel_timer *t, bool due,
+		       uint64_t start, uint64_t width, const char **why)
+{
+	uint64_t c = w->curtick;
+	uint64_t e = rctx_wheel_tick_up(w, t->expires);
+
+	if (due) {
+		CHECK(t->expires <= w->now || e <= c,
+		      "due slot holds a future timer");
+		return true;
+	}
+	CHECK(e > c || t->expires <= w->now,
+	      "timer past its tick not in due slot");
+	if (w->precise)
+		CHECK(e >= start && e - start < width,
+		      "precise: tick outside its slot");
+	else /* rounded up by less than its distance level's width */
+		CHECK((e > start ? e - start : start - e) < width,
+		      "coarse: tick too far from its slot");
+	return true;
+}
 
 bool
 rctx_wheel_check(const struct rctx_wheel *w, const char **why)
@@ -370,46 +424,37 @@ rctx_wheel_check(const struct rctx_wheel *w, const char **why)
 
 		for (unsigned s = 0; s < RCTX_WHEEL_SLOTS; s++) {
 			const struct rctx_wheel_slot *sl = &w->slot[l][s];
-			struct rctx_wheel_timer *const *pp = &sl->head;
-			const struct rctx_wheel_timer *t;
 			bool bit = (w->pending[l] >> s) & 1;
+			bool busy = !rctx_wheel_slot_empty(sl);
 			bool due = l == 0 && s == cd;
 			uint64_t start = base | ((uint64_t)s << sh);
 
-			CHECK(bit == (sl->head != NULL),
-			      "bitmap bit disagrees with slot");
-			if (sl->head != NULL && !due)
-				CHECK(s > cd, "busy slot behind the clock");
-			for (t = sl->head; t != NULL; t = t->next) {
-				uint64_t e;
+			CHECK(bit == busy, "bitmap bit disagrees with slot");
+			if (!busy)
+				continue;
+			CHECK(due || s > cd, "busy slot behind the clock");
+			for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++) {
+				struct rctx_wheel_timer *const *pp =
+					&sl->head[i];
+				const struct rctx_wheel_timer *t;
 
-				CHECK(t->pprev == pp, "pprev does not point at "
-						      "the link to the node");
-				CHECK(t->level == l && t->slot == s,
-				      "node level/slot disagree with its slot");
-				CHECK(++cnt <= w->count, "more nodes than count "
-							 "(or a cycle)");
-				pp = &t->next;
-				if (due) {
-					CHECK(t->expires <= w->now ||
-						  rctx_wheel_tick_up(w,
-							t->expires) <= c,
-					      "due slot holds a future timer");
-					continue;
-				}
-				e = rctx_wheel_tick_up(w, t->expires);
-				CHECK(e > c || t->expires <= w->now,
-				      "timer past its tick not in due slot");
-				if (w->precise) {
-					CHECK(e >= start && e - start < width,
-					      "precise: tick outside its slot");
-				} else {
-					/* Rounded up by less than the
-					 * distance level's width <= width. */
-					CHECK((e > start ? e - start :
-							   start - e) < width,
-					      "coarse: tick too far from its "
-					      "slot");
+				for (t = *pp; t != NULL; pp = &t->next,
+				    t = t->next) {
+					CHECK(t->pprev == pp,
+					      "pprev does not point at the "
+					      "link to the node");
+					CHECK(t->level == l && t->slot == s &&
+						      rctx_wheel_lane(t) == i,
+					      "node level/slot/lane disagree "
+					      "with where it is");
+					CHECK(++cnt <= w->count,
+					      "more nodes than count (or a "
+					      "cycle)");
+					if (!rctx_wheel_check_place(w, t, due,
+								    start,
+								    width,
+								    why))
+						return false;
 				}
 			}
 		}

@@ -31,8 +31,16 @@ struct rctx_wheel_timer {
 	uint8_t slot;
 };
 
+/*
+ * A slot's timers are spread over a few lists ("lanes", chosen by a hash
+ * of the node's address) so that walking a due slot keeps several cache
+ * misses in flight instead of chasing one chain.
+ */
+#define RCTX_WHEEL_LANE_BITS 2
+#define RCTX_WHEEL_LANES (1u << RCTX_WHEEL_LANE_BITS)
+
 struct rctx_wheel_slot {
-	struct rctx_wheel_timer *head;
+	struct rctx_wheel_timer *head[RCTX_WHEEL_LANES];
 };
 
 struct rctx_wheel {

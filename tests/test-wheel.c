@@ -338,16 +338,14 @@ test_check_detects(void **state)
 	node[0].slot ^= 1;
 	assert_false(rctx_wheel_check(&wheel, NULL));
 	node[0].slot ^= 1;
-	/* Move the node to a slot that would fire it early. */
+	/* A node sitting in a slot that would fire it early. */
 	rctx_wheel_del(&wheel, &node[0]);
-	node[0].expires = 1000;
-	node[0].next = NULL;
-	node[0].level = 0;
-	node[0].slot = 1;
-	node[0].pprev = &wheel.slot[0][1].head;
-	wheel.slot[0][1].head = &node[0];
-	wheel.pending[0] |= 2;
-	wheel.count++;
+	checked(&wheel);
+	rctx_wheel_add(&wheel, &node[0], 16); /* tick 1: level 0, slot 1 */
+	assert_int_equal(node[0].level, 0);
+	assert_int_equal(node[0].slot, 1);
+	checked(&wheel);
+	node[0].expires = 1000; /* tick 63 */
 	assert_false(rctx_wheel_check(&wheel, &why));
 }
 
