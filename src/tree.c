@@ -2,10 +2,12 @@
 /* The cancellation tree: derive, cancel cascade, references and freeing. */
 #include <errno.h>
 #include <pthread.h>
+#include <string.h>
 
 #include "after.h"
 #include "alloc.h"
 #include "children.h"
+#include "fault.h"
 #include "tree.h"
 #include "value.h"
 #include "wait.h"
@@ -19,7 +21,9 @@
  *  (I2) A context's state word goes from live to done exactly once (one
  *       CAS wins); err and cause never change afterwards.
  *  (I3) When a cancel returns, every descendant is done: the cascade
- *       marks children before it runs any callback.
+ *       marks children before it runs any callback, and walks through
+ *       children another canceller made done (their cascade may still
+ *       be running) to mark what is still live beneath them.
  *  (I4) A child holds a reference to its parent; a context's memory is
  *       reused only after its last reference is dropped and an RCU grace
  *       period has passed (alloc.c), so a canceller that read a child
@@ -278,11 +282,45 @@ rctx_tree_without_cancel(struct rctx *parent)
 
 /* --- cancellation --- */
 
+/*
+ * The cascade's walk. Nodes whose state CAS we won are ours: they go on
+ * `work` through their own work_next (no other thread touches it) and we
+ * wake their waiters and run their after-funcs. A child that is already
+ * done was made done by another canceller whose cascade may still be
+ * marking beneath it; we must not return before its subtree is done
+ * either (I3), so we walk it too, through a local stack (`assist`), giving
+ * any still-live descendant its nearest done ancestor's err and cause, but
+ * leave its wake-ups and callbacks to its owner.
+ */
+#define ASSIST_INLINE 16
+
 struct walk {
-	struct rctx *work; /* to visit: marked done by us, referenced */
-	struct rctx *done; /* visited */
-	uint64_t st;	   /* err and cause to give */
+	struct rctx *work;    /* ours, to visit; each holds a reference */
+	struct rctx *done;    /* ours, visited */
+	uint64_t cur;	      /* err and cause of the node being walked */
+	struct rctx **assist; /* done by others, to visit; referenced */
+	size_t nassist, cap;
+	struct rctx *assist_inl[ASSIST_INLINE];
 };
+
+static bool
+assist_push(struct walk *w, struct rctx *c)
+{
+	if (w->nassist == w->cap) {
+		size_t cap = w->cap * 2;
+		struct rctx **v = rctx_malloc(cap * sizeof(*v));
+
+		if (v == NULL)
+			return false;
+		memcpy(v, w->assist, w->nassist * sizeof(*v));
+		if (w->assist != w->assist_inl)
+			free(w->assist);
+		w->assist = v;
+		w->cap = cap;
+	}
+	w->assist[w->nassist++] = c;
+	return true;
+}
 
 static void
 mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
@@ -290,6 +328,7 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 	struct walk *w = arg;
 	struct rctx *ch = (struct rctx *)e;
 	uint64_t cs, ns;
+	bool pre;
 
 	if (e & RCTX_CSET_TAG_AFTER)
 		return; /* after-funcs run once every descendant is done */
@@ -297,26 +336,25 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 		return; /* being freed: its free path leaves the set */
 	/* relaxed: only a first guess for the CAS */
 	cs = atomic_load_explicit(&ch->state, memory_order_relaxed);
-	if (cs & RCTX_ST_ERR_MASK) {
-		/* done already (cancelled itself first: it keeps its own
-		 * err and cause) */
-		rctx_tree_release(ch);
-		return;
-	}
-	bool pre = rctx_wait_presignal(ch);
-	do {
+	pre = (cs & RCTX_ST_ERR_MASK) ? false : rctx_wait_presignal(ch);
+	for (;;) {
 		if (cs & RCTX_ST_ERR_MASK) {
-			/* done already (cancelled itself first: it keeps
-			 * its own err and cause) */
-			rctx_tree_release(ch);
+			/* Done by another canceller (it keeps its own err
+			 * and cause): walk its subtree, or, if we cannot get
+			 * memory for that, leave it to its owner. */
+			if (!assist_push(w, ch))
+				rctx_tree_release(ch);
 			return;
 		}
 		ns = (cs & RCTX_ST_WAITERS) |
-		     (w->st & ~(uint64_t)RCTX_ST_WAITERS);
+		     (w->cur & ~(uint64_t)RCTX_ST_WAITERS);
 		/* seq_cst: publishes err+cause (C) and orders the child's
 		 * slot reads after it (B); relaxed on failure: retried */
-	} while (!atomic_compare_exchange_weak_explicit(
-	    &ch->state, &cs, ns, memory_order_seq_cst, memory_order_relaxed));
+		if (atomic_compare_exchange_weak_explicit(&ch->state, &cs, ns,
+							  memory_order_seq_cst,
+							  memory_order_relaxed))
+			break;
+	}
 	ch->fd_signalled = pre; /* we own ch now: our CAS won */
 	rctx_cset_remove(slot, e);
 	ch->work_next = w->work;
@@ -335,7 +373,7 @@ fire_after(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 static void
 cascade(struct rctx *c, uint64_t st)
 {
-	struct walk w = { .work = c, .done = NULL, .st = st };
+	struct walk w = { .work = c, .done = NULL };
 	struct rctx *n;
 
 	if (!rctx_cset_maybe_nonempty(&c->children) &&
@@ -357,14 +395,33 @@ cascade(struct rctx *c, uint64_t st)
 	c->work_next = NULL;
 
 	/* 1. Mark every descendant done (I3), iteratively. */
+	w.assist = w.assist_inl;
+	w.cap = ASSIST_INLINE;
+	w.nassist = 0;
 	rcu_read_lock();
-	while ((n = w.work) != NULL) {
-		w.work = n->work_next;
-		rctx_cset_foreach(&n->children, mark_child, &w);
-		n->work_next = w.done;
-		w.done = n;
+	for (;;) {
+		if ((n = w.work) != NULL) {
+			w.work = n->work_next;
+			/* relaxed: we wrote it (our CAS); children take
+			 * their parent's err and cause, which is st unless n
+			 * was found beneath another canceller's node */
+			w.cur = atomic_load_explicit(&n->state,
+						     memory_order_relaxed);
+			rctx_cset_foreach(&n->children, mark_child, &w);
+			n->work_next = w.done;
+			w.done = n;
+		} else if (w.nassist > 0) {
+			n = w.assist[--w.nassist];
+			w.cur = rctx_state_load(n);
+			rctx_cset_foreach(&n->children, mark_child, &w);
+			rctx_tree_release(n);
+		} else {
+			break;
+		}
 	}
 	rcu_read_unlock();
+	if (w.assist != w.assist_inl)
+		free(w.assist);
 
 	/* 2. Stop timers, wake waiters and fds; c leaves its parent (its
 	 * descendants left theirs in mark_child). */
@@ -373,8 +430,6 @@ cascade(struct rctx *c, uint64_t st)
 	for (n = w.done; n; n = n->work_next) {
 		if (n->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&n->timer);
-		/* relaxed: we made the last change to it (err set: no
-		 * waiter can add WAITERS any more, wait.c A) */
 		/* relaxed: we made the last change to it (err set: no
 		 * waiter can add WAITERS any more, wait.c A) */
 		rctx_wait_notify(
