@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT */
+/* fork() with live contexts and armed deadlines: both sides keep working. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "rctx.h"
+
+/* Generous bound for a wait that must end (never a timing assertion). */
+#define LONG_WAIT (10 * RCTX_SEC)
+
+static char key;
+
+/* In the child, a failed check exits with the line number. */
+#define CHILD_CHECK(cond)                                              \
+	do {                                                           \
+		if (!(cond)) {                                         \
+			fprintf(stderr, "child: line %d: %s\n", __LINE__, \
+				#cond);                                \
+			_exit(100);                                    \
+		}                                                      \
+	} while (0)
+
+struct shared {
+	rctx_t *root;		/* live cancel context */
+	rctx_t *armed;		/* deadline 50 ms after fork time */
+	rctx_t *far;		/* deadline an hour away */
+	rctx_t *val;		/* value over root */
+};
+
+static void
+child_work(struct shared *s, bool arm_first)
+{
+	if (arm_first) {
+		/* A new timeout in the child: the service must run here. */
+		rctx_t *t = rctx_with_timeout_cause(s->root, 10 * RCTX_MSEC,
+						    61);
+		CHILD_CHECK(t != NULL);
+		CHILD_CHECK(rctx_wait(t, LONG_WAIT) == ETIMEDOUT);
+		CHILD_CHECK(rctx_cause(t) == 61);
+		rctx_release(t);
+	}
+	/* A deadline armed before fork expires in the child too. */
+	CHILD_CHECK(rctx_wait(s->armed, LONG_WAIT) == ETIMEDOUT);
+	/* Inherited contexts work: derive, values, cancel. */
+	rctx_t *c = rctx_with_cancel(s->val);
+	CHILD_CHECK(c != NULL);
+	CHILD_CHECK(rctx_value(c, &key) == &key);
+	int fd = rctx_fd(c);
+	CHILD_CHECK(fd >= 0);
+	CHILD_CHECK(rctx_cancel_cause(s->root, 62) == 0);
+	CHILD_CHECK(rctx_err(c) == ECANCELED && rctx_cause(c) == 62);
+	CHILD_CHECK(rctx_done(s->far));
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	CHILD_CHECK(poll(&p, 1, 0) == 1);
+	if (!arm_first) {
+		rctx_t *t = rctx_with_timeout(rctx_background(),
+					      10 * RCTX_MSEC);
+		CHILD_CHECK(t != NULL);
+		CHILD_CHECK(rctx_wait(t, LONG_WAIT) == ETIMEDOUT);
+		rctx_release(t);
+	}
+	rctx_release(c);
+	rctx_shutdown();
+	_exit(0);
+}
+
+static void
+fork_and_check(bool arm_first)
+{
+	struct shared s;
+
+	s.root = rctx_with_cancel(rctx_background());
+	s.val = rctx_with_value(s.root, &key, &key);
+	s.armed = rctx_with_timeout(s.val, 50 * RCTX_MSEC);
+	s.far = rctx_with_timeout(s.root, 3600 * RCTX_SEC);
+	assert_non_null(s.root);
+	assert_non_null(s.val);
+	assert_non_null(s.armed);
+	assert_non_null(s.far);
+
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		child_work(&s, arm_first);
+
+	/* The parent's contexts are untouched by the child's cancel. */
+	assert_int_equal(rctx_wait(s.armed, LONG_WAIT), ETIMEDOUT);
+	assert_false(rctx_done(s.root));
+	assert_false(rctx_done(s.far));
+	rctx_t *t = rctx_with_timeout_cause(s.root, 10 * RCTX_MSEC, 71);
+	assert_non_null(t);
+	assert_int_equal(rctx_wait(t, LONG_WAIT), ETIMEDOUT);
+	assert_int_equal(rctx_cause(t), 71);
+
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+
+	assert_int_equal(rctx_cancel(s.root), 0);
+	assert_true(rctx_done(s.far));
+	rctx_release(t);
+	rctx_release(s.far);
+	rctx_release(s.armed);
+	rctx_release(s.val);
+	rctx_release(s.root);
+}
+
+static void
+test_fork_child_arms_first(void **state)
+{
+	(void)state;
+	fork_and_check(true);
+}
+
+static void
+test_fork_child_waits_first(void **state)
+{
+	(void)state;
+	fork_and_check(false);
+}
+
+/* fork while another thread is inside the library. */
+static _Atomic bool stop_churn;
+
+static void *
+churn(void *arg)
+{
+	(void)arg;
+	/* seq_cst: pairs with the store in test_fork_during_churn */
+	while (!atomic_load(&stop_churn)) {
+		rctx_t *c = rctx_with_timeout(rctx_background(),
+					      RCTX_MSEC);
+		rctx_t *d = rctx_with_cancel(c);
+		rctx_cancel(c);
+		rctx_release(d);
+		rctx_release(c);
+	}
+	return NULL;
+}
+
+static void
+test_fork_during_churn(void **state)
+{
+	(void)state;
+	pthread_t th;
+
+	atomic_store(&stop_churn, false);
+	assert_int_equal(pthread_create(&th, NULL, churn, NULL), 0);
+	for (int i = 0; i < 5; i++) {
+		fflush(NULL);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			rctx_t *t = rctx_with_timeout(rctx_background(),
+						      5 * RCTX_MSEC);
+			CHILD_CHECK(t != NULL);
+			CHILD_CHECK(rctx_wait(t, LONG_WAIT) == ETIMEDOUT);
+			rctx_t *c = rctx_with_cancel(t);
+			CHILD_CHECK(rctx_done(c));
+			rctx_release(c);
+			rctx_release(t);
+			_exit(0);
+		}
+		int status;
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	atomic_store(&stop_churn, true);
+	assert_int_equal(pthread_join(th, NULL), 0);
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	rctx_shutdown();
+	return 0;
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fork_child_arms_first),
+		cmocka_unit_test(test_fork_child_waits_first),
+		cmocka_unit_test(test_fork_during_churn),
+	};
+	return cmocka_run_group_tests(tests, NULL, teardown);
+}
