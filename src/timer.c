@@ -324,12 +324,8 @@ rctx_tw_wake_if(struct rctx_twheel *tw, rctx_time_t needby)
 	}
 }
 
-/*
- * Push t on tw's hand-off stack. Returns true if the stack was empty: the
- * owner may then not look at it before its planned wake-up, so the caller
- * must ask for a look within a tick (rctx_tw_need).
- */
-static bool
+/* Push t on tw's hand-off stack. */
+static void
 rctx_tw_push(struct rctx_twheel *tw, struct rctx_timer *t)
 {
 	/* Relaxed: the CAS below validates the value. */
@@ -345,24 +341,6 @@ rctx_tw_push(struct rctx_twheel *tw, struct rctx_timer *t)
 	} while (!atomic_compare_exchange_weak_explicit(&tw->queue, &head, t,
 							memory_order_seq_cst,
 							memory_order_relaxed));
-	return head == NULL;
-}
-
-/*
- * When the owner must look at its queue after a push: by the timer's
- * deadline, and within a tick if the push made the queue non-empty (so a
- * release or cancel behind it is handled promptly). The clock is read only
- * on that empty -> non-empty edge.
- */
-static rctx_time_t
-rctx_tw_need(struct rctx_twheel *tw, rctx_time_t expires, bool was_empty)
-{
-	rctx_time_t soon;
-
-	if (!was_empty)
-		return expires;
-	soon = rctx_now() + rctx_tw_tick(tw);
-	return soon < expires ? soon : expires;
 }
 
 /* ---- owner side -------------------------------------------------------- */
@@ -402,7 +380,6 @@ rctx_tw_take(struct rctx_twheel *tw, struct rctx_timer *t)
 	}
 	switch (act) {
 	case ADD:
-		t->home = tw;
 		rctx_wheel_add(&tw->w, &t->wt, t->expires);
 		break;
 	case DEL:
@@ -703,19 +680,18 @@ static void
 rctx_tw_hand(struct rctx_twheel *tw, struct rctx_timer *t,
 	     rctx_time_t expires)
 {
-	bool was_empty;
-
 	t->expires = expires;
 	t->home = tw;
 	/*
-	 * Relaxed: the push below (seq_cst) publishes the flags to the owner
-	 * (A); a concurrent release only needs the RMW order on flags.
+	 * Release: publishes home to a release that sees QUEUED (pairs with
+	 * the acquire of its CAS); the push publishes all of t to the owner.
 	 */
 	atomic_fetch_or_explicit(&t->flags,
 				 RCTX_TIMER_F_ARMED | RCTX_TIMER_F_QUEUED,
-				 memory_order_relaxed);
-	was_empty = rctx_tw_push(tw, t);
-	rctx_tw_wake_if(tw, rctx_tw_need(tw, expires, was_empty));
+				 memory_order_release);
+	rctx_tw_push(tw, t);
+	/* Only an earlier deadline than the owner planned wakes it (B). */
+	rctx_tw_wake_if(tw, expires);
 }
 
 int
@@ -830,12 +806,20 @@ rctx_timer_release(struct rctx_timer *t)
 		rctx_tmr_call_dead(t); /* I1: nobody holds t */
 		return;
 	}
-	if (push) {
-		/* Reading home is safe: WHEEL pins it (I4). */
-		tw = t->home;
+	/*
+	 * The owner holds t (queue or wheel): it must look within about a
+	 * tick. Relaxed load of home: a migration may be rewriting it, and
+	 * both the old and the new owner stay alive until our read-side
+	 * section ends (F).
+	 */
+	tw = __atomic_load_n(&t->home, __ATOMIC_RELAXED);
+	if (push)
 		rctx_tw_push(tw, t);
-		rctx_tw_wake_if(tw, rctx_now() + rctx_tw_tick(tw));
+	if (f & RCTX_TIMER_F_FIRING) {
+		rcu_read_unlock();
+		return; /* the owner is awake and sees DEAD after fire */
 	}
+	rctx_tw_wake_if(tw, rctx_now() + rctx_tw_tick(tw));
 	rcu_read_unlock();
 }
 
@@ -995,7 +979,6 @@ rctx_tmr_rehome(struct rctx_loop *from, struct rctx_timer *list)
 	struct rctx_twheel *to = NULL;
 	struct rctx_timer *t, *next;
 	rctx_time_t first = RCTX_NEVER;
-	bool was_empty = false;
 	unsigned i, n;
 
 	if (!list)
@@ -1041,13 +1024,16 @@ rctx_tmr_rehome(struct rctx_loop *from, struct rctx_timer *list)
 	}
 	for (t = list; t; t = next) {
 		next = t->qnext;
-		t->home = to; /* I4: we hold QUEUED, t is in no queue */
-		if (rctx_tw_push(to, t))
-			was_empty = true;
+		/* I4: we hold QUEUED; relaxed: see rctx_timer_release. */
+		__atomic_store_n(&t->home, to, __ATOMIC_RELAXED);
 		if (t->expires < first)
 			first = t->expires;
+		rctx_tw_push(to, t);
 	}
-	rctx_tw_wake_if(to, rctx_tw_need(to, first, was_empty));
+	/* Within a tick: a release may have woken the old owner instead. */
+	if (rctx_now() + rctx_tw_tick(to) < first)
+		first = rctx_now() + rctx_tw_tick(to);
+	rctx_tw_wake_if(to, first);
 }
 
 /* Move parked loops' queues into `to`. Caller holds rctx_tmr_lock. */
@@ -1067,10 +1053,13 @@ rctx_tmr_adopt_orphans(struct rctx_twheel *to)
 					     memory_order_seq_cst);
 		for (; t; t = next) {
 			next = t->qnext;
-			t->home = to;
+			/* Relaxed: see rctx_timer_release. */
+			__atomic_store_n(&t->home, to, __ATOMIC_RELAXED);
 			rctx_tw_push(to, t);
 		}
 		rctx_tw_wake_if(to, RCTX_PLANNED_WOKEN + 1);
+		/* Releases that read the old home are done (F). */
+		synchronize_rcu();
 		close(o->tw.efd);
 		free(o);
 		rctx_tmr_orphans[i] = NULL;
@@ -1187,6 +1176,8 @@ rctx_loop_free(rctx_loop_t *loop)
 			parked = true;
 	pthread_mutex_unlock(&rctx_tmr_lock);
 	if (!parked) {
+		/* Releases that read the old home are done (F). */
+		synchronize_rcu();
 		close(loop->tw.efd);
 		free(loop);
 	}

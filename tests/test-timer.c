@@ -32,7 +32,8 @@ struct tt {
 	_Atomic int fired;
 	_Atomic int dead;
 	_Atomic int in_fire;
-	_Atomic int cancelled; /* set by the test after cancel returned */
+	/* rctx_now() just after cancel returned (0: not cancelled). */
+	_Atomic rctx_time_t cancel_done;
 	rctx_time_t fired_at;
 };
 
@@ -54,7 +55,7 @@ t_fire(struct rctx_timer *t)
 	x->fired_at = now;
 	if (now < t->expires)
 		atomic_fetch_add(&n_early, 1);
-	if (atomic_load(&x->cancelled) || atomic_load(&x->dead))
+	if (atomic_load(&x->dead))
 		atomic_fetch_add(&n_bad, 1);
 	atomic_fetch_add(&x->fired, 1);
 	atomic_fetch_add(&n_fired, 1);
@@ -168,7 +169,7 @@ test_cancel_before_fire(void **state)
 		rctx_timer_init(&v[i].t);
 		assert_int_equal(rctx_timer_arm(&v[i].t, exp), 0);
 		rctx_timer_cancel(&v[i].t);
-		atomic_store(&v[i].cancelled, 1);
+		atomic_store(&v[i].cancel_done, rctx_now());
 	}
 	/* Let the deadline pass by far, then hand them back. */
 	while (rctx_now() < exp + 60 * RCTX_MSEC)
@@ -176,8 +177,15 @@ test_cancel_before_fire(void **state)
 	for (i = 0; i < n; i++)
 		rctx_timer_release(&v[i].t);
 	assert_int_equal(wait_count(&n_dead, n, 30000), n);
-	assert_int_equal(atomic_load(&n_fired), 0);
 	assert_int_equal(atomic_load(&n_bad), 0);
+	assert_int_equal(atomic_load(&n_early), 0);
+	/*
+	 * A fire starts at or after expires (never early), so a timer whose
+	 * cancel returned before expires must not have fired.
+	 */
+	for (i = 0; i < n; i++)
+		if (v[i].cancel_done < v[i].t.expires)
+			assert_int_equal(atomic_load(&v[i].fired), 0);
 	free(v);
 }
 
@@ -209,12 +217,12 @@ xt_main(void *arg)
 		switch (i % 3) {
 		case 0: /* cancel now, release now */
 			rctx_timer_cancel(&xt_v[i].t);
-			atomic_store(&xt_v[i].cancelled, 1);
+			atomic_store(&xt_v[i].cancel_done, rctx_now());
 			rctx_timer_release(&xt_v[i].t);
 			break;
 		case 1: /* cancel now, release later */
 			rctx_timer_cancel(&xt_v[i].t);
-			atomic_store(&xt_v[i].cancelled, 1);
+			atomic_store(&xt_v[i].cancel_done, rctx_now());
 			break;
 		default: /* let it fire, release later */
 			break;
@@ -257,6 +265,10 @@ test_cross_thread(void **state)
 	for (i = 0; i < n; i++) {
 		assert_int_equal(atomic_load(&xt_v[i].dead), 1);
 		assert_true(atomic_load(&xt_v[i].fired) <= 1);
+		/* No fire started after cancel returned (see above). */
+		if (xt_v[i].cancel_done &&
+		    xt_v[i].cancel_done < xt_v[i].t.expires)
+			assert_int_equal(atomic_load(&xt_v[i].fired), 0);
 	}
 	assert_true(atomic_load(&n_fired) >= want_fire);
 	assert_int_equal(atomic_load(&n_early), 0);
