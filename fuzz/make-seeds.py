@@ -197,7 +197,9 @@ def write(dirname, seeds):
     d = os.path.join(HERE, 'corpus', dirname)
     os.makedirs(d, exist_ok=True)
     for f in os.listdir(d):
-        os.unlink(os.path.join(d, f))
+        # regress-* are inputs the fuzzers found; keep them.
+        if not f.startswith('regress-'):
+            os.unlink(os.path.join(d, f))
     for name, data in sorted(seeds.items()):
         with open(os.path.join(d, name), 'wb') as f:
             f.write(data)
