@@ -1728,6 +1728,32 @@ cancel_thread(void *p)
 	return NULL;
 }
 
+/* Behaviour 20 under a race: parent and context cancelled at once. */
+struct race20 {
+	rctx_t *p, *c;
+	rctx_after_t reg;
+	struct rec20 rec;
+	int rp, rc;
+	pthread_t side;
+};
+
+static void
+race20_parent(void *arg)
+{
+	struct race20 *r = arg;
+
+	r->rp = rctx_cancel_cause(r->p, 1);
+}
+
+static void
+race20_child(void *arg)
+{
+	struct race20 *r = arg;
+
+	r->side = pthread_self();
+	r->rc = rctx_cancel_cause(r->c, 2);
+}
+
 /*
  * SEMANTICS 20: "fn runs exactly once after the context is done, on the
  * thread that made it done; on an already-done context, at once on the
@@ -1800,6 +1826,41 @@ test_s20_after_func_runs_once_on_done_thread(void **state)
 	assert_int_equal(rctx_after_func(NULL, &reg4, rec20_fn, &r4), -EINVAL);
 	assert_int_equal(rctx_after_func(c, NULL, rec20_fn, &r4), -EINVAL);
 	assert_int_equal(rctx_after_func(c, &reg4, NULL, &r4), -EINVAL);
+
+	/* Two cancellers at once (the context and its parent): fn runs once,
+	 * on the thread whose cancel made the context done. */
+	struct race20 rr;
+	struct duo d;
+	long rounds = SCALED(10000), side_won = 0;
+
+	duo_start(&d, race20_child, &rr);
+	for (long i = 0; i < rounds; i++) {
+		rr.p = rctx_with_cancel(rctx_background());
+		rr.c = rctx_with_cancel(rr.p);
+		memset(&rr.rec, 0, sizeof(rr.rec));
+		rr.rec.ctx = rr.c;
+		assert_int_equal(
+		    rctx_after_func(rr.c, &rr.reg, rec20_fn, &rr.rec), 0);
+		duo_round(&d, race20_parent);
+		assert_int_equal(rr.rp, 0);
+		assert_int_equal(atomic_load(&rr.rec.ran), 1);
+		if (rr.rc == 0) {
+			side_won++;
+			assert_true(pthread_equal(rr.rec.who, rr.side));
+			assert_int_equal(rr.rec.cause_seen, 2);
+		} else {
+			assert_int_equal(rr.rc, -EALREADY);
+			assert_true(pthread_equal(rr.rec.who, pthread_self()));
+			assert_int_equal(rr.rec.cause_seen, 1);
+		}
+		assert_false(rctx_after_stop(&rr.reg));
+		rctx_release(rr.c);
+		rctx_release(rr.p);
+	}
+	duo_stop(&d);
+	print_message("# s20: the context's own cancel won %ld of %ld "
+		      "rounds\n",
+		      side_won, rounds);
 	rctx_release(w);
 	rctx_release(p2);
 	rctx_release(t);
@@ -2117,6 +2178,20 @@ test_s24_pending_registration_keeps_context(void **state)
 	assert_int_equal(refs_of(c2), refs);
 	rctx_release(c2);
 	rctx_release(root);
+
+	/* Released under a deadline ancestor: fires when the timer does. */
+	rctx_t *tr = rctx_with_timeout(rctx_background(), RCTX_MSEC);
+	rctx_t *tc = rctx_with_cancel(tr);
+	struct rec20 rt = { .ctx = tc };
+
+	assert_int_equal(rctx_after_func(tc, &reg, rec20_fn, &rt), 0);
+	rctx_release(tc);
+	assert_int_equal(rctx_wait(tr, -1), ETIMEDOUT);
+	assert_false(rctx_after_stop(&reg)); /* returns once fn is done */
+	assert_int_equal(atomic_load(&rt.ran), 1);
+	assert_int_equal(rt.err_seen, ETIMEDOUT);
+	assert_int_equal(rt.cause_seen, ETIMEDOUT);
+	rctx_release(tr);
 }
 
 /*
@@ -2236,7 +2311,8 @@ wait26_thread(void *p)
 		pthread_barrier_wait(&w->go);
 		if (w->quit)
 			break;
-		w->result[a->id] = rctx_wait(w->target, -1);
+		/* half wait forever, half with a timeout never reached */
+		w->result[a->id] = rctx_wait(w->target, a->id % 2 ? HOUR : -1);
 		pthread_barrier_wait(&w->done);
 	}
 	return NULL;
