@@ -239,7 +239,7 @@ test_deep_chain(void **state)
 	assert_int_equal(mctx_cause(mid), 5);
 	mctx_release(root);
 	mctx_release(mid);
-	mctx_release(c);	/* frees the whole chain, iteratively */
+	mctx_release(c); /* frees the whole chain, iteratively */
 
 	/* And a live chain freed without being cancelled. */
 	c = mctx_with_cancel(mctx_background());
@@ -365,8 +365,9 @@ test_loop_expiry(void **state)
 	p = mctx_with_deadline_cause(mctx_background(), base, 99);
 	k = mctx_with_cancel(p);
 	v = mctx_with_value(k, &key_a, NULL);
-	ign = mctx_with_deadline_cause(p, base + 10, 55); /* cause ignored */
-	tie = mctx_with_deadline_cause(p, base, 44);	  /* cause ignored */
+	/* Deadlines at or after the parent's: their causes are ignored. */
+	ign = mctx_with_deadline_cause(p, base + 10, 55);
+	tie = mctx_with_deadline_cause(p, base, 44);
 	q = mctx_with_deadline_cause(mctx_background(), base + 20, 12);
 	x = mctx_with_deadline_cause(mctx_background(), base + 30, 0);
 	assert_int_equal(mctx_loop_next(loop), base);
@@ -508,8 +509,8 @@ test_values(void **state)
 	assert_ptr_equal(mctx_value(s, &key_b), &key_b);
 	assert_ptr_equal(mctx_value(c, &key_a), &key_a);
 	for (int i = 0; i < DEPTH; i++) {
-		n = i == DEPTH / 2 ? mctx_with_value(deep, &key_c, &key_b) :
-				     mctx_with_cancel(deep);
+		n = i == DEPTH / 2 ? mctx_with_value(deep, &key_c, &key_b)
+				   : mctx_with_cancel(deep);
 		mctx_release(deep);
 		deep = n;
 	}
@@ -618,7 +619,7 @@ test_after_basic(void **state)
 	assert_int_equal(atomic_load(&b.runs), 1);
 	assert_int_equal(atomic_load(&s.runs), 0);
 	assert_true(pthread_equal(a.thr, pthread_self()));
-	assert_false(a.stop_in_fn_ret);	/* stop inside fn: false at once */
+	assert_false(a.stop_in_fn_ret); /* inside fn: false at once */
 	assert_int_equal(mctx_cause(other), 21);
 	assert_false(mctx_after_stop(&r1));
 	assert_false(mctx_after_stop(&r2));
@@ -688,7 +689,7 @@ free_fn(void *p)
 	struct freer *f = p;
 
 	*f->flag += 1;
-	free(f);	/* fn frees its own registration */
+	free(f); /* fn frees its own registration */
 }
 
 static void
@@ -704,8 +705,8 @@ test_after_free_and_keepalive(void **state)
 
 		assert_non_null(f);
 		f->flag = &fired;
-		assert_int_equal(mctx_after_func(i ? v : p, &f->reg, free_fn,
-						 f), 0);
+		assert_int_equal(
+		    mctx_after_func(i ? v : p, &f->reg, free_fn, f), 0);
 	}
 	/* A pending registration keeps v alive after its owner drops it. */
 	mctx_release(v);
@@ -772,8 +773,7 @@ test_after_stop_race(void **state)
 		bool stopped;
 
 		assert_int_equal(mctx_after_func(s.ctx, &reg, slow_fn, &s), 0);
-		assert_int_equal(pthread_create(&th, NULL, cancel_main, &s),
-				 0);
+		assert_int_equal(pthread_create(&th, NULL, cancel_main, &s), 0);
 		stopped = mctx_after_stop(&reg);
 		if (!stopped)
 			assert_int_equal(atomic_load(&s.finished), 1);
@@ -811,7 +811,7 @@ test_wait(void **state)
 	(void)state;
 	t0 = mctx_now();
 	assert_int_equal(mctx_wait(v, 2 * MCTX_MSEC), 0);
-	assert_true(mctx_now() - t0 >= 2 * MCTX_MSEC);	/* never early */
+	assert_true(mctx_now() - t0 >= 2 * MCTX_MSEC); /* never early */
 	for (int i = 0; i < 4; i++) {
 		w[i].ctx = i % 2 ? v : c;
 		w[i].ret = -1;
@@ -852,10 +852,10 @@ test_fd(void **state)
 	assert_true(fdt >= 0);
 	assert_int_not_equal(fdt, fd);
 
-	assert_int_equal(mctx_cancel(p), 0);	/* through an ancestor */
+	assert_int_equal(mctx_cancel(p), 0); /* through an ancestor */
 	assert_true(readable(fd));
-	assert_true(readable(fd));		/* level triggered */
-	late = mctx_with_cancel(p);		/* fd made after done */
+	assert_true(readable(fd));  /* level triggered */
+	late = mctx_with_cancel(p); /* fd made after done */
 	assert_true(readable(mctx_fd(late)));
 
 	assert_false(readable(fdt));

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* mctx: Go's context design in plain C with mutexes: the baseline and oracle. */
+/* mctx: Go's context design in C with mutexes; benchmark baseline, oracle. */
 
 /*
  * This file is deliberately simple. It is the benchmark peer of rctx and
@@ -51,8 +51,8 @@ enum mctx_kind {
 	MCTX_KIND_WITHOUT = 5,
 };
 
-#define MCTX_NONE INT64_MAX	/* deadline field when there is none */
-#define MCTX_NOIDX SIZE_MAX	/* not in a heap */
+#define MCTX_NONE  INT64_MAX /* deadline field when there is none */
+#define MCTX_NOIDX SIZE_MAX  /* not in a heap */
 
 struct mctx_heap {
 	struct mctx **v;
@@ -65,28 +65,29 @@ struct mctx_areg;
 struct mctx {
 	atomic_uint refs;
 	int kind;
-	struct mctx *parent;	/* holds one reference; NULL for roots */
-	struct mctx *src;	/* self if cancelable; else nearest cancelable
-				 * ancestor, or NULL if never done */
-	mctx_time_t deadline;	/* effective, if has_deadline */
-	bool has_deadline;	/* INT64_MAX is a deadline, never reached */
-	const void *key;	/* VALUE */
-	void *val;		/* VALUE */
+	struct mctx *parent; /* holds one reference; NULL for roots */
+	/* src: self if cancelable, else the nearest cancelable ancestor;
+	 * NULL if this context can never be done. */
+	struct mctx *src;
+	mctx_time_t deadline; /* effective, if has_deadline */
+	bool has_deadline;    /* INT64_MAX is a deadline, never reached */
+	const void *key;      /* VALUE */
+	void *val;	      /* VALUE */
 
 	/* cancelable only; everything below is under mu */
 	pthread_mutex_t mu;
-	pthread_cond_t cv;	/* broadcast when done (mctx_wait) */
+	pthread_cond_t cv; /* broadcast when done (mctx_wait) */
 	int err;
 	int cause;
-	int fd;			/* eventfd, -1 until mctx_fd */
-	struct mctx *cparent;	/* list we are linked in (its mu) */
-	struct mctx *cprev;	/* under cparent->mu */
-	struct mctx *cnext;	/* under cparent->mu */
-	int linked;		/* under cparent->mu */
-	struct mctx *chead;	/* our children */
+	int fd;			 /* eventfd, -1 until mctx_fd */
+	struct mctx *cparent;	 /* list we are linked in (its mu) */
+	struct mctx *cprev;	 /* under cparent->mu */
+	struct mctx *cnext;	 /* under cparent->mu */
+	int linked;		 /* under cparent->mu */
+	struct mctx *chead;	 /* our children */
 	struct mctx_areg *ahead; /* our pending after-funcs, oldest first */
 	struct mctx_areg *atail;
-	struct mctx *walk_up;	/* cancel work stack: its one canceller */
+	struct mctx *walk_up; /* cancel work stack: its one canceller */
 
 	/* TIMER only; heap fields under timer_mu */
 	int dcause;
@@ -96,20 +97,20 @@ struct mctx {
 };
 
 struct mctx_loop {
-	struct mctx_heap heap;	/* under timer_mu */
+	struct mctx_heap heap; /* under timer_mu */
 	int efd;
 	pthread_t owner;
-	struct mctx_loop *next;	/* under timer_mu */
+	struct mctx_loop *next; /* under timer_mu */
 };
 
 /* ---------------------------------------------------------------- roots */
 
-static struct mctx mctx_bg = {
-	.kind = MCTX_KIND_ROOT, .deadline = MCTX_NONE, .fd = -1
-};
-static struct mctx mctx_td = {
-	.kind = MCTX_KIND_ROOT, .deadline = MCTX_NONE, .fd = -1
-};
+static struct mctx mctx_bg = { .kind = MCTX_KIND_ROOT,
+			       .deadline = MCTX_NONE,
+			       .fd = -1 };
+static struct mctx mctx_td = { .kind = MCTX_KIND_ROOT,
+			       .deadline = MCTX_NONE,
+			       .fd = -1 };
 
 mctx_t *
 mctx_background(void)
@@ -181,15 +182,15 @@ mctx_cancelable(const struct mctx *c)
 /* -------------------------------------------------------------- timers */
 
 static pthread_mutex_t timer_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t timer_cv;		/* under timer_mu */
-static bool timer_cv_ready;		/* under timer_mu */
-static bool timer_running;		/* under timer_mu */
-static bool timer_stop;			/* under timer_mu */
+static pthread_cond_t timer_cv; /* under timer_mu */
+static bool timer_cv_ready;	/* under timer_mu */
+static bool timer_running;	/* under timer_mu */
+static bool timer_stop;		/* under timer_mu */
 static pthread_t timer_thread;
-static struct mctx_heap timer_heap;	/* served by timer_thread */
-static struct mctx_loop *loops;		/* under timer_mu */
-static struct mctx_loop *loop_rr;	/* under timer_mu */
-static uint64_t timer_seq;		/* under timer_mu */
+static struct mctx_heap timer_heap; /* served by timer_thread */
+static struct mctx_loop *loops;	    /* under timer_mu */
+static struct mctx_loop *loop_rr;   /* under timer_mu */
+static uint64_t timer_seq;	    /* under timer_mu */
 static _Thread_local struct mctx_loop *my_loop;
 
 static bool
@@ -302,7 +303,8 @@ mctx_tryget(struct mctx *c)
 	while (r != 0) {
 		/* relaxed: same as above; failure reloads r. */
 		if (atomic_compare_exchange_weak_explicit(&c->refs, &r, r + 1,
-				memory_order_relaxed, memory_order_relaxed))
+							  memory_order_relaxed,
+							  memory_order_relaxed))
 			return true;
 	}
 	return false;
@@ -365,8 +367,9 @@ mctx_timer_main(void *arg)
 		if (timer_heap.n == 0) {
 			pthread_cond_wait(&timer_cv, &timer_mu);
 		} else {
-			struct timespec ts = mctx_abs_ts(timer_heap.v[0]->deadline);
+			struct timespec ts;
 
+			ts = mctx_abs_ts(timer_heap.v[0]->deadline);
 			pthread_cond_timedwait(&timer_cv, &timer_mu, &ts);
 		}
 	}
@@ -440,23 +443,23 @@ mctx_timer_disarm(struct mctx *c)
 /* ---------------------------------------------------------- after-funcs */
 
 enum mctx_areg_state {
-	MCTX_A_PARKED = 1,	/* on a never-done context: never runs */
-	MCTX_A_LISTED = 2,	/* in where->ahead (where's mu + after_mu) */
-	MCTX_A_QUEUED = 3,	/* in a canceller's batch (after_mu) */
-	MCTX_A_RUNNING = 4,	/* fn started (it may since have returned) */
+	MCTX_A_PARKED = 1,  /* on a never-done context: never runs */
+	MCTX_A_LISTED = 2,  /* in where->ahead (where's mu + after_mu) */
+	MCTX_A_QUEUED = 3,  /* in a canceller's batch (after_mu) */
+	MCTX_A_RUNNING = 4, /* fn started (it may since have returned) */
 	MCTX_A_STOPPED = 5,
 };
 
 struct mctx_batch;
 
 struct mctx_areg {
-	struct mctx *ctx;	/* the context given; one reference */
-	void *where;		/* LISTED: its src; QUEUED: the batch */
+	struct mctx *ctx; /* the context given; one reference */
+	void *where;	  /* LISTED: its src; QUEUED: the batch */
 	void (*fn)(void *arg);
 	void *arg;
 	struct mctx_areg *prev;
 	struct mctx_areg *next;
-	int state;		/* under after_mu once published */
+	int state; /* under after_mu once published */
 };
 
 _Static_assert(sizeof(struct mctx_areg) <= sizeof(mctx_after_t),
@@ -468,15 +471,15 @@ _Static_assert(_Alignof(struct mctx_areg) <= _Alignof(mctx_after_t),
 struct mctx_batch {
 	struct mctx_areg *head;
 	struct mctx_areg *tail;
-	struct mctx_areg *cur;	/* fn running now, or NULL */
+	struct mctx_areg *cur; /* fn running now, or NULL */
 	pthread_t thr;
 	struct mctx_batch *next;
-	bool listed;		/* in after_batches */
+	bool listed; /* in after_batches */
 };
 
 static pthread_mutex_t after_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t after_cv = PTHREAD_COND_INITIALIZER;
-static struct mctx_batch *after_batches;	/* under after_mu */
+static struct mctx_batch *after_batches; /* under after_mu */
 
 static void
 mctx_batch_add_locked(struct mctx_batch *b, struct mctx_areg *a)
@@ -547,7 +550,7 @@ mctx_batch_run(struct mctx_batch *b)
 		a->state = MCTX_A_RUNNING;
 		b->cur = a;
 		pthread_mutex_unlock(&after_mu);
-		fn(arg);	/* may free a: not touched again */
+		fn(arg); /* may free a: not touched again */
 		pthread_mutex_lock(&after_mu);
 		b->cur = NULL;
 		pthread_cond_broadcast(&after_cv);
@@ -832,7 +835,7 @@ mctx_with_deadline_cause(mctx_t *parent, mctx_time_t deadline, int cause)
 		return c;
 	}
 	if (deadline == INT64_MAX)
-		return c;	/* the clock never gets there: no timer */
+		return c; /* the clock never gets there: no timer */
 	pthread_mutex_lock(&c->mu);
 	if (!c->err && mctx_timer_arm(c) != 0) {
 		pthread_mutex_unlock(&c->mu);
@@ -867,9 +870,8 @@ mctx_with_timeout_cause(mctx_t *parent, mctx_time_t timeout, int cause)
 		errno = EINVAL;
 		return NULL;
 	}
-	return mctx_with_deadline_cause(parent,
-					mctx_sat_add(mctx_now(), timeout),
-					cause);
+	return mctx_with_deadline_cause(
+	    parent, mctx_sat_add(mctx_now(), timeout), cause);
 }
 
 mctx_t *
@@ -980,8 +982,8 @@ int
 mctx_wait(mctx_t *ctx, mctx_time_t timeout)
 {
 	struct mctx *s = mctx_src(ctx);
-	mctx_time_t until = timeout < 0 ? MCTX_NONE :
-			    mctx_sat_add(mctx_now(), timeout);
+	mctx_time_t until =
+	    timeout < 0 ? MCTX_NONE : mctx_sat_add(mctx_now(), timeout);
 	int err;
 
 	if (!s) {
@@ -991,8 +993,7 @@ mctx_wait(mctx_t *ctx, mctx_time_t timeout)
 
 			if (timeout >= 0 && now >= until)
 				return 0;
-			ts = mctx_abs_ts(timeout < 0 ? MCTX_SEC :
-					 until - now);
+			ts = mctx_abs_ts(timeout < 0 ? MCTX_SEC : until - now);
 			nanosleep(&ts, NULL);
 		}
 	}
@@ -1004,7 +1005,8 @@ mctx_wait(mctx_t *ctx, mctx_time_t timeout)
 			struct timespec ts = mctx_abs_ts(until);
 
 			if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) ==
-			    ETIMEDOUT && mctx_now() >= until)
+				ETIMEDOUT &&
+			    mctx_now() >= until)
 				break;
 		}
 	}

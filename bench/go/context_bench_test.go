@@ -146,7 +146,7 @@ func BenchmarkValueLookup(b *testing.B) {
 			key  any
 			want any
 		}{
-			{"hit_nearest", any(ctxKey(100 + depth - 1)), depth - 1},
+			{"hit_nearest", any(ctxKey(99 + depth)), depth - 1},
 			{"hit_deepest", any(ctxKey(100)), 0},
 			{"miss", any(ctxKey(100 + depth)), nil},
 		}
@@ -192,13 +192,8 @@ func BenchmarkCancelFanout(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				for g := 0; g < groups; g++ {
-					parents[g], cancels[g] = context.WithCancel(
-						context.Background())
-					for k := 0; k < n; k++ {
-						c, cc := context.WithCancel(parents[g])
-						kids[g*n+k] = c
-						kidCancels[g*n+k] = cc
-					}
+					build(parents, cancels,
+						kids, kidCancels, g, n)
 				}
 				b.StartTimer()
 				t0 := time.Now()
@@ -223,6 +218,15 @@ func BenchmarkCancelFanout(b *testing.B) {
 				kids[i], kidCancels[i] = nil, nil
 			}
 		})
+	}
+}
+
+// build makes parent g and its n children, untimed.
+func build(parents []context.Context, cancels []context.CancelFunc,
+	kids []context.Context, kidCancels []context.CancelFunc, g, n int) {
+	parents[g], cancels[g] = context.WithCancel(context.Background())
+	for k := 0; k < n; k++ {
+		kids[g*n+k], kidCancels[g*n+k] = context.WithCancel(parents[g])
 	}
 }
 

@@ -8,11 +8,17 @@ the -count runs), allocs_per_op, bytes_per_op (medians), runs, go_version,
 the custom metrics Go reported (ns/child, ns/level) as medians under
 "metrics", and cxx_name: the matching benchmark of bench/bench-ctx.cc
 (without its BM_<lib>_ prefix, nor Google Benchmark's /iterations:N,
-/manual_time, /real_time suffixes; threads as /threads:N). For CancelFanout and ChainCancel the
-per-child / per-level figure is also the one to compare, so it is copied
-to "ns_per_unit", with allocs_per_unit and bytes_per_unit (Go counts
-allocations only while the timer runs, i.e. during the cancels). Skipped benchmarks appear with skipped set to the reason
-and null figures.
+/manual_time, /real_time suffixes; threads as /threads:N). For
+CancelFanout and ChainCancel the per-child / per-level figure is the one
+to compare, so it is copied to "ns_per_unit", with allocs_per_unit and
+bytes_per_unit (Go counts allocations only while the timer runs: for
+CancelFanout, during the cancels). Skipped benchmarks appear with
+"skipped" set to the reason and null figures.
+
+SharedParent: Go's ns/op is wall time over the ops of all goroutines;
+Google Benchmark's real_time with T threads is wall time over the ops of
+one thread, T times larger for the same throughput: "ns_per_op_thread"
+gives Go's figure on that scale.
 """
 import json
 import re
@@ -140,6 +146,9 @@ def main():
                 if r['allocs_per_op'] is not None:
                     r['allocs_per_unit'] = r['allocs_per_op'] / per
                     r['bytes_per_unit'] = r['bytes_per_op'] / per
+        m = re.search(r'/threads=(\d+)$', name)
+        if m and r['ns_per_op'] is not None:
+            r['ns_per_op_thread'] = r['ns_per_op'] * int(m.group(1))
         if name in failed:
             r['failed'] = True
         out.append(r)

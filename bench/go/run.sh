@@ -32,7 +32,8 @@ while [ $# -gt 0 ]; do
 	esac
 done
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-	echo "usage: run.sh [--quick] [--go GO] [--benchtime T] OUT.json [COUNT]" >&2
+	echo "usage: run.sh [--quick] [--go GO] [--benchtime T]" \
+		"[--bench RE] OUT.json [COUNT]" >&2
 	exit 2
 fi
 out=$1
