@@ -118,6 +118,7 @@
 
 #define RCTX_TIMER_MAX_WHEELS 256
 #define RCTX_PLANNED_WOKEN INT64_MIN
+#define RCTX_PLANNED_POLL ((rctx_time_t)1) /* low bit: looks within a tick */
 #define RCTX_NEVER INT64_MAX
 
 #define rctx_tcontainer(p, type, member) \
@@ -324,6 +325,23 @@ rctx_tw_wake_if(struct rctx_twheel *tw, rctx_time_t needby)
 	}
 }
 
+/*
+ * Wake the owner unless it will look at its queue within about a tick
+ * (used by release). The low bit of planned says "polling: I look again
+ * within a tick", which spares the clock read in the steady state.
+ */
+static void
+rctx_tw_wake_soon(struct rctx_twheel *tw)
+{
+	/* seq_cst: Dekker with the owner's planned store / queue load (B). */
+	rctx_time_t p = atomic_load_explicit(&tw->planned,
+					     memory_order_seq_cst);
+
+	if (p == RCTX_PLANNED_WOKEN || (p & RCTX_PLANNED_POLL))
+		return;
+	rctx_tw_wake_if(tw, rctx_now() + rctx_tw_tick(tw));
+}
+
 /* Push t on tw's hand-off stack. */
 static void
 rctx_tw_push(struct rctx_twheel *tw, struct rctx_timer *t)
@@ -494,18 +512,25 @@ rctx_tw_fire(struct rctx_wheel_timer *due)
 
 /*
  * Publish the owner's planned wake-up before it sleeps; returns the time
- * it must actually wake up (at most one tick later when the queue is not
- * empty, ordering B).
+ * it must actually wake up: `soon` (a tick away) when the queue is not
+ * empty or `active` (this cycle took something: more is likely to come,
+ * and polling each tick saves the producers their wake-up calls), else
+ * next. Ordering B.
  */
 static rctx_time_t
-rctx_tw_plan(struct rctx_twheel *tw, rctx_time_t next, rctx_time_t soon)
+rctx_tw_plan(struct rctx_twheel *tw, rctx_time_t next, rctx_time_t soon,
+	     bool active)
 {
 	/* seq_cst: load half of the Dekker pair (B). */
-	bool busy = atomic_load_explicit(&tw->queue, memory_order_seq_cst);
+	bool busy = active ||
+		    atomic_load_explicit(&tw->queue, memory_order_seq_cst);
 	rctx_time_t until = (busy && soon < next) ? soon : next;
 
 	/* seq_cst: store half of the Dekker pair (B). */
-	atomic_store_explicit(&tw->planned, until, memory_order_seq_cst);
+	atomic_store_explicit(&tw->planned,
+			      busy ? until | RCTX_PLANNED_POLL
+				   : until & ~RCTX_PLANNED_POLL,
+			      memory_order_seq_cst);
 	/* seq_cst: load half of the Dekker pair (B). */
 	if (!busy && atomic_load_explicit(&tw->queue, memory_order_seq_cst) &&
 	    soon < until)
@@ -526,6 +551,7 @@ rctx_tw_thread(void *arg)
 		rctx_time_t now, next, until, tick;
 		struct timespec ts;
 		uint32_t seq;
+		size_t took;
 
 		/* Acquire: pairs with the release increment in rctx_tw_kick. */
 		seq = atomic_load_explicit(&tw->futex, memory_order_acquire);
@@ -542,9 +568,10 @@ rctx_tw_thread(void *arg)
 		 * seq_cst: while awake the owner promises to look at the queue
 		 * within a tick; producers with an earlier need wake it (B).
 		 */
-		atomic_store_explicit(&tw->planned, now + tick,
+		atomic_store_explicit(&tw->planned,
+				      (now + tick) | RCTX_PLANNED_POLL,
 				      memory_order_seq_cst);
-		rctx_tw_drain(tw);
+		took = rctx_tw_drain(tw);
 		due = rctx_tw_collect(tw, now);
 		pthread_mutex_unlock(&tw->lock);
 
@@ -553,7 +580,7 @@ rctx_tw_thread(void *arg)
 		pthread_mutex_lock(&tw->lock);
 		next = rctx_wheel_next(&tw->w);
 		pthread_mutex_unlock(&tw->lock);
-		until = rctx_tw_plan(tw, next, now + tick);
+		until = rctx_tw_plan(tw, next, now + tick, took != 0);
 		if (until <= rctx_now())
 			continue;
 		if (until == RCTX_NEVER) {
@@ -586,7 +613,7 @@ rctx_tw_new(bool is_loop, size_t size)
 			true);
 	atomic_init(&tw->queue, NULL);
 	/* Nothing planned: the first arm wakes the owner. */
-	atomic_init(&tw->planned, RCTX_NEVER);
+	atomic_init(&tw->planned, RCTX_NEVER & ~RCTX_PLANNED_POLL);
 	atomic_init(&tw->futex, 0);
 	atomic_init(&tw->running, false);
 	atomic_init(&tw->stop, false);
@@ -819,7 +846,7 @@ rctx_timer_release(struct rctx_timer *t)
 		rcu_read_unlock();
 		return; /* the owner is awake and sees DEAD after fire */
 	}
-	rctx_tw_wake_if(tw, rctx_now() + rctx_tw_tick(tw));
+	rctx_tw_wake_soon(tw);
 	rcu_read_unlock();
 }
 
@@ -928,11 +955,12 @@ rctx_loop_next(rctx_loop_t *loop)
 	for (round = 0;; round++) {
 		now = rctx_now();
 		/* seq_cst: the owner is awake, looks within a tick (B). */
-		atomic_store_explicit(&loop->tw.planned, now + tick,
+		atomic_store_explicit(&loop->tw.planned,
+				      (now + tick) | RCTX_PLANNED_POLL,
 				      memory_order_seq_cst);
 		rctx_tw_drain(&loop->tw);
 		next = rctx_wheel_next(&loop->tw.w);
-		until = rctx_tw_plan(&loop->tw, next, now + tick);
+		until = rctx_tw_plan(&loop->tw, next, now + tick, false);
 		if (until == next || round == 3)
 			break;
 		/* The queue filled meanwhile: take it now rather than later. */
@@ -1346,7 +1374,7 @@ rctx_tmr_atfork_child(void)
 				      memory_order_relaxed);
 		atomic_store_explicit(&tw->stop, false, memory_order_relaxed);
 		/* No owner: the restarted one re-reads everything. */
-		atomic_store_explicit(&tw->planned, RCTX_NEVER,
+		atomic_store_explicit(&tw->planned, RCTX_NEVER & ~RCTX_PLANNED_POLL,
 				      memory_order_relaxed);
 	}
 	rctx_tmr_nrunning = 0;
