@@ -40,6 +40,16 @@
 #include "alloc.h"
 #include "rctx.h"
 
+/* Checks for worker threads: cmocka's asserts must stay on the main thread. */
+#define WCHECK(cond)                                                       \
+	do {                                                               \
+		if (!(cond)) {                                             \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
+				__LINE__, #cond);                          \
+			abort();                                           \
+		}                                                          \
+	} while (0)
+
 #ifndef RCTX_STRESS_SCALE
 #define RCTX_STRESS_SCALE 1
 #endif
@@ -117,10 +127,10 @@ cancel_node(int i, rctx_t *c)
 	uint64_t a = atomic_fetch_add(&ticket, 1);
 
 	if (nodes[i].kind == K_VALUE || nodes[i].kind == K_WITHOUT) {
-		assert_int_equal(rc, -EINVAL);
+		WCHECK((rc) == (-EINVAL));
 		return;
 	}
-	assert_true(rc == 0 || rc == -EALREADY);
+	WCHECK(rc == 0 || rc == -EALREADY);
 	if (rc == 0) {
 		/* relaxed: read after the threads are joined */
 		atomic_store_explicit(&nodes[i].before, b,
@@ -157,10 +167,10 @@ check_pair(rctx_t *c)
 	if (err == 0)
 		return;
 	if (err == ECANCELED)
-		assert_true((cause >= CAUSE_BASE && cause < CAUSE_BASE + NODES) ||
+		WCHECK((cause >= CAUSE_BASE && cause < CAUSE_BASE + NODES) ||
 			    cause == FINAL_CAUSE);
 	else
-		assert_true(err == ETIMEDOUT && cause >= TCAUSE_BASE &&
+		WCHECK(err == ETIMEDOUT && cause >= TCAUSE_BASE &&
 			    cause < TCAUSE_BASE + NODES);
 }
 
@@ -197,7 +207,7 @@ derive(uint64_t *s)
 		n->kind = K_WITHOUT;
 		c = rctx_without_cancel(p);
 	}
-	assert_non_null(c);
+	WCHECK((c) != NULL);
 	rctx_retain(c); /* the array's reference */
 	/* release: publishes the node's metadata and the context; pairs with
 	 * the acquire loads in pick() and after_fn() */
@@ -215,13 +225,13 @@ private_child(uint64_t *s)
 		return;
 	rctx_t *c = rnd(s) & 1 ? rctx_with_cancel(p)
 			       : rctx_with_timeout(p, (rnd(s) % 2) * RCTX_MSEC);
-	assert_non_null(c);
+	WCHECK((c) != NULL);
 	rctx_t *v = rctx_with_value(c, &key, NULL);
-	assert_non_null(v);
+	WCHECK((v) != NULL);
 	if (rnd(s) & 1) {
 		int rc = rctx_cancel(c);
-		assert_true(rc == 0 || rc == -EALREADY);
-		assert_true(rctx_done(v));
+		WCHECK(rc == 0 || rc == -EALREADY);
+		WCHECK(rctx_done(v));
 	}
 	rctx_release(c);
 	rctx_release(v);
@@ -238,7 +248,7 @@ register_after(int t, uint64_t *s)
 	r->node = i;
 	r->target = rnd(s) % 4 == 0 ? (int)(rnd(s) % NODES) : -1;
 	atomic_init(&r->ran, 0);
-	assert_int_equal(rctx_after_func(c, &r->reg, after_fn, r), 0);
+	WCHECK(rctx_after_func(c, &r->reg, after_fn, r) == 0);
 	r->registered = true;
 }
 
@@ -284,7 +294,7 @@ worker(void *arg)
 		} else if ((i = pick(&s, &c)) >= 0) {
 			rctx_retain(c);
 			check_pair(c);
-			assert_true(rctx_value(c, &key) != NULL ||
+			WCHECK(rctx_value(c, &key) != NULL ||
 				    nodes[i].kind != K_VALUE);
 			rctx_release(c);
 		}
