@@ -10,10 +10,11 @@
  * on both sides.
  *
  * The baseline is liburcu's cds_lfht with the bp flavor, as the library
- * would use it: the node is intrusive (it would live in the child context,
- * here in memory the harness hands in), cds_lfht_add (duplicates are impossible, as
- * for children) and cds_lfht_del on the remembered node, each inside an
- * RCU read-side critical section, as the API requires.
+ * would use it: the node is intrusive (it would live in the child context;
+ * here it is memory the harness hands in), cds_lfht_add (a child is never
+ * inserted twice, so no uniqueness check) and cds_lfht_del on the
+ * remembered node, each inside an RCU read-side critical section, as the
+ * API requires.
  */
 
 #include <malloc.h>
@@ -163,8 +164,8 @@ bench_lfht_walk(struct bench_lfht *h)
 	uintptr_t sum = 0;
 
 	rcu_read_lock();
-	cds_lfht_for_each((struct cds_lfht *)h, &it, node)
-		sum += (uintptr_t)node;
+	cds_lfht_for_each((struct cds_lfht *)h, &it, node) sum +=
+	    (uintptr_t)node;
 	rcu_read_unlock();
 	return sum;
 }

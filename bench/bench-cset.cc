@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Children set benchmarks: rctx's set against liburcu's cds_lfht (bp flavor). */
+/* Children set benchmarks: rctx's set against liburcu's cds_lfht (bp). */
 
 /*
  * Names are BM_<set>_<Workload>/<param>, <set> one of rctx (the children
@@ -9,12 +9,13 @@
  *	InsertRemove/base:N	insert one entry and remove it again, in a
  *				set already holding N entries (one thread)
  *	InsertRemove2T/base:N	the same on two threads at once, one set
- *	Iterate/n:N		walk a set of N entries (per_entry: time per entry)
+ *	Iterate/n:N		walk a set of N entries (per_entry: time
+ *				per entry)
  *	IterateShrunk/n:1000	walk 1000 entries left in a set that once
  *				held 100,000
  *	Footprint/n:N		heap bytes per entry (counters; one pass)
- *	Grace			one synchronize_rcu (what lfht pays, amortised,
- *				before a removed node may be inserted again)
+ *	Grace			one synchronize_rcu, which lfht needs
+ *				before a removed node is inserted again
  *
  * Entries of the rctx set are fake context pointers, 256 bytes apart like
  * the allocator's contexts (the set never dereferences them). lfht nodes
@@ -38,7 +39,8 @@
 
 #include "bench-cset.h"
 
-namespace {
+namespace
+{
 
 constexpr uintptr_t entry_base = 0x7f0000000000ull;
 constexpr size_t ring = 4096; /* churn entries per thread */
@@ -116,8 +118,14 @@ struct Nodes {
 	    : mem(static_cast<char *>(aligned_alloc(16, (n ? n : 1) * nb)))
 	{
 	}
-	~Nodes() { free(mem); }
-	void *at(size_t i) { return mem + i * nb; }
+	~Nodes()
+	{
+		free(mem);
+	}
+	void *at(size_t i)
+	{
+		return mem + i * nb;
+	}
 };
 
 struct LfhtSet {
@@ -125,7 +133,9 @@ struct LfhtSet {
 	Nodes nodes;
 	std::vector<bool> in;
 
-	explicit LfhtSet(size_t cap) : nodes(cap), in(cap) {}
+	explicit LfhtSet(size_t cap) : nodes(cap), in(cap)
+	{
+	}
 	void fill(size_t n)
 	{
 		for (size_t i = 0; i < n; i++) {
@@ -417,21 +427,45 @@ BM_lfht_Grace(benchmark::State &state)
 
 } // namespace
 
-BENCHMARK(BM_rctx_InsertRemove)->ArgName("base")->Arg(0)->Arg(4)->Arg(1000)
+BENCHMARK(BM_rctx_InsertRemove)
+    ->ArgName("base")
+    ->Arg(0)
+    ->Arg(4)
+    ->Arg(1000)
     ->Arg(100000);
-BENCHMARK(BM_lfht_InsertRemove)->ArgName("base")->Arg(0)->Arg(4)->Arg(1000)
+BENCHMARK(BM_lfht_InsertRemove)
+    ->ArgName("base")
+    ->Arg(0)
+    ->Arg(4)
+    ->Arg(1000)
     ->Arg(100000);
-BENCHMARK(BM_rctx_InsertRemove2T)->ArgName("base")->Arg(0)->Arg(1000)
-    ->Threads(2)->UseRealTime();
-BENCHMARK(BM_lfht_InsertRemove2T)->ArgName("base")->Arg(0)->Arg(1000)
-    ->Threads(2)->UseRealTime();
+BENCHMARK(BM_rctx_InsertRemove2T)
+    ->ArgName("base")
+    ->Arg(0)
+    ->Arg(1000)
+    ->Threads(2)
+    ->UseRealTime();
+BENCHMARK(BM_lfht_InsertRemove2T)
+    ->ArgName("base")
+    ->Arg(0)
+    ->Arg(1000)
+    ->Threads(2)
+    ->UseRealTime();
 BENCHMARK(BM_rctx_Iterate)->ArgName("n")->Arg(1000)->Arg(100000);
 BENCHMARK(BM_lfht_Iterate)->ArgName("n")->Arg(1000)->Arg(100000);
 BENCHMARK(BM_rctx_IterateShrunk)->ArgName("n")->Arg(1000);
 BENCHMARK(BM_lfht_IterateShrunk)->ArgName("n")->Arg(1000);
-BENCHMARK(BM_rctx_Footprint)->ArgName("n")->Arg(4)->Arg(1000)->Arg(100000)
+BENCHMARK(BM_rctx_Footprint)
+    ->ArgName("n")
+    ->Arg(4)
+    ->Arg(1000)
+    ->Arg(100000)
     ->Iterations(1);
-BENCHMARK(BM_lfht_Footprint)->ArgName("n")->Arg(4)->Arg(1000)->Arg(100000)
+BENCHMARK(BM_lfht_Footprint)
+    ->ArgName("n")
+    ->Arg(4)
+    ->Arg(1000)
+    ->Arg(100000)
     ->Iterations(1);
 BENCHMARK(BM_lfht_Grace);
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* bench-cset: C functions over the rctx children set and the cds_lfht baseline. */
+/* bench-cset: C calls into the rctx children set and the cds_lfht baseline. */
 #ifndef RCTX_BENCH_CSET_H
 #define RCTX_BENCH_CSET_H
 
@@ -13,15 +13,16 @@ extern "C" {
 /* The rctx children set (src/children.h), one call per operation. */
 struct bench_cset;
 struct bench_cset *bench_cset_new(void);
-void bench_cset_free(struct bench_cset *b); /* must be empty */
-void *bench_cset_insert(struct bench_cset *b, uintptr_t e); /* the slot */
+/* free needs an empty set; insert returns the slot */
+void bench_cset_free(struct bench_cset *b);
+void *bench_cset_insert(struct bench_cset *b, uintptr_t e);
 int bench_cset_remove(void *slot, uintptr_t e);
 uintptr_t bench_cset_walk(struct bench_cset *b); /* sum of entries */
 size_t bench_cset_count(struct bench_cset *b);
 size_t bench_cset_capacity(struct bench_cset *b); /* slots */
 size_t bench_cset_tables(struct bench_cset *b);
-size_t bench_cset_table_header(void);  /* bytes before a table's slots */
-size_t bench_cset_inline_bytes(void);  /* the set inside a context */
+size_t bench_cset_table_header(void); /* bytes before a table's slots */
+size_t bench_cset_inline_bytes(void); /* the set inside a context */
 
 /* liburcu cds_lfht, bp flavor; nodes are bench_lfht_node_bytes() each,
  * 8-aligned, owned by the caller (intrusive, as in a child context). */

@@ -388,8 +388,8 @@ test_foreach_removes(void **state)
 	(void)state;
 	rctx_cset_init(&s);
 	for (size_t i = 0; i < 300; i++)
-		assert_non_null(rctx_cset_insert(&s, i % 3 ? entry(i)
-							   : tagged(i)));
+		assert_non_null(
+		    rctx_cset_insert(&s, i % 3 ? entry(i) : tagged(i)));
 	rctx_cset_foreach(&s, remove_it, &n);
 	assert_int_equal(n, 300);
 	assert_int_equal(rctx_cset_count(&s), 0);
@@ -525,9 +525,9 @@ test_model(void **state)
  * entries in the set throughout: since slots never move, every walk must
  * see each pinned entry exactly once, however the set grows around it.
  */
-#define WORKERS 3
+#define WORKERS	   3
 #define PER_WORKER 600
-#define PINNED 8
+#define PINNED	   8
 
 static struct rctx_cset stress_set;
 static _Atomic bool stress_stop;
@@ -555,8 +555,8 @@ worker_main(void *arg)
 	uint64_t seed = 0x1234567ull + w->id * 0x9e37ull;
 
 	for (size_t i = 0; i < PINNED; i++) {
-		w->slot[i] = rctx_cset_insert(&stress_set,
-					      worker_entry(w->id, i));
+		w->slot[i] =
+		    rctx_cset_insert(&stress_set, worker_entry(w->id, i));
 		if (w->slot[i] == NULL)
 			w->failures++;
 	}
@@ -580,7 +580,7 @@ worker_main(void *arg)
 
 struct walk_stats {
 	size_t walks;
-	size_t bad; /* entries that belong to no worker */
+	size_t bad;	     /* entries that belong to no worker */
 	size_t pinned_wrong; /* walks that saw a pinned entry != once */
 	unsigned char hits[WORKERS * PER_WORKER];
 };
@@ -594,8 +594,8 @@ walk_one(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 
 	(void)slot;
 	if (p < ENTRY_BASE || (p - ENTRY_BASE) % 16 ||
-	    n >= WORKERS * PER_WORKER || e != worker_entry(n / PER_WORKER,
-							   n % PER_WORKER)) {
+	    n >= WORKERS * PER_WORKER ||
+	    e != worker_entry(n / PER_WORKER, n % PER_WORKER)) {
 		ws->bad++;
 		return;
 	}
@@ -635,15 +635,15 @@ test_concurrent(void **state)
 	(void)state;
 	rctx_cset_init(&stress_set);
 	atomic_store(&stress_stop, false);
-	assert_int_equal(pthread_barrier_init(&stress_start, NULL,
-					      WORKERS + 1), 0);
+	assert_int_equal(pthread_barrier_init(&stress_start, NULL, WORKERS + 1),
+			 0);
 	memset(&ws, 0, sizeof(ws));
 	for (size_t i = 0; i < WORKERS; i++) {
 		memset(&w[i], 0, sizeof(w[i]));
 		w[i].id = i;
 		w[i].ops = 300000 * RCTX_STRESS_SCALE;
-		assert_int_equal(pthread_create(&tw[i], NULL, worker_main,
-						&w[i]), 0);
+		assert_int_equal(
+		    pthread_create(&tw[i], NULL, worker_main, &w[i]), 0);
 	}
 	assert_int_equal(pthread_create(&tk, NULL, walker_main, &ws), 0);
 	for (size_t i = 0; i < WORKERS; i++)

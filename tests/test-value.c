@@ -262,9 +262,8 @@ test_mixed_layers(void **state)
 			/* half distinct keys, half from a small set */
 			size_t k = r % 2 ? 1000 + i : rnd(&seed) % 40;
 
-			ctx[i] = rctx_with_value(p, key(k),
-						 r % 7 == 0 ? NULL
-							    : val(i + 1));
+			ctx[i] = rctx_with_value(
+			    p, key(k), r % 7 == 0 ? NULL : val(i + 1));
 			nvalue++;
 		} else if (r < 75) {
 			ctx[i] = rctx_with_cancel(p);
@@ -313,8 +312,8 @@ test_mixed_layers(void **state)
  * the indexes are built lazily and raced; every answer must be right.
  */
 #define LOOKERS 4
-#define CDEPTH 3000
-#define QPER 4
+#define CDEPTH	3000
+#define QPER	4
 
 struct query {
 	rctx_t *ctx;
@@ -404,11 +403,11 @@ test_concurrent_lookups(void **state)
 		assert_int_equal(pthread_barrier_init(&start, NULL, LOOKERS),
 				 0);
 		for (size_t i = 0; i < LOOKERS; i++) {
-			l[i] = (struct looker){ .id = i + r, .q = q, .nq = nq,
-						.start = &start };
-			assert_int_equal(pthread_create(&t[i], NULL,
-							looker_main, &l[i]),
-					 0);
+			l[i] = (struct looker){
+				.id = i + r, .q = q, .nq = nq, .start = &start
+			};
+			assert_int_equal(
+			    pthread_create(&t[i], NULL, looker_main, &l[i]), 0);
 		}
 		for (size_t i = 0; i < LOOKERS; i++) {
 			assert_int_equal(pthread_join(t[i], NULL), 0);
@@ -419,8 +418,8 @@ test_concurrent_lookups(void **state)
 		for (size_t i = 0; i < nq; i++)
 			assert_ptr_equal(rctx_value(q[i].ctx, q[i].key),
 					 q[i].want);
-		assert_true(rctx_value_index_bytes(ctx[CDEPTH - 1 -
-						       CDEPTH % 8]) > 0);
+		assert_true(
+		    rctx_value_index_bytes(ctx[CDEPTH - 1 - CDEPTH % 8]) > 0);
 		release_all(ctx, CDEPTH);
 	}
 	free(q);
@@ -448,9 +447,8 @@ test_key_cap(void **state)
 	for (size_t d = last - 64; d <= last + 64; d++)
 		check_distinct_at(ctx, d, &seed);
 	assert_true(rctx_value_index_bytes(ctx[last - 1]) > 0);
-	assert_int_equal(rctx_value_index_bytes(ctx[last +
-						    RCTX_VINDEX_EVERY - 1]),
-			 0);
+	assert_int_equal(
+	    rctx_value_index_bytes(ctx[last + RCTX_VINDEX_EVERY - 1]), 0);
 	assert_int_equal(rctx_value_index_bytes(ctx[N - 1 - N % 8]), 0);
 	release_all(ctx, N);
 
