@@ -29,7 +29,7 @@
 #include "wheel.h"
 
 #define MAXNODES 48
-#define MAXOPS 200
+#define MAXOPS	 200
 
 /*
  * Known deviations, accepted until fixed (see the final report):
@@ -74,8 +74,16 @@ struct lib {
 	void (*loop_free)(void *l);
 };
 
-static void *r_background(void) { return rctx_background(); }
-static void *r_with_cancel(void *p) { return rctx_with_cancel(p); }
+static void *
+r_background(void)
+{
+	return rctx_background();
+}
+static void *
+r_with_cancel(void *p)
+{
+	return rctx_with_cancel(p);
+}
 static void *
 r_with_deadline(void *p, int64_t d, bool cause, int c)
 {
@@ -88,24 +96,72 @@ r_with_timeout(void *p, int64_t t, bool cause, int c)
 	return cause ? rctx_with_timeout_cause(p, t, c)
 		     : rctx_with_timeout(p, t);
 }
-static void *r_without_cancel(void *p) { return rctx_without_cancel(p); }
+static void *
+r_without_cancel(void *p)
+{
+	return rctx_without_cancel(p);
+}
 static int
 r_cancel(void *c, int cause)
 {
 	return cause ? rctx_cancel_cause(c, cause) : rctx_cancel(c);
 }
-static int r_err(void *c) { return rctx_err(c); }
-static int r_cause(void *c) { return rctx_cause(c); }
-static bool r_deadline(void *c, int64_t *d) { return rctx_deadline(c, d); }
-static void r_release(void *c) { rctx_release(c); }
-static void *r_loop_new(void) { return rctx_loop_new(); }
-static int64_t r_loop_next(void *l) { return rctx_loop_next(l); }
-static int r_loop_timeout_ms(void *l) { return rctx_loop_timeout_ms(l); }
-static int r_loop_run(void *l, int64_t now) { return rctx_loop_run(l, now); }
-static void r_loop_free(void *l) { rctx_loop_free(l); }
+static int
+r_err(void *c)
+{
+	return rctx_err(c);
+}
+static int
+r_cause(void *c)
+{
+	return rctx_cause(c);
+}
+static bool
+r_deadline(void *c, int64_t *d)
+{
+	return rctx_deadline(c, d);
+}
+static void
+r_release(void *c)
+{
+	rctx_release(c);
+}
+static void *
+r_loop_new(void)
+{
+	return rctx_loop_new();
+}
+static int64_t
+r_loop_next(void *l)
+{
+	return rctx_loop_next(l);
+}
+static int
+r_loop_timeout_ms(void *l)
+{
+	return rctx_loop_timeout_ms(l);
+}
+static int
+r_loop_run(void *l, int64_t now)
+{
+	return rctx_loop_run(l, now);
+}
+static void
+r_loop_free(void *l)
+{
+	rctx_loop_free(l);
+}
 
-static void *m_background(void) { return mctx_background(); }
-static void *m_with_cancel(void *p) { return mctx_with_cancel(p); }
+static void *
+m_background(void)
+{
+	return mctx_background();
+}
+static void *
+m_with_cancel(void *p)
+{
+	return mctx_with_cancel(p);
+}
 static void *
 m_with_deadline(void *p, int64_t d, bool cause, int c)
 {
@@ -118,42 +174,80 @@ m_with_timeout(void *p, int64_t t, bool cause, int c)
 	return cause ? mctx_with_timeout_cause(p, t, c)
 		     : mctx_with_timeout(p, t);
 }
-static void *m_without_cancel(void *p) { return mctx_without_cancel(p); }
+static void *
+m_without_cancel(void *p)
+{
+	return mctx_without_cancel(p);
+}
 static int
 m_cancel(void *c, int cause)
 {
 	return cause ? mctx_cancel_cause(c, cause) : mctx_cancel(c);
 }
-static int m_err(void *c) { return mctx_err(c); }
-static int m_cause(void *c) { return mctx_cause(c); }
-static bool m_deadline(void *c, int64_t *d) { return mctx_deadline(c, d); }
-static void m_release(void *c) { mctx_release(c); }
-static void *m_loop_new(void) { return mctx_loop_new(); }
-static int64_t m_loop_next(void *l) { return mctx_loop_next(l); }
-static int m_loop_timeout_ms(void *l) { return mctx_loop_timeout_ms(l); }
-static int m_loop_run(void *l, int64_t now) { return mctx_loop_run(l, now); }
-static void m_loop_free(void *l) { mctx_loop_free(l); }
+static int
+m_err(void *c)
+{
+	return mctx_err(c);
+}
+static int
+m_cause(void *c)
+{
+	return mctx_cause(c);
+}
+static bool
+m_deadline(void *c, int64_t *d)
+{
+	return mctx_deadline(c, d);
+}
+static void
+m_release(void *c)
+{
+	mctx_release(c);
+}
+static void *
+m_loop_new(void)
+{
+	return mctx_loop_new();
+}
+static int64_t
+m_loop_next(void *l)
+{
+	return mctx_loop_next(l);
+}
+static int
+m_loop_timeout_ms(void *l)
+{
+	return mctx_loop_timeout_ms(l);
+}
+static int
+m_loop_run(void *l, int64_t now)
+{
+	return mctx_loop_run(l, now);
+}
+static void
+m_loop_free(void *l)
+{
+	mctx_loop_free(l);
+}
 
 static const struct lib libs[2] = {
-	{ "rctx", r_background, r_with_cancel, r_with_deadline,
-	  r_with_timeout, r_without_cancel, r_cancel, r_err, r_cause,
-	  r_deadline, r_release, r_loop_new, r_loop_next, r_loop_timeout_ms,
-	  r_loop_run, r_loop_free },
-	{ "mctx", m_background, m_with_cancel, m_with_deadline,
-	  m_with_timeout, m_without_cancel, m_cancel, m_err, m_cause,
-	  m_deadline, m_release, m_loop_new, m_loop_next, m_loop_timeout_ms,
-	  m_loop_run, m_loop_free },
+	{ "rctx", r_background, r_with_cancel, r_with_deadline, r_with_timeout,
+	  r_without_cancel, r_cancel, r_err, r_cause, r_deadline, r_release,
+	  r_loop_new, r_loop_next, r_loop_timeout_ms, r_loop_run, r_loop_free },
+	{ "mctx", m_background, m_with_cancel, m_with_deadline, m_with_timeout,
+	  m_without_cancel, m_cancel, m_err, m_cause, m_deadline, m_release,
+	  m_loop_new, m_loop_next, m_loop_timeout_ms, m_loop_run, m_loop_free },
 };
 
 /* The model of one node as seen by one library. */
 struct node {
 	void *c;
-	int parent;		/* -1: background */
-	int cparent;		/* nearest ancestor that can cancel it */
+	int parent;  /* -1: background */
+	int cparent; /* nearest ancestor that can cancel it */
 	enum kind kind;
 	bool has_dl;
-	int64_t dl_lo, dl_hi;	/* effective deadline range */
-	bool own;		/* has its own timer over [own_lo, own_hi] */
+	int64_t dl_lo, dl_hi; /* effective deadline range */
+	bool own;	      /* has its own timer over [own_lo, own_hi] */
 	int64_t own_lo, own_hi;
 	int dcause;
 	int err, cause;
@@ -182,10 +276,10 @@ fail(const char *fmt, ...)
 	abort();
 }
 
-#define CHECK(cond, ...)                  \
-	do {                              \
-		if (!(cond))              \
-			fail(__VA_ARGS__); \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			fail(__VA_ARGS__);                                     \
 	} while (0)
 
 static uint8_t
@@ -378,12 +472,13 @@ op_derive(int what)
 			if (hi <= t0)
 				CHECK(err == ETIMEDOUT && cause == tc,
 				      "deadline %lld <= now %lld: err/cause "
-				      "%d/%d", (long long)hi, (long long)t0,
-				      err, cause);
+				      "%d/%d",
+				      (long long)hi, (long long)t0, err, cause);
 			else if (lo > t1)
-				CHECK(err == 0, "deadline %lld > now %lld "
-				      "but done %d/%d", (long long)lo,
-				      (long long)t1, err, cause);
+				CHECK(err == 0,
+				      "deadline %lld > now %lld "
+				      "but done %d/%d",
+				      (long long)lo, (long long)t1, err, cause);
 			else
 				CHECK(err == 0 ||
 					  (err == ETIMEDOUT && cause == tc),
@@ -397,9 +492,10 @@ op_derive(int what)
 			 * the past gives a done context" allows done too.
 			 */
 			if (lo > t1)
-				CHECK(err == 0, "deadline %lld > now %lld "
-				      "but done %d/%d", (long long)lo,
-				      (long long)t1, err, cause);
+				CHECK(err == 0,
+				      "deadline %lld > now %lld "
+				      "but done %d/%d",
+				      (long long)lo, (long long)t1, err, cause);
 			else
 				CHECK(err == 0 || err == ETIMEDOUT,
 				      "past deadline under live parent: %d/%d",
@@ -451,7 +547,7 @@ op_advance(void)
 
 	if (how & 1 && S.n > 0) {
 		/* Land on a node's deadline, or just before it. */
-		struct node *x = &S.node[v < 0 ? (uint64_t)-(v + 1) % S.n
+		struct node *x = &S.node[v < 0 ? (uint64_t) - (v + 1) % S.n
 					       : (uint64_t)v % S.n];
 		to = how & 2 ? x->dl_hi : sat_add(x->dl_lo, -1);
 	} else {
@@ -470,8 +566,8 @@ op_advance(void)
 			continue;
 		int err = S.lib->err(x->c);
 		int cause = S.lib->cause(x->c);
-		bool from_parent = x->cparent >= 0 &&
-				   S.node[x->cparent].err != 0;
+		bool from_parent =
+		    x->cparent >= 0 && S.node[x->cparent].err != 0;
 		if (from_parent) {
 			/*
 			 * The parent fired in this run. If this node's own
@@ -480,9 +576,9 @@ op_advance(void)
 			struct node *cp = &S.node[x->cparent];
 			bool own_due = x->own && x->own_lo <= S.vnow;
 			bool via_parent = err == cp->err && cause == cp->cause;
-			bool via_own = own_due && err == ETIMEDOUT &&
-				       cause == (x->dcause ? x->dcause
-							   : ETIMEDOUT);
+			bool via_own =
+			    own_due && err == ETIMEDOUT &&
+			    cause == (x->dcause ? x->dcause : ETIMEDOUT);
 			CHECK(via_parent || via_own,
 			      "node %d: %d/%d after parent %d fired %d/%d", i,
 			      err, cause, x->cparent, cp->err, cp->cause);
@@ -500,9 +596,10 @@ op_advance(void)
 			      (long long)x->own_hi, (long long)S.vnow, err,
 			      cause);
 		else if (x->own_lo > S.vnow)
-			CHECK(err == 0, "node %d: deadline %lld fired early "
-			      "at %lld", i, (long long)x->own_lo,
-			      (long long)S.vnow);
+			CHECK(err == 0,
+			      "node %d: deadline %lld fired early "
+			      "at %lld",
+			      i, (long long)x->own_lo, (long long)S.vnow);
 		else
 			CHECK(err == 0 || (err == ETIMEDOUT && cause == tc),
 			      "node %d at its deadline: %d/%d", i, err, cause);

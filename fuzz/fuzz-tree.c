@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Fuzz target: random context trees on rctx and mctx in lockstep with a model. */
+/* Fuzz target: random trees on rctx and mctx in lockstep with a model. */
 
 /*
  * Each input decodes into up to MAXOPS operations on a pool of NSLOTS
@@ -35,15 +35,15 @@
 #include "rctx.h"
 #include "wheel.h"
 
-#define NSLOTS 16
-#define NREGS 8
-#define NKEYS 4
+#define NSLOTS	 16
+#define NREGS	 8
+#define NKEYS	 4
 #define MAXNODES 256
-#define MAXOPS 300
-#define MAXREFS 4
-#define GRID ((rctx_time_t)1 << 20)
-#define HOUR ((rctx_time_t)3600 * RCTX_SEC)
-#define DAY (24 * HOUR)
+#define MAXOPS	 300
+#define MAXREFS	 4
+#define GRID	 ((rctx_time_t)1 << 20)
+#define HOUR	 ((rctx_time_t)3600 * RCTX_SEC)
+#define DAY	 (24 * HOUR)
 /* loop_next may name the end of the deadline's tick (lateness <= a tick). */
 #define LATE ((rctx_time_t)1 << RCTX_WHEEL_TICK_SHIFT_DEFAULT)
 
@@ -64,24 +64,24 @@
 enum kind { K_CANCEL, K_TIMER, K_VALUE, K_WITHOUT };
 
 struct node {
-	int parent;		/* node index; -1 for a root */
-	int src;		/* cancellation source: self if cancelable,
+	int parent;  /* node index; -1 for a root */
+	int src;     /* cancellation source: self if cancelable,
 				 * the parent's source for a value node,
 				 * -1 if it can never be done */
-	int cparent;		/* cancelable: the parent's source */
+	int cparent; /* cancelable: the parent's source */
 	enum kind kind;
-	bool has_dl;		/* effective deadline, as a range [lo, hi] */
+	bool has_dl; /* effective deadline, as a range [lo, hi] */
 	rctx_time_t dl_lo, dl_hi;
-	bool own_timer;		/* armed its own deadline (own_dl) */
+	bool own_timer; /* armed its own deadline (own_dl) */
 	rctx_time_t own_dl;
 	int dcause;
 	const void *key;
 	void *val;
-	int err, cause;		/* model state of a cancelable node */
-	int refs;		/* references the harness holds */
+	int err, cause; /* model state of a cancelable node */
+	int refs;	/* references the harness holds */
 	rctx_t *r;
 	mctx_t *m;
-	int fd_r, fd_m;		/* first fd each library gave; INT_MIN: none */
+	int fd_r, fd_m; /* first fd each library gave; INT_MIN: none */
 	int seen_err, seen_cause; /* first done state rctx reported */
 };
 
@@ -89,8 +89,8 @@ struct reg {
 	rctx_after_t ra;
 	mctx_after_t ma;
 	int node;
-	bool used;		/* registered at least once */
-	bool active;		/* registered and not yet stopped */
+	bool used;   /* registered at least once */
+	bool active; /* registered and not yet stopped */
 	bool ran_model;
 	int ran_r, ran_m;
 };
@@ -100,7 +100,7 @@ static struct {
 	int opno;
 	int nnodes;
 	struct node node[MAXNODES];
-	int slot[NSLOTS];	/* node index or -1 */
+	int slot[NSLOTS]; /* node index or -1 */
 	struct reg reg[NREGS];
 	rctx_time_t real0, vnow;
 	rctx_loop_t *rl;
@@ -123,10 +123,10 @@ fail(const char *fmt, ...)
 	abort();
 }
 
-#define CHECK(cond, ...)                  \
-	do {                              \
-		if (!(cond))              \
-			fail(__VA_ARGS__); \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			fail(__VA_ARGS__);                                     \
 	} while (0)
 
 static uint8_t
@@ -254,8 +254,8 @@ check_obs(int n, const char *lib, const struct obs *o)
 
 	CHECK(o->err == m_err(n), "%s node %d: err %d, model %d", lib, n,
 	      o->err, m_err(n));
-	CHECK(o->cause == m_cause(n), "%s node %d: cause %d, model %d", lib,
-	      n, o->cause, m_cause(n));
+	CHECK(o->cause == m_cause(n), "%s node %d: cause %d, model %d", lib, n,
+	      o->cause, m_cause(n));
 	CHECK(o->done == (o->err != 0), "%s node %d: done %d but err %d", lib,
 	      n, o->done, o->err);
 	bool max_dl = x->has_dl && x->dl_lo == INT64_MAX;
@@ -304,14 +304,14 @@ check_invariants(const struct obs *ro)
 			if (o->err == ETIMEDOUT)
 				CHECK(o->has_dl && o->dl <= S.vnow,
 				      "node %d timed out early: deadline %lld "
-				      "now %lld", i, (long long)o->dl,
-				      (long long)S.vnow);
+				      "now %lld",
+				      i, (long long)o->dl, (long long)S.vnow);
 		} else if (x->seen_err != 0) {
 			CHECK(o->err == x->seen_err &&
 				  o->cause == x->seen_cause,
 			      "node %d: done state changed from %d/%d to "
-			      "%d/%d", i, x->seen_err, x->seen_cause, o->err,
-			      o->cause);
+			      "%d/%d",
+			      i, x->seen_err, x->seen_cause, o->err, o->cause);
 		}
 		/* (a): walk up through cancel and value layers. */
 		for (int a = x->parent; a >= 0 && x->kind != K_WITHOUT;
@@ -319,8 +319,10 @@ check_invariants(const struct obs *ro)
 			if (S.node[a].kind == K_WITHOUT)
 				break;
 			if (S.node[a].refs > 0 && ro[a].done)
-				CHECK(o->done, "node %d live under done "
-				      "ancestor %d", i, a);
+				CHECK(o->done,
+				      "node %d live under done "
+				      "ancestor %d",
+				      i, a);
 		}
 	}
 }
@@ -343,8 +345,8 @@ check_all(void)
 		CHECK(ro[i].has_dl == mo.has_dl ||
 			  (TOLERATE_MAX_NO_DEADLINE && x->has_dl &&
 			   x->dl_lo == INT64_MAX),
-		      "node %d: rctx has deadline %d, mctx %d", i,
-		      ro[i].has_dl, mo.has_dl);
+		      "node %d: rctx has deadline %d, mctx %d", i, ro[i].has_dl,
+		      mo.has_dl);
 		check_obs(i, "mctx", &mo);
 		check_obs(i, "rctx", &ro[i]);
 		if (x->fd_r >= 0)
@@ -415,8 +417,8 @@ pick_parent(uint8_t b, rctx_t **pr, mctx_t **pm)
 	return -1;
 }
 
-static const int cause_set[] = { 0, ECANCELED, ETIMEDOUT, 1, -1, 42,
-				 INT_MAX, INT_MIN };
+static const int cause_set[] = { 0,  ECANCELED, ETIMEDOUT, 1,
+				 -1, 42,	INT_MAX,   INT_MIN };
 
 static int
 pick_cause(uint8_t b)
@@ -450,7 +452,7 @@ pick_deadline(uint8_t b)
 }
 
 static const rctx_time_t timeout_set[] = {
-	INT64_MIN, -RCTX_SEC, -1, 0, 1000 * DAY, 2000 * DAY,
+	INT64_MIN,     -RCTX_SEC,     -1,	0, 1000 * DAY, 2000 * DAY,
 	INT64_MAX / 2, INT64_MAX - 1, INT64_MAX
 };
 
@@ -502,7 +504,8 @@ op_derive(int what)
 	case 4: {
 		bool cause = what == 3 || what == 4;
 		bool timeout = what == 2 || what == 4;
-		rctx_time_t arg = timeout ? pick_timeout(ab) : pick_deadline(ab);
+		rctx_time_t arg =
+		    timeout ? pick_timeout(ab) : pick_deadline(ab);
 		int dc = cause ? pick_cause(cb) : 0;
 		rctx_time_t lo, hi, t0, t1;
 		bool past = timeout ? arg <= 0 : arg < S.real0;
@@ -625,8 +628,10 @@ op_cancel(bool with_cause)
 	if (n < 0)
 		return;
 	struct node *x = &S.node[n];
-	int rr = with_cause ? rctx_cancel_cause(x->r, cause) : rctx_cancel(x->r);
-	int rm = with_cause ? mctx_cancel_cause(x->m, cause) : mctx_cancel(x->m);
+	int rr =
+	    with_cause ? rctx_cancel_cause(x->r, cause) : rctx_cancel(x->r);
+	int rm =
+	    with_cause ? mctx_cancel_cause(x->m, cause) : mctx_cancel(x->m);
 	int want;
 	if (x->kind != K_CANCEL && x->kind != K_TIMER) {
 		want = -EINVAL;
@@ -679,8 +684,8 @@ reg_stop(struct reg *g)
 	bool sr = rctx_after_stop(&g->ra);
 	bool sm = mctx_after_stop(&g->ma);
 	CHECK(sr == want && sm == want,
-	      "stop of reg on node %d: rctx %d mctx %d, model %d", g->node,
-	      sr, sm, want);
+	      "stop of reg on node %d: rctx %d mctx %d, model %d", g->node, sr,
+	      sm, want);
 	g->active = false;
 }
 
@@ -801,10 +806,10 @@ op_advance(void)
 		if (next != INT64_MAX) {
 			rctx_time_t nr = rctx_loop_next(S.rl);
 			rctx_time_t nm = mctx_loop_next(S.ml);
-			CHECK(nr != -1 && nr <= next + LATE,
+			CHECK(nr != -1 && nr <= sat_add(next, LATE),
 			      "rctx_loop_next %lld, live deadline at %lld",
 			      (long long)nr, (long long)next);
-			CHECK(nm != -1 && nm <= next + LATE,
+			CHECK(nm != -1 && nm <= sat_add(next, LATE),
 			      "mctx_loop_next %lld, live deadline at %lld",
 			      (long long)nm, (long long)next);
 		}
@@ -871,9 +876,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (S.opno = 0; S.opno < MAXOPS && S.p < S.end; S.opno++) {
 		uint8_t op = next_byte();
 		if (trace)
-			fprintf(stderr, "op %d: %u (args %02x %02x %02x %02x)"
-				" vnow %lld\n", S.opno, op % 16u,
-				S.p < S.end ? S.p[0] : 0,
+			fprintf(stderr,
+				"op %d: %u (args %02x %02x %02x %02x)"
+				" vnow %lld\n",
+				S.opno, op % 16u, S.p < S.end ? S.p[0] : 0,
 				S.p + 1 < S.end ? S.p[1] : 0,
 				S.p + 2 < S.end ? S.p[2] : 0,
 				S.p + 3 < S.end ? S.p[3] : 0,

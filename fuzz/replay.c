@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Replay main: run every file of each corpus directory through a fuzz target. */
+/* Replay main: run each corpus file through a fuzz target, as a test. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>

@@ -41,43 +41,43 @@
 #include "rctx.h"
 
 /* Checks for worker threads: cmocka's asserts must stay on the main thread. */
-#define WCHECK(cond)                                                       \
-	do {                                                               \
-		if (!(cond)) {                                             \
+#define WCHECK(cond)                                                           \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
 			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
-				__LINE__, #cond);                          \
-			abort();                                           \
-		}                                                          \
+				__LINE__, #cond);                              \
+			abort();                                               \
+		}                                                              \
 	} while (0)
 
 #ifndef RCTX_STRESS_SCALE
 #define RCTX_STRESS_SCALE 1
 #endif
 
-#define NTHREADS 4
-#define NODES 600
-#define OPS_PER_THREAD 2000
+#define NTHREADS	4
+#define NODES		600
+#define OPS_PER_THREAD	2000
 #define REGS_PER_THREAD 200
-#define ROUNDS (16 * RCTX_STRESS_SCALE)
-#define CAUSE_BASE (1 << 20)	/* cancel cause of node i: CAUSE_BASE + i */
-#define TCAUSE_BASE (1 << 24)	/* deadline cause of node i */
-#define FINAL_CAUSE 7
+#define ROUNDS		(16 * RCTX_STRESS_SCALE)
+#define CAUSE_BASE	(1 << 20) /* cancel cause of node i: CAUSE_BASE + i */
+#define TCAUSE_BASE	(1 << 24) /* deadline cause of node i */
+#define FINAL_CAUSE	7
 
 enum kind { K_CANCEL, K_TIMEOUT, K_VALUE, K_WITHOUT };
 
 struct snode {
-	_Atomic(rctx_t *) ctx;	/* published with release; one ref */
-	int parent;		/* index, -1 for background */
+	_Atomic(rctx_t *) ctx; /* published with release; one ref */
+	int parent;	       /* index, -1 for background */
 	enum kind kind;
-	bool short_t;		/* a timeout that expires within the round */
-	_Atomic int wins;	/* cancels of this node that returned 0 */
+	bool short_t;	  /* a timeout that expires within the round */
+	_Atomic int wins; /* cancels of this node that returned 0 */
 	_Atomic uint64_t before, after; /* tickets around the winning call */
 };
 
 struct sreg {
 	rctx_after_t reg;
 	int node;
-	int target;		/* node fn cancels, or -1 */
+	int target; /* node fn cancels, or -1 */
 	_Atomic int ran;
 	bool registered;
 	bool stopped_true;
@@ -168,10 +168,10 @@ check_pair(rctx_t *c)
 		return;
 	if (err == ECANCELED)
 		WCHECK((cause >= CAUSE_BASE && cause < CAUSE_BASE + NODES) ||
-			    cause == FINAL_CAUSE);
+		       cause == FINAL_CAUSE);
 	else
 		WCHECK(err == ETIMEDOUT && cause >= TCAUSE_BASE &&
-			    cause < TCAUSE_BASE + NODES);
+		       cause < TCAUSE_BASE + NODES);
 }
 
 static void
@@ -197,8 +197,8 @@ derive(uint64_t *s)
 	} else if (k < 7) {
 		n->kind = K_TIMEOUT;
 		n->short_t = rnd(s) % 3 == 0;
-		rctx_time_t t = n->short_t ? (1 + rnd(s) % 3) * RCTX_MSEC
-					   : 3600 * RCTX_SEC;
+		rctx_time_t t =
+		    n->short_t ? (1 + rnd(s) % 3) * RCTX_MSEC : 3600 * RCTX_SEC;
 		c = rctx_with_timeout_cause(p, t, TCAUSE_BASE + i);
 	} else if (k < 9) {
 		n->kind = K_VALUE;
@@ -295,7 +295,7 @@ worker(void *arg)
 			rctx_retain(c);
 			check_pair(c);
 			WCHECK(rctx_value(c, &key) != NULL ||
-				    nodes[i].kind != K_VALUE);
+			       nodes[i].kind != K_VALUE);
 			rctx_release(c);
 		}
 	}
@@ -352,8 +352,8 @@ dump_path(int i)
 	for (int a = i; a >= 0; a = nodes[a].parent) {
 		rctx_t *c = atomic_load(&nodes[a].ctx);
 		print_message("  node %d kind %d err %d cause %d wins %d "
-			      "tickets %llu..%llu\n", a, nodes[a].kind,
-			      rctx_err(c), rctx_cause(c),
+			      "tickets %llu..%llu\n",
+			      a, nodes[a].kind, rctx_err(c), rctx_cause(c),
 			      atomic_load(&nodes[a].wins),
 			      (unsigned long long)atomic_load(&nodes[a].before),
 			      (unsigned long long)atomic_load(&nodes[a].after));
@@ -383,7 +383,8 @@ check_round(int n)
 					break;
 				if (rctx_done(atomic_load(&nodes[a].ctx)))
 					fail_msg("node %d live under done "
-						 "node %d", i, a);
+						 "node %d",
+						 i, a);
 			}
 			continue;
 		}
@@ -397,12 +398,13 @@ check_round(int n)
 			x = cause - TCAUSE_BASE;
 			assert_true(x >= 0 && x < n);
 			assert_int_equal(nodes[x].kind, K_TIMEOUT);
-			assert_int_equal(
-			    rctx_cause(atomic_load(&nodes[x].ctx)), cause);
+			assert_int_equal(rctx_cause(atomic_load(&nodes[x].ctx)),
+					 cause);
 		}
 		if (!on_path(i, x))
 			fail_msg("node %d has the cause of node %d, not on its "
-				 "path", i, x);
+				 "path",
+				 i, x);
 		if (err != ECANCELED)
 			continue;
 		uint64_t xb = atomic_load(&nodes[x].before);
@@ -413,8 +415,8 @@ check_round(int n)
 			    atomic_load(&nodes[a].after) < xb) {
 				dump_path(i);
 				fail_msg("node %d took node %d's cause though "
-					 "node %d was cancelled first", i, x,
-					 a);
+					 "node %d was cancelled first",
+					 i, x, a);
 			}
 		}
 	}
@@ -440,8 +442,8 @@ finish_round(int n)
 			int ran = atomic_load(&r->ran);
 			if (ran + (int)r->stopped_true != 1)
 				fail_msg("after-func on node %d: ran %d, stop "
-					 "returned true %d", r->node, ran,
-					 r->stopped_true);
+					 "returned true %d",
+					 r->node, ran, r->stopped_true);
 		}
 	}
 	for (int i = 0; i < n; i++) {
@@ -464,9 +466,10 @@ test_cascade(void **state)
 
 		for (int t = 0; t < NTHREADS; t++) {
 			ta[t].t = t;
-			ta[t].seed = 0x9e3779b97f4a7c15ull * (round * 8 + t + 1);
-			assert_int_equal(pthread_create(&th[t], NULL, worker,
-							&ta[t]), 0);
+			ta[t].seed =
+			    0x9e3779b97f4a7c15ull * (round * 8 + t + 1);
+			assert_int_equal(
+			    pthread_create(&th[t], NULL, worker, &ta[t]), 0);
 		}
 		for (int t = 0; t < NTHREADS; t++)
 			assert_int_equal(pthread_join(th[t], NULL), 0);

@@ -17,19 +17,19 @@
 #include "rctx.h"
 
 /* Checks for worker threads: cmocka's asserts must stay on the main thread. */
-#define WCHECK(cond)                                                       \
-	do {                                                               \
-		if (!(cond)) {                                             \
+#define WCHECK(cond)                                                           \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
 			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
-				__LINE__, #cond);                          \
-			abort();                                           \
-		}                                                          \
+				__LINE__, #cond);                              \
+			abort();                                               \
+		}                                                              \
 	} while (0)
-#define WFAIL(...)                            \
-	do {                                  \
-		fprintf(stderr, __VA_ARGS__); \
-		fputc('\n', stderr);          \
-		abort();                      \
+#define WFAIL(...)                                                             \
+	do {                                                                   \
+		fprintf(stderr, __VA_ARGS__);                                  \
+		fputc('\n', stderr);                                           \
+		abort();                                                       \
 	} while (0)
 
 #ifndef RCTX_STRESS_SCALE
@@ -63,12 +63,12 @@ gate_pass(struct gate *g, int parties)
 
 /* ---- SEMANTICS 4: derive racing cancel ------------------------------- */
 
-#define DR_ROUNDS (3000 * RCTX_STRESS_SCALE)
+#define DR_ROUNDS   (3000 * RCTX_STRESS_SCALE)
 #define DR_CHILDREN 24
 
 struct dr {
-	rctx_t *parent;		/* a cancel context */
-	rctx_t *vparent;	/* a value context over it */
+	rctx_t *parent;	 /* a cancel context */
+	rctx_t *vparent; /* a value context over it */
 	rctx_t *kids[DR_CHILDREN];
 	struct gate gate;
 	int cause;
@@ -137,16 +137,16 @@ test_derive_vs_cancel(void **state)
 
 /* ---- SEMANTICS 7: every node of a tree cancelled by many threads ----- */
 
-#define TREE_N 100
+#define TREE_N	     100
 #define TREE_THREADS 4
-#define TREE_ROUNDS (300 * RCTX_STRESS_SCALE)
+#define TREE_ROUNDS  (300 * RCTX_STRESS_SCALE)
 
 struct tree {
 	rctx_t *node[TREE_N];
 	int parent[TREE_N];
 	bool cancelable[TREE_N];
 	_Atomic int wins[TREE_N];
-	_Atomic int winner[TREE_N];	/* thread whose cancel won */
+	_Atomic int winner[TREE_N]; /* thread whose cancel won */
 	struct gate gate;
 };
 
@@ -180,7 +180,8 @@ tree_canceller(void *arg)
 	gate_pass(&t->gate, TREE_THREADS);
 	for (int k = 0; k < TREE_N; k++) {
 		int i = order[k];
-		int rc = rctx_cancel_cause(t->node[i], tree_cause(a->thread, i));
+		int rc =
+		    rctx_cancel_cause(t->node[i], tree_cause(a->thread, i));
 		if (!t->cancelable[i]) {
 			WCHECK((rc) == (-EINVAL));
 			continue;
@@ -220,8 +221,8 @@ test_cancel_every_node(void **state)
 			if (k < 4)
 				t->node[i] = rctx_with_cancel(pc);
 			else if (k < 6)
-				t->node[i] = rctx_with_timeout(pc,
-							       3600 * RCTX_SEC);
+				t->node[i] =
+				    rctx_with_timeout(pc, 3600 * RCTX_SEC);
 			else
 				t->node[i] = rctx_with_value(pc, &key, NULL);
 			assert_non_null(t->node[i]);
@@ -247,10 +248,9 @@ test_cancel_every_node(void **state)
 			assert_true(wins <= 1);
 			if (wins == 1) {
 				/* The winner's cause stays. */
-				assert_int_equal(cause,
-						 tree_cause(atomic_load(
-								&t->winner[i]),
-							    i));
+				assert_int_equal(
+				    cause,
+				    tree_cause(atomic_load(&t->winner[i]), i));
 				continue;
 			}
 			/* Cancelled through an ancestor whose cancel won. */
@@ -262,7 +262,8 @@ test_cancel_every_node(void **state)
 			if (!found || atomic_load(&t->wins[j]) != 1 ||
 			    atomic_load(&t->winner[j]) != th_id)
 				fail_msg("round %d node %d: cause %d names no "
-					 "winning ancestor", r, i, cause);
+					 "winning ancestor",
+					 r, i, cause);
 		}
 		for (int i = TREE_N - 1; i >= 0; i--)
 			rctx_release(t->node[i]);
@@ -289,7 +290,7 @@ check_seen(rctx_t *c, int want_err, int want_cause)
 	int cause = rctx_cause(c);
 	if (err != want_err || cause != want_cause)
 		WFAIL("saw err %d with cause %d, want %d/%d", err, cause,
-			 want_err, want_cause);
+		      want_err, want_cause);
 }
 
 static void *
@@ -340,9 +341,8 @@ test_err_cause_deadline(void **state)
 	(void)state;
 	for (int r = 0; r < 200 * RCTX_STRESS_SCALE; r++) {
 		int cause = 500 + r;
-		rctx_t *c = rctx_with_timeout_cause(rctx_background(),
-						    (r % 3) * RCTX_USEC * 300,
-						    cause);
+		rctx_t *c = rctx_with_timeout_cause(
+		    rctx_background(), (r % 3) * RCTX_USEC * 300, cause);
 		assert_non_null(c);
 		rctx_t *v = rctx_with_value(c, &key, NULL);
 		while (!rctx_done(v)) {
@@ -360,7 +360,7 @@ test_err_cause_deadline(void **state)
 
 /* ---- I3 under overlapping cancels ------------------------------------ */
 
-#define MID_WIDTH 400
+#define MID_WIDTH  400
 #define MID_ROUNDS (60 * RCTX_STRESS_SCALE)
 
 struct mid {
@@ -412,7 +412,8 @@ test_overlapping_cancels(void **state)
 		assert_int_equal(pthread_join(th, NULL), 0);
 		if (live)
 			fail_msg("round %d: rctx_cancel(root) returned with "
-				 "%d of %d leaves live", r, live, MID_WIDTH);
+				 "%d of %d leaves live",
+				 r, live, MID_WIDTH);
 		for (int i = 0; i < MID_WIDTH; i++)
 			rctx_release(m->leaf[i]);
 		rctx_release(m->mid);
@@ -451,16 +452,16 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_derive_vs_cancel, timer_start,
-						timer_stop),
-		cmocka_unit_test_setup_teardown(test_cancel_every_node, timer_start,
-						timer_stop),
-		cmocka_unit_test_setup_teardown(test_err_cause_together, timer_start,
-						timer_stop),
-		cmocka_unit_test_setup_teardown(test_err_cause_deadline, timer_start,
-						timer_stop),
-		cmocka_unit_test_setup_teardown(test_overlapping_cancels, timer_start,
-						timer_stop),
+		cmocka_unit_test_setup_teardown(test_derive_vs_cancel,
+						timer_start, timer_stop),
+		cmocka_unit_test_setup_teardown(test_cancel_every_node,
+						timer_start, timer_stop),
+		cmocka_unit_test_setup_teardown(test_err_cause_together,
+						timer_start, timer_stop),
+		cmocka_unit_test_setup_teardown(test_err_cause_deadline,
+						timer_start, timer_stop),
+		cmocka_unit_test_setup_teardown(test_overlapping_cancels,
+						timer_start, timer_stop),
 	};
 	return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -29,26 +29,26 @@
 #include "rctx.h"
 
 /* Checks for worker threads: cmocka's asserts must stay on the main thread. */
-#define WCHECK(cond)                                                       \
-	do {                                                               \
-		if (!(cond)) {                                             \
+#define WCHECK(cond)                                                           \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
 			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
-				__LINE__, #cond);                          \
-			abort();                                           \
-		}                                                          \
+				__LINE__, #cond);                              \
+			abort();                                               \
+		}                                                              \
 	} while (0)
 
 #ifndef RCTX_STRESS_SCALE
 #define RCTX_STRESS_SCALE 1
 #endif
 
-#define WORKERS 2
-#define WARMUP_EPOCHS 4
-#define EPOCHS (12 * RCTX_STRESS_SCALE)
-#define ITERS 1500		/* per worker per epoch */
-#define TIME_LIMIT (20 * RCTX_SEC)
-#define RSS_TOLERANCE_KB 3072	/* pages that may come and go */
-#define CTX_TOLERANCE 4096	/* contexts parked in caches */
+#define WORKERS		 2
+#define WARMUP_EPOCHS	 4
+#define EPOCHS		 (12 * RCTX_STRESS_SCALE)
+#define ITERS		 1500 /* per worker per epoch */
+#define TIME_LIMIT	 (20 * RCTX_SEC)
+#define RSS_TOLERANCE_KB 3072 /* pages that may come and go */
+#define CTX_TOLERANCE	 4096 /* contexts parked in caches */
 
 static pthread_barrier_t start, done;
 static _Atomic bool quit;
@@ -79,8 +79,7 @@ static void
 after_count(void *arg)
 {
 	/* relaxed: a counter nobody orders anything by */
-	atomic_fetch_add_explicit((_Atomic long *)arg, 1,
-				  memory_order_relaxed);
+	atomic_fetch_add_explicit((_Atomic long *)arg, 1, memory_order_relaxed);
 }
 
 static _Atomic long fired;
@@ -200,8 +199,8 @@ test_soak(void **state)
 		      max_ctx, atomic_load(&fired));
 	assert_true(epoch > WARMUP_EPOCHS);
 	if (max_rss > base_rss + RSS_TOLERANCE_KB)
-		fail_msg("resident memory grew from %ld kB to %ld kB",
-			 base_rss, max_rss);
+		fail_msg("resident memory grew from %ld kB to %ld kB", base_rss,
+			 max_rss);
 	if (max_ctx > base_ctx + CTX_TOLERANCE)
 		fail_msg("contexts from malloc grew from %ld to %ld", base_ctx,
 			 max_ctx);

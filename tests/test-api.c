@@ -21,11 +21,11 @@ fn_count(void *arg)
 	(*(int *)arg)++;
 }
 
-#define EXPECT_EINVAL_NULL(call)          \
-	do {                              \
-		errno = 0;                \
-		assert_null(call);        \
-		assert_int_equal(errno, EINVAL); \
+#define EXPECT_EINVAL_NULL(call)                                               \
+	do {                                                                   \
+		errno = 0;                                                     \
+		assert_null(call);                                             \
+		assert_int_equal(errno, EINVAL);                               \
 	} while (0)
 
 static void
@@ -177,8 +177,7 @@ test_after_func_invalid(void **state)
 	assert_false(rctx_after_stop(&reg));
 
 	/* On a root: accepted, never runs, stop succeeds. */
-	assert_int_equal(rctx_after_func(rctx_background(), &reg, fn_count,
-					 &n),
+	assert_int_equal(rctx_after_func(rctx_background(), &reg, fn_count, &n),
 			 0);
 	assert_true(rctx_after_stop(&reg));
 	assert_false(rctx_after_stop(&reg));

@@ -28,20 +28,20 @@
 #include "fault.h"
 #include "rctx.h"
 
-#define MAXC 64
-#define WIDE 9
+#define MAXC  64
+#define WIDE  9
 #define DEPTH 24
 
 enum { NONE = 0, CANCELS = 1, UNDER_WITHOUT = 2 };
 
 struct run {
 	rctx_t *c[MAXC];
-	int how[MAXC];		/* how the root's cancel reaches it */
+	int how[MAXC]; /* how the root's cancel reaches it */
 	int n;
-	int failures;		/* calls that reported a failure */
-	int fail_errno;		/* the errno they reported */
+	int failures;	/* calls that reported a failure */
+	int fail_errno; /* the errno they reported */
 	rctx_after_t reg;
-	int reg_ctx;		/* index the after-func is on, or -1 */
+	int reg_ctx; /* index the after-func is on, or -1 */
 	int ran;
 	void *vals[DEPTH];
 };
@@ -83,8 +83,8 @@ workload(struct run *r, int want_errno)
 	memset(r, 0, sizeof(*r));
 	r->reg_ctx = -1;
 
-	int root = add(r, rctx_with_cancel(rctx_background()), CANCELS,
-		       want_errno);
+	int root =
+	    add(r, rctx_with_cancel(rctx_background()), CANCELS, want_errno);
 	if (root < 0)
 		return;
 	int a = add(r, rctx_with_cancel(get(r, root)), CANCELS, want_errno);
@@ -94,9 +94,9 @@ workload(struct run *r, int want_errno)
 	int first = -1;
 	for (int i = 0; i < WIDE; i++) {
 		rctx_t *p = get(r, a);
-		int k = add(r, i % 3 == 2 ? rctx_with_timeout(p,
-							      3600 * RCTX_SEC)
-					  : rctx_with_cancel(p),
+		int k = add(r,
+			    i % 3 == 2 ? rctx_with_timeout(p, 3600 * RCTX_SEC)
+				       : rctx_with_cancel(p),
 			    CANCELS, want_errno);
 		if (first < 0)
 			first = k;
@@ -105,9 +105,9 @@ workload(struct run *r, int want_errno)
 	int v = a, made = 0;
 	for (int d = 0; d < DEPTH; d++, made++) {
 		r->vals[d] = &r->vals[d];
-		int nv = add(r, rctx_with_value(get(r, v), &keys[d],
-						r->vals[d]),
-			     CANCELS, want_errno);
+		int nv =
+		    add(r, rctx_with_value(get(r, v), &keys[d], r->vals[d]),
+			CANCELS, want_errno);
 		if (nv < 0)
 			break;
 		v = nv;
@@ -120,9 +120,9 @@ workload(struct run *r, int want_errno)
 		}
 	}
 	/* Deadlines: the first one starts the timer service. */
-	int dl = add(r, rctx_with_deadline(get(r, a),
-					   rctx_now() + 3600 * RCTX_SEC),
-		     CANCELS, want_errno);
+	int dl =
+	    add(r, rctx_with_deadline(get(r, a), rctx_now() + 3600 * RCTX_SEC),
+		CANCELS, want_errno);
 	int t = add(r, rctx_with_timeout_cause(get(r, v), 3600 * RCTX_SEC, 9),
 		    CANCELS, want_errno);
 	int z = add(r, rctx_with_timeout(get(r, a), 0), CANCELS, want_errno);
@@ -144,9 +144,8 @@ workload(struct run *r, int want_errno)
 			assert_true(fd == -ENOMEM || fd == -EMFILE);
 			r->failures++;
 		}
-		assert_int_equal(rctx_after_func(get(r, dl), &r->reg,
-						 count_run, r),
-				 0);
+		assert_int_equal(
+		    rctx_after_func(get(r, dl), &r->reg, count_run, r), 0);
 		r->reg_ctx = dl;
 	}
 	/* Cancel one child of the wide set: its slot is freed. */

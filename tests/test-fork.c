@@ -24,20 +24,20 @@
 static char key;
 
 /* In the child, a failed check exits with the line number. */
-#define CHILD_CHECK(cond)                                              \
-	do {                                                           \
-		if (!(cond)) {                                         \
-			fprintf(stderr, "child: line %d: %s\n", __LINE__, \
-				#cond);                                \
-			_exit(100);                                    \
-		}                                                      \
+#define CHILD_CHECK(cond)                                                      \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "child: line %d: %s\n", __LINE__,      \
+				#cond);                                        \
+			_exit(100);                                            \
+		}                                                              \
 	} while (0)
 
 struct shared {
-	rctx_t *root;		/* live cancel context */
-	rctx_t *armed;		/* deadline 50 ms after fork time */
-	rctx_t *far;		/* deadline an hour away */
-	rctx_t *val;		/* value over root */
+	rctx_t *root;  /* live cancel context */
+	rctx_t *armed; /* deadline 50 ms after fork time */
+	rctx_t *far;   /* deadline an hour away */
+	rctx_t *val;   /* value over root */
 };
 
 static void
@@ -45,8 +45,8 @@ child_work(struct shared *s, bool arm_first)
 {
 	if (arm_first) {
 		/* A new timeout in the child: the service must run here. */
-		rctx_t *t = rctx_with_timeout_cause(s->root, 10 * RCTX_MSEC,
-						    61);
+		rctx_t *t =
+		    rctx_with_timeout_cause(s->root, 10 * RCTX_MSEC, 61);
 		CHILD_CHECK(t != NULL);
 		CHILD_CHECK(rctx_wait(t, LONG_WAIT) == ETIMEDOUT);
 		CHILD_CHECK(rctx_cause(t) == 61);
@@ -66,8 +66,8 @@ child_work(struct shared *s, bool arm_first)
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	CHILD_CHECK(poll(&p, 1, 0) == 1);
 	if (!arm_first) {
-		rctx_t *t = rctx_with_timeout(rctx_background(),
-					      10 * RCTX_MSEC);
+		rctx_t *t =
+		    rctx_with_timeout(rctx_background(), 10 * RCTX_MSEC);
 		CHILD_CHECK(t != NULL);
 		CHILD_CHECK(rctx_wait(t, LONG_WAIT) == ETIMEDOUT);
 		rctx_release(t);
@@ -143,8 +143,7 @@ churn(void *arg)
 	(void)arg;
 	/* seq_cst: pairs with the store in test_fork_during_churn */
 	while (!atomic_load(&stop_churn)) {
-		rctx_t *c = rctx_with_timeout(rctx_background(),
-					      RCTX_MSEC);
+		rctx_t *c = rctx_with_timeout(rctx_background(), RCTX_MSEC);
 		rctx_t *d = rctx_with_cancel(c);
 		rctx_cancel(c);
 		rctx_release(d);
@@ -166,8 +165,8 @@ test_fork_during_churn(void **state)
 		pid_t pid = fork();
 		assert_true(pid >= 0);
 		if (pid == 0) {
-			rctx_t *t = rctx_with_timeout(rctx_background(),
-						      5 * RCTX_MSEC);
+			rctx_t *t =
+			    rctx_with_timeout(rctx_background(), 5 * RCTX_MSEC);
 			CHILD_CHECK(t != NULL);
 			CHILD_CHECK(rctx_wait(t, LONG_WAIT) == ETIMEDOUT);
 			rctx_t *c = rctx_with_cancel(t);
