@@ -126,10 +126,12 @@ template <class Q> struct Fixture {
 	{
 		int64_t now = q->now(), step = kSpread / (int64_t)nodes.size();
 
-		for (size_t i = 0; i < nodes.size(); i++)
-			q->add(&nodes[i],
-			       now + (ordered ? (int64_t)i * step :
-						(int64_t)(rng.next() % kSpread)));
+		for (size_t i = 0; i < nodes.size(); i++) {
+			int64_t d = ordered ? (int64_t)i * step :
+					      (int64_t)(rng.next() % kSpread);
+
+			q->add(&nodes[i], now + d);
+		}
 	}
 	Fixture(const Fixture &) = delete;
 	Fixture &operator=(const Fixture &) = delete;

@@ -413,7 +413,8 @@ rctx_wheel_check(const struct rctx_wheel *w, const char **why)
 
 	CHECK(w->now >= 0, "now is negative");
 	CHECK(w->tick_shift <= 30, "tick_shift out of range");
-	CHECK(c == (uint64_t)w->now >> w->tick_shift, "curtick != now >> shift");
+	CHECK(c == (uint64_t)w->now >> w->tick_shift,
+	      "curtick != now >> shift");
 	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
 		unsigned sh = LVL_SHIFT(l);
 		unsigned cd = (unsigned)(c >> sh) & SLOT_MASK;
