@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Sanitizer CI: TSan stress, ASan+UBSan units, fuzz replays, libFuzzer, valgrind.
+#
+# Usage: .ci/sanitizers.sh            (from anywhere; needs clang 14)
+# Environment:
+#   BUILD_PREFIX   build directory prefix (default: build-san)
+#   FUZZ_SECONDS   libFuzzer time per target (default: 60; 0 skips)
+#   JOBS           ninja jobs (default: 2)
+# Prints one line per step ("step <name>: PASS|FAIL|SKIP (<s> s)") and
+# exits non-zero if any step failed. Sized for ~12 minutes on 2 cores.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+src=$(pwd)
+prefix=${BUILD_PREFIX:-build-san}
+fuzz_seconds=${FUZZ_SECONDS:-60}
+jobs=${JOBS:-2}
+logdir=$src/$prefix-logs
+mkdir -p "$logdir"
+
+results=()
+failed=0
+
+# step NAME TIMEOUT CMD...: run CMD with a time limit, log it, record result.
+step() {
+	local name=$1 limit=$2
+	shift 2
+	local t0 rc
+	t0=$(date +%s)
+	echo "=== $name"
+	timeout --kill-after=10 "$limit" "$@" >"$logdir/$name.log" 2>&1
+	rc=$?
+	local dt=$(($(date +%s) - t0))
+	if [ $rc -eq 0 ]; then
+		results+=("step $name: PASS ($dt s)")
+	else
+		results+=("step $name: FAIL rc=$rc ($dt s), see $logdir/$name.log")
+		failed=$((failed + 1))
+		tail -n 30 "$logdir/$name.log"
+	fi
+	echo "${results[-1]}"
+}
+
+skip() {
+	results+=("step $1: SKIP ($2)")
+	echo "${results[-1]}"
+}
+
+setup() {
+	local dir=$1
+	shift
+	if [ -d "$dir" ]; then
+		meson setup --wipe "$dir" "$@"
+	else
+		meson setup "$dir" "$@"
+	fi && ninja -C "$dir" -j "$jobs"
+}
+
+if ! command -v clang >/dev/null 2>&1; then
+	echo "clang not found: sanitizer CI needs clang"
+	exit 1
+fi
+export CC=clang CXX=clang++
+
+# Sanitizer run-time options: stop at the first report, fail the test.
+export TSAN_OPTIONS="suppressions=$src/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1 exitcode=66"
+export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 detect_stack_use_after_return=1"
+export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1"
+
+# 1. ThreadSanitizer: the stress suite (stress_scale=1 keeps it short).
+step tsan-build 900 setup "$prefix-tsan" -Db_sanitize=thread \
+	-Db_lundef=false -Dbenchmarks=false -Dbuildtype=debugoptimized
+step tsan-stress 600 meson test -C "$prefix-tsan" --suite stress \
+	--num-processes 1 --print-errorlogs
+
+# 2. AddressSanitizer + UBSan (+ LeakSanitizer): every unit suite, in a
+# debug build so that the debug checks (test-debug) are compiled in.
+step asan-build 900 setup "$prefix-asan" -Db_sanitize=address,undefined \
+	-Db_lundef=false -Dbenchmarks=false -Dbuildtype=debug
+step asan-units 900 meson test -C "$prefix-asan" --no-suite stress \
+	--no-suite fuzz --num-processes 2 --print-errorlogs
+
+# 3. Fuzz corpora replayed as tests (ASan+UBSan build).
+step fuzz-replay 300 meson test -C "$prefix-asan" --suite fuzz \
+	--num-processes 2 --print-errorlogs
+
+# 4. libFuzzer, bounded: the library too is instrumented for coverage.
+if [ "$fuzz_seconds" -gt 0 ]; then
+	step fuzz-build 900 setup "$prefix-fuzz" -Dfuzzing=enabled \
+		-Db_sanitize=address,undefined -Db_lundef=false \
+		-Dbenchmarks=false -Dbuildtype=debugoptimized \
+		-Dc_args=-fsanitize=fuzzer-no-link
+	for t in tree wheel time; do
+		bin=$src/$prefix-fuzz/fuzz/fuzz-$t
+		if [ ! -x "$bin" ]; then
+			skip "libfuzzer-$t" "no fuzz-$t target"
+			continue
+		fi
+		work=$(mktemp -d)
+		# New inputs go to a scratch dir; the committed corpus is read.
+		step "libfuzzer-$t" $((fuzz_seconds + 120)) \
+			bash -c "cd '$work' && '$bin' -max_total_time=$fuzz_seconds \
+				-print_final_stats=1 -timeout=20 -rss_limit_mb=2048 \
+				'$work' '$src/fuzz/corpus/$t'"
+		grep -h 'stat::number_of_executed_units' \
+			"$logdir/libfuzzer-$t.log" | sed "s/^/  fuzz-$t /"
+		rm -rf "$work"
+	done
+else
+	skip libfuzzer "FUZZ_SECONDS=0"
+fi
+
+# 5. valgrind on a few unit suites (plain build, no sanitizer).
+if command -v valgrind >/dev/null 2>&1; then
+	step vg-build 900 setup "$prefix-vg" -Dbenchmarks=false \
+		-Dbuildtype=debugoptimized -Db_sanitize=none
+	suites=()
+	for s in api fault value children after tree; do
+		if meson test -C "$prefix-vg" --list 2>/dev/null |
+			grep -q "^rctx:$s / "; then
+			suites+=(--suite "$s")
+		fi
+	done
+	if [ ${#suites[@]} -gt 0 ]; then
+		step valgrind 900 meson test -C "$prefix-vg" "${suites[@]}" \
+			--num-processes 1 --timeout-multiplier 10 \
+			--print-errorlogs \
+			--wrap='valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite --track-fds=no --quiet'
+	else
+		skip valgrind "no suites"
+	fi
+else
+	skip valgrind "valgrind not installed"
+fi
+
+echo
+echo "=== sanitizer summary"
+printf '%s\n' "${results[@]}"
+echo "sanitizers: $(( ${#results[@]} - failed )) steps ok, $failed failed"
+[ "$failed" -eq 0 ]
