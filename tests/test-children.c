@@ -609,8 +609,11 @@ walker_main(void *arg)
 	struct walk_stats *ws = arg;
 
 	pthread_barrier_wait(&stress_start);
-	/* relaxed: a stop flag; the join publishes the results */
-	while (!atomic_load_explicit(&stress_stop, memory_order_relaxed)) {
+	/* relaxed: a stop flag; the join publishes the results. At least
+	 * a few walks even if the workers finish before this thread runs
+	 * (a loaded machine): the check must never depend on speed. */
+	while (ws->walks < 3 ||
+	       !atomic_load_explicit(&stress_stop, memory_order_relaxed)) {
 		memset(ws->hits, 0, sizeof(ws->hits));
 		rctx_cset_foreach(&stress_set, walk_one, ws);
 		for (size_t w = 0; w < WORKERS; w++)
