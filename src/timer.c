@@ -27,6 +27,21 @@
  *   CANCELLED set by cancel (lazy: the owner skips t when due).
  *   DEAD      set by release (or by shutdown): dead(t) must follow.
  *
+ * Wake-up rule
+ * ------------
+ * Each twheel publishes `planned`: the time by which its owner will next
+ * look at its queue (RCTX_PLANNED_WOKEN once a producer has woken it; the
+ * low bit RCTX_PLANNED_POLL when that time is at most a tick away).
+ *   - arm wakes the owner only if expires < planned;
+ *   - release of a timer the owner holds wakes it only if now + tick <
+ *     planned (no clock read at all while the POLL bit is set);
+ *   - cancel never wakes anybody (lazy).
+ * The owner sleeps until the wheel's next expiry, or only until the next
+ * tick when its queue is non-empty or its last cycle took something
+ * (then it "polls", and a stream of hand-offs costs producers no system
+ * call at all). In loop mode the owner's sleep is the caller's
+ * epoll_wait with rctx_loop_timeout_ms, and a wake-up is an eventfd write.
+ *
  * Invariants
  * ----------
  * I1. dead(t) is called exactly once, by the thread that makes
@@ -41,8 +56,11 @@
  * I4. A timer in the wheel of twheel X has t->home == X; t->home changes
  *     only while the mover holds QUEUED with t in no queue (migration).
  * I5. A twheel is freed only after no producer can hold a pointer to it:
- *     loop twheels after two RCU grace periods (loop_free), library
- *     twheels at shutdown (callers are quiescent by contract).
+ *     loop twheels after three RCU grace periods (loop_free: after
+ *     unpublishing, after unhooking its timers, after re-homing them),
+ *     library twheels at shutdown (callers are quiescent by contract).
+ * I6. Only the owner touches tw->w; a library owner holds tw->lock while
+ *     it does (never while calling fire), so fork sees a sound wheel.
  *
  * Ordering guarantees
  * -------------------
@@ -267,8 +285,8 @@ rctx_timer_init(struct rctx_timer *t)
 void
 rctx_timer_set_tick_shift(unsigned shift)
 {
-	if (shift > 40)
-		shift = 40;
+	if (shift > 30)
+		shift = 30; /* the wheel's limit */
 	/* Relaxed: read when a wheel is created, under the service lock. */
 	atomic_store_explicit(&rctx_tmr_tick_shift, shift,
 			      memory_order_relaxed);
@@ -1336,6 +1354,8 @@ rctx_tmr_atfork_prepare(void)
 		if (tw)
 			pthread_mutex_lock(&tw->lock);
 	}
+	/* RCU (bp flavour) registry: the child must not inherit a held lock. */
+	urcu_bp_before_fork();
 }
 
 static void
@@ -1343,6 +1363,7 @@ rctx_tmr_atfork_parent(void)
 {
 	unsigned i;
 
+	urcu_bp_after_fork_parent();
 	for (i = 0; i < rctx_tmr_nwheels; i++) {
 		/* Relaxed: under the lock that writes it. */
 		struct rctx_twheel *tw = atomic_load_explicit(
@@ -1359,6 +1380,8 @@ rctx_tmr_atfork_child(void)
 {
 	unsigned i;
 
+	/* Forget the parent's other threads' RCU registrations. */
+	urcu_bp_after_fork_child();
 	for (i = 0; i < rctx_tmr_nwheels; i++) {
 		/* Relaxed: the child is single-threaded. */
 		struct rctx_twheel *tw = atomic_load_explicit(
@@ -1374,7 +1397,8 @@ rctx_tmr_atfork_child(void)
 				      memory_order_relaxed);
 		atomic_store_explicit(&tw->stop, false, memory_order_relaxed);
 		/* No owner: the restarted one re-reads everything. */
-		atomic_store_explicit(&tw->planned, RCTX_NEVER & ~RCTX_PLANNED_POLL,
+		atomic_store_explicit(&tw->planned,
+				      RCTX_NEVER & ~RCTX_PLANNED_POLL,
 				      memory_order_relaxed);
 	}
 	rctx_tmr_nrunning = 0;
