@@ -947,6 +947,87 @@ test_race_derive_cancel(void **state)
 	}
 }
 
+enum { TREE_N = 100, TREE_THREADS = 4 };
+
+struct tree_run {
+	mctx_t **nodes;
+	atomic_int *wins;
+	unsigned seed;
+};
+
+static void *
+tree_cancel_main(void *p)
+{
+	struct tree_run *t = p;
+	int order[TREE_N];
+
+	for (int i = 0; i < TREE_N; i++)
+		order[i] = i;
+	for (int i = TREE_N - 1; i > 0; i--) {
+		int j = (int)(rand_r(&t->seed) % (unsigned)(i + 1));
+		int x = order[i];
+
+		order[i] = order[j];
+		order[j] = x;
+	}
+	for (int i = 0; i < TREE_N; i++) {
+		int r = mctx_cancel_cause(t->nodes[order[i]], order[i] + 1);
+
+		if (r == 0)
+			atomic_fetch_add(&t->wins[order[i]], 1);
+		else if (r != -EALREADY)
+			abort();
+	}
+	return NULL;
+}
+
+/* Many threads cancel every node of a tree in random orders (SEMANTICS 7). */
+static void
+test_race_tree_cancel(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 30; round++) {
+		mctx_t *nodes[TREE_N];
+		atomic_int wins[TREE_N];
+		struct tree_run runs[TREE_THREADS];
+		pthread_t th[TREE_THREADS];
+		unsigned seed = 1234u + (unsigned)round;
+
+		nodes[0] = mctx_with_cancel(mctx_background());
+		atomic_init(&wins[0], 0);
+		for (int i = 1; i < TREE_N; i++) {
+			mctx_t *p = nodes[rand_r(&seed) % (unsigned)i];
+
+			nodes[i] = i % 3 ? mctx_with_cancel(p)
+					 : mctx_with_timeout(p, HOUR);
+			atomic_init(&wins[i], 0);
+		}
+		for (int t = 0; t < TREE_THREADS; t++) {
+			runs[t] = (struct tree_run){ nodes, wins,
+						     seed + (unsigned)t };
+			assert_int_equal(pthread_create(&th[t], NULL,
+							tree_cancel_main,
+							&runs[t]),
+					 0);
+		}
+		for (int t = 0; t < TREE_THREADS; t++)
+			pthread_join(th[t], NULL);
+		assert_int_equal(atomic_load(&wins[0]), 1);
+		for (int i = 0; i < TREE_N; i++) {
+			int cause = mctx_cause(nodes[i]);
+
+			assert_true(atomic_load(&wins[i]) <= 1);
+			assert_int_equal(mctx_err(nodes[i]), ECANCELED);
+			/* The winner's cause: its own, or an ancestor's. */
+			assert_true(cause >= 1 && cause <= TREE_N);
+			if (atomic_load(&wins[i]))
+				assert_int_equal(cause, i + 1);
+		}
+		for (int i = TREE_N; i-- > 0;)
+			mctx_release(nodes[i]);
+	}
+}
+
 int
 main(void)
 {
@@ -976,6 +1057,7 @@ main(void)
 		cmocka_unit_test_teardown(test_fd, teardown),
 		cmocka_unit_test_teardown(test_refs, teardown),
 		cmocka_unit_test_teardown(test_race_derive_cancel, teardown),
+		cmocka_unit_test_teardown(test_race_tree_cancel, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, teardown);

@@ -594,7 +594,8 @@ mctx_mark(struct mctx *c, int err, int cause, struct mctx_batch *b)
 			/* Saturated counter: already readable. */
 		}
 	}
-	if (c->kind == MCTX_KIND_TIMER && c->hidx != MCTX_NOIDX)
+	/* hidx is timer_mu's: test it there, not here. */
+	if (c->kind == MCTX_KIND_TIMER)
 		mctx_timer_disarm(c);
 	mctx_collect_after(c, b);
 }
