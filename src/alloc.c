@@ -82,10 +82,18 @@ pool_take(void)
 	return atomic_exchange_explicit(&pool_head, NULL, memory_order_acquire);
 }
 
+char rctx_rcu_token;
+
 static void
 batch_reclaimed(struct rcu_head *head)
 {
 	struct rctx *b = rctx_container_of(head, struct rctx, rcu);
+
+	/* For TSan only: a grace period has passed, so every reader that
+	 * could see these contexts has left its section (internal.h), and
+	 * the freeing thread's last writes precede call_rcu. */
+	rctx_tsan_acquire(&rctx_rcu_token);
+	rctx_tsan_acquire(b);
 
 	pool_push(b);
 }
@@ -218,6 +226,7 @@ rctx_alloc_flush(void)
 		crdp_attach();
 	tcache.pend = NULL;
 	tcache.npend = 0;
+	rctx_tsan_release(b); /* pairs with batch_reclaimed (TSan only) */
 	call_rcu(&b->rcu, batch_reclaimed);
 }
 

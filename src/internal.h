@@ -21,6 +21,41 @@
  */
 #define RCTX_TLS __thread __attribute__((tls_model("initial-exec")))
 
+/*
+ * ThreadSanitizer cannot see the happens-before that liburcu provides (it
+ * is not instrumented): a grace period orders every read-side section that
+ * could see an object before the object's reuse. rctx tells TSan so: each
+ * reader releases a token when it leaves its read-side section, and the
+ * code that runs after a grace period acquires it (alloc.c, tree.c).
+ */
+#if defined(__SANITIZE_THREAD__)
+#define RCTX_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RCTX_TSAN 1
+#endif
+#endif
+#ifdef RCTX_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define rctx_tsan_acquire(p) __tsan_acquire((void *)(p))
+#define rctx_tsan_release(p) __tsan_release((void *)(p))
+#else
+#define rctx_tsan_acquire(p) ((void)0)
+#define rctx_tsan_release(p) ((void)0)
+#endif
+
+/* The token readers release (see above); its address is what matters. */
+extern char rctx_rcu_token;
+
+/* Leave an RCU read-side section (with the TSan release above). */
+static inline void
+rctx_rcu_read_unlock(void)
+{
+	rctx_tsan_release(&rctx_rcu_token);
+	rcu_read_unlock();
+}
+
 #define RCTX_LIKELY(x)	 __builtin_expect(!!(x), 1)
 #define RCTX_UNLIKELY(x) __builtin_expect(!!(x), 0)
 

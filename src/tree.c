@@ -419,7 +419,7 @@ cascade(struct rctx *c, uint64_t st)
 			break;
 		}
 	}
-	rcu_read_unlock();
+	rctx_rcu_read_unlock();
 	if (w.assist != w.assist_inl)
 		free(w.assist);
 
