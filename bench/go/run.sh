@@ -37,6 +37,10 @@ if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 	exit 2
 fi
 out=$1
+case $out in
+/*) ;;
+*) out="$(pwd)/$out" ;;
+esac
 if [ $quick = 1 ]; then
 	count=1
 	benchtime=20ms
