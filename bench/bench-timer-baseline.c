@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* bench-timer C side: the rctx timer pool and the mutex+heap+condvar baseline. */
+/* bench-timer C side: rctx timer pool; mutex + heap + condvar baseline. */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>

@@ -20,7 +20,8 @@
 
 #include "bench-timer.h"
 
-namespace {
+namespace
+{
 
 constexpr size_t kPool = 1 << 16;
 constexpr int64_t kSec = 1000000000;
@@ -48,11 +49,11 @@ BM_rctx_ArmCancelRelease(benchmark::State &state)
 	}
 	uint64_t w = bench_timer_wakeups() - w0;
 	uint64_t o = bench_timer_owner_runs() - o0;
-	state.counters["wakes/op"] = benchmark::Counter(
-	    (double)w, benchmark::Counter::kAvgIterations);
+	state.counters["wakes/op"] =
+	    benchmark::Counter((double)w, benchmark::Counter::kAvgIterations);
 	state.counters["wakes"] = (double)w;
-	state.counters["owner/op"] = benchmark::Counter(
-	    (double)o, benchmark::Counter::kAvgIterations);
+	state.counters["owner/op"] =
+	    benchmark::Counter((double)o, benchmark::Counter::kAvgIterations);
 	state.counters["stalls"] = (double)bench_tpool_stalls(p);
 	bench_tpool_free(p);
 }
@@ -77,17 +78,23 @@ BM_heap_ArmCancel(benchmark::State &state)
 		bench_hpool_op(p, i, base + kSec);
 		i++;
 	}
-	state.counters["signals/op"] = benchmark::Counter(
-	    (double)(bench_hpool_signals(p) - s0),
-	    benchmark::Counter::kAvgIterations);
+	state.counters["signals/op"] =
+	    benchmark::Counter((double)(bench_hpool_signals(p) - s0),
+			       benchmark::Counter::kAvgIterations);
 	bench_hpool_free(p);
 }
 
 } // namespace
 
-BENCHMARK(BM_rctx_ArmCancelRelease)->ArgName("pending")->Arg(0)->Arg(1000)
+BENCHMARK(BM_rctx_ArmCancelRelease)
+    ->ArgName("pending")
+    ->Arg(0)
+    ->Arg(1000)
     ->UseRealTime();
-BENCHMARK(BM_heap_ArmCancel)->ArgName("pending")->Arg(0)->Arg(1000)
+BENCHMARK(BM_heap_ArmCancel)
+    ->ArgName("pending")
+    ->Arg(0)
+    ->Arg(1000)
     ->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -25,8 +25,8 @@ uint64_t bench_tpool_stalls(const struct bench_tpool *p);
 /* Keep k more timers pending at `expires` until bench_tpool_free. */
 void bench_tpool_pending(struct bench_tpool *p, size_t k, int64_t expires);
 void bench_tpool_free(struct bench_tpool *p); /* shuts the service down */
-uint64_t bench_timer_wakeups(void);    /* producer futex/eventfd wakes */
-uint64_t bench_timer_owner_runs(void); /* owner thread cycles */
+uint64_t bench_timer_wakeups(void);	      /* producer futex/eventfd wakes */
+uint64_t bench_timer_owner_runs(void);	      /* owner thread cycles */
 
 /*
  * Baseline: a binary min-heap under one mutex, served by one thread that

@@ -124,30 +124,30 @@
 #include "timer.h"
 #include "wheel.h"
 
-#define RCTX_TIMER_F_ARMED 0x01u
-#define RCTX_TIMER_F_QUEUED 0x02u
-#define RCTX_TIMER_F_WHEEL 0x04u
-#define RCTX_TIMER_F_FIRING 0x08u
+#define RCTX_TIMER_F_ARMED     0x01u
+#define RCTX_TIMER_F_QUEUED    0x02u
+#define RCTX_TIMER_F_WHEEL     0x04u
+#define RCTX_TIMER_F_FIRING    0x08u
 #define RCTX_TIMER_F_CANCELLED 0x10u
-#define RCTX_TIMER_F_DEAD 0x20u
+#define RCTX_TIMER_F_DEAD      0x20u
 
-#define RCTX_TIMER_HELD \
+#define RCTX_TIMER_HELD                                                        \
 	(RCTX_TIMER_F_QUEUED | RCTX_TIMER_F_WHEEL | RCTX_TIMER_F_FIRING)
 
 #define RCTX_TIMER_MAX_WHEELS 256
-#define RCTX_PLANNED_WOKEN INT64_MIN
-#define RCTX_PLANNED_POLL ((rctx_time_t)1) /* low bit: looks within a tick */
-#define RCTX_NEVER INT64_MAX
+#define RCTX_PLANNED_WOKEN    INT64_MIN
+#define RCTX_PLANNED_POLL     ((rctx_time_t)1) /* low bit: looks in a tick */
+#define RCTX_NEVER	      INT64_MAX
 
-#define rctx_tcontainer(p, type, member) \
+#define rctx_tcontainer(p, type, member)                                       \
 	((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 struct rctx_twheel {
-	struct rctx_wheel w;		      /* owner only */
-	_Atomic(struct rctx_timer *) queue;   /* hand-off stack head */
-	_Atomic rctx_time_t planned;	      /* owner's next look at queue */
-	_Atomic uint32_t futex;		      /* library mode wake word */
-	int efd;			      /* loop mode eventfd, else -1 */
+	struct rctx_wheel w;		    /* owner only */
+	_Atomic(struct rctx_timer *) queue; /* hand-off stack head */
+	_Atomic rctx_time_t planned;	    /* owner's next look at queue */
+	_Atomic uint32_t futex;		    /* library mode wake word */
+	int efd;			    /* loop mode eventfd, else -1 */
 	bool is_loop;
 	/* library mode only */
 	pthread_mutex_t lock; /* owner holds it while touching w (fork) */
@@ -171,11 +171,11 @@ struct rctx_loopset {
 static pthread_mutex_t rctx_tmr_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t rctx_tmr_once = PTHREAD_ONCE_INIT;
 static _Atomic unsigned rctx_tmr_nwheels_a; /* set once (pthread_once) */
-#define rctx_tmr_nwheels \
+#define rctx_tmr_nwheels                                                       \
 	atomic_load_explicit(&rctx_tmr_nwheels_a, memory_order_relaxed)
 static struct rctx_twheel *_Atomic rctx_tmr_lib[RCTX_TIMER_MAX_WHEELS];
-static unsigned rctx_tmr_nrunning;  /* library threads; under the lock */
-static bool rctx_tmr_restart_all;   /* child after fork; under the lock */
+static unsigned rctx_tmr_nrunning; /* library threads; under the lock */
+static bool rctx_tmr_restart_all;  /* child after fork; under the lock */
 static struct rctx_loopset *rctx_tmr_loops; /* RCU pointer */
 static _Atomic unsigned rctx_tmr_nloops;
 static struct rctx_loop *rctx_tmr_orphans[RCTX_TIMER_MAX_WHEELS];
@@ -185,7 +185,7 @@ static _Atomic(rctx_timer_fn) rctx_tmr_dead_fn;
 static _Thread_local struct rctx_loop *rctx_tmr_own_loop;
 
 /* Statistics for tests and benchmarks (relaxed counters). */
-static _Atomic uint64_t rctx_timer_stat_wakes;	   /* producer wake calls */
+static _Atomic uint64_t rctx_timer_stat_wakes;	    /* producer wake calls */
 static _Atomic uint64_t rctx_timer_stat_owner_runs; /* owner cycles */
 
 uint64_t rctx_timer_wakeups(void);
@@ -245,8 +245,8 @@ static void
 rctx_tmr_call_dead(struct rctx_timer *t)
 {
 	/* Acquire: pairs with the release store in rctx_timer_setup. */
-	rctx_timer_fn fn = atomic_load_explicit(&rctx_tmr_dead_fn,
-						memory_order_acquire);
+	rctx_timer_fn fn =
+	    atomic_load_explicit(&rctx_tmr_dead_fn, memory_order_acquire);
 
 	if (fn)
 		fn(t);
@@ -256,8 +256,8 @@ static void
 rctx_tmr_call_fire(struct rctx_timer *t)
 {
 	/* Acquire: pairs with the release store in rctx_timer_setup. */
-	rctx_timer_fn fn = atomic_load_explicit(&rctx_tmr_fire_fn,
-						memory_order_acquire);
+	rctx_timer_fn fn =
+	    atomic_load_explicit(&rctx_tmr_fire_fn, memory_order_acquire);
 
 	if (fn)
 		fn(t);
@@ -326,8 +326,8 @@ static void
 rctx_tw_wake_if(struct rctx_twheel *tw, rctx_time_t needby)
 {
 	/* seq_cst: Dekker with the owner's planned store / queue load (B). */
-	rctx_time_t p = atomic_load_explicit(&tw->planned,
-					     memory_order_seq_cst);
+	rctx_time_t p =
+	    atomic_load_explicit(&tw->planned, memory_order_seq_cst);
 
 	while (needby < p) {
 		/*
@@ -335,8 +335,8 @@ rctx_tw_wake_if(struct rctx_twheel *tw, rctx_time_t needby)
 		 * system call orders the wake-up itself.
 		 */
 		if (atomic_compare_exchange_weak_explicit(
-			    &tw->planned, &p, RCTX_PLANNED_WOKEN,
-			    memory_order_relaxed, memory_order_relaxed)) {
+			&tw->planned, &p, RCTX_PLANNED_WOKEN,
+			memory_order_relaxed, memory_order_relaxed)) {
 			rctx_tw_kick(tw);
 			return;
 		}
@@ -352,8 +352,8 @@ static void
 rctx_tw_wake_soon(struct rctx_twheel *tw)
 {
 	/* seq_cst: Dekker with the owner's planned store / queue load (B). */
-	rctx_time_t p = atomic_load_explicit(&tw->planned,
-					     memory_order_seq_cst);
+	rctx_time_t p =
+	    atomic_load_explicit(&tw->planned, memory_order_seq_cst);
 
 	if (p == RCTX_PLANNED_WOKEN || (p & RCTX_PLANNED_POLL))
 		return;
@@ -365,8 +365,8 @@ static void
 rctx_tw_push(struct rctx_twheel *tw, struct rctx_timer *t)
 {
 	/* Relaxed: the CAS below validates the value. */
-	struct rctx_timer *head = atomic_load_explicit(&tw->queue,
-						       memory_order_relaxed);
+	struct rctx_timer *head =
+	    atomic_load_explicit(&tw->queue, memory_order_relaxed);
 
 	do {
 		t->qnext = head;
@@ -374,9 +374,8 @@ rctx_tw_push(struct rctx_twheel *tw, struct rctx_timer *t)
 		 * seq_cst: publishes t to the owner's exchange (A) and is the
 		 * store half of the Dekker pair with the owner (B).
 		 */
-	} while (!atomic_compare_exchange_weak_explicit(&tw->queue, &head, t,
-							memory_order_seq_cst,
-							memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(
+	    &tw->queue, &head, t, memory_order_seq_cst, memory_order_relaxed));
 }
 
 /* ---- owner side -------------------------------------------------------- */
@@ -409,9 +408,9 @@ rctx_tw_take(struct rctx_twheel *tw, struct rctx_timer *t)
 		 * what they set); release orders our wheel work before any
 		 * later reader of the flags.
 		 */
-		if (atomic_compare_exchange_weak_explicit(
-			    &t->flags, &f, nf, memory_order_acq_rel,
-			    memory_order_relaxed))
+		if (atomic_compare_exchange_weak_explicit(&t->flags, &f, nf,
+							  memory_order_acq_rel,
+							  memory_order_relaxed))
 			break;
 	}
 	switch (act) {
@@ -438,8 +437,8 @@ rctx_tw_drain(struct rctx_twheel *tw)
 	 * seq_cst: acquires the producers' pushes (A) and is ordered after
 	 * the owner's planned store in the total order (B).
 	 */
-	struct rctx_timer *t = atomic_exchange_explicit(&tw->queue, NULL,
-							memory_order_seq_cst);
+	struct rctx_timer *t =
+	    atomic_exchange_explicit(&tw->queue, NULL, memory_order_seq_cst);
 	struct rctx_timer *next;
 	size_t n = 0;
 
@@ -463,12 +462,12 @@ rctx_tw_collect(struct rctx_twheel *tw, rctx_time_t now)
 	struct rctx_wheel_timer *due = NULL, *next, *wt;
 
 	for (wt = l; wt; wt = next) {
-		struct rctx_timer *t = rctx_tcontainer(wt, struct rctx_timer,
-						       wt);
+		struct rctx_timer *t =
+		    rctx_tcontainer(wt, struct rctx_timer, wt);
 
 		next = wt->next;
 		if (t->expires > now) {
-			/* Never early: the wheel promised otherwise; re-file. */
+			/* Never early (the wheel promises it): re-file. */
 			rctx_wheel_add(&tw->w, wt, t->expires);
 			continue;
 		}
@@ -486,8 +485,8 @@ rctx_tw_fire(struct rctx_wheel_timer *due)
 	int fired = 0;
 
 	for (wt = due; wt; wt = next) {
-		struct rctx_timer *t = rctx_tcontainer(wt, struct rctx_timer,
-						       wt);
+		struct rctx_timer *t =
+		    rctx_tcontainer(wt, struct rctx_timer, wt);
 		uint32_t f, nf;
 		bool fire;
 
@@ -496,8 +495,8 @@ rctx_tw_fire(struct rctx_wheel_timer *due)
 		f = atomic_load_explicit(&t->flags, memory_order_relaxed);
 		do {
 			nf = f & ~RCTX_TIMER_F_WHEEL;
-			fire = !(f & (RCTX_TIMER_F_CANCELLED |
-				      RCTX_TIMER_F_DEAD));
+			fire =
+			    !(f & (RCTX_TIMER_F_CANCELLED | RCTX_TIMER_F_DEAD));
 			if (fire)
 				nf |= RCTX_TIMER_F_FIRING;
 			/*
@@ -506,8 +505,8 @@ rctx_tw_fire(struct rctx_wheel_timer *due)
 			 * FIRING and leaves dead to us (E).
 			 */
 		} while (!atomic_compare_exchange_weak_explicit(
-			&t->flags, &f, nf, memory_order_acq_rel,
-			memory_order_relaxed));
+		    &t->flags, &f, nf, memory_order_acq_rel,
+		    memory_order_relaxed));
 		if (!fire) {
 			if ((f & RCTX_TIMER_F_DEAD) &&
 			    !(f & RCTX_TIMER_F_QUEUED))
@@ -540,8 +539,8 @@ rctx_tw_plan(struct rctx_twheel *tw, rctx_time_t next, rctx_time_t soon,
 	     bool active)
 {
 	/* seq_cst: load half of the Dekker pair (B). */
-	bool busy = active ||
-		    atomic_load_explicit(&tw->queue, memory_order_seq_cst);
+	bool busy =
+	    active || atomic_load_explicit(&tw->queue, memory_order_seq_cst);
 	rctx_time_t until = (busy && soon < next) ? soon : next;
 
 	/* seq_cst: store half of the Dekker pair (B). */
@@ -624,11 +623,11 @@ rctx_tw_new(bool is_loop, size_t size)
 
 	if (!tw)
 		return NULL;
-	rctx_wheel_init(&tw->w, rctx_now(),
-			/* Relaxed: a configuration knob set before use. */
-			atomic_load_explicit(&rctx_tmr_tick_shift,
-					     memory_order_relaxed),
-			true);
+	rctx_wheel_init(
+	    &tw->w, rctx_now(),
+	    /* Relaxed: a configuration knob set before use. */
+	    atomic_load_explicit(&rctx_tmr_tick_shift, memory_order_relaxed),
+	    true);
 	atomic_init(&tw->queue, NULL);
 	/* Nothing planned: the first arm wakes the owner. */
 	atomic_init(&tw->planned, RCTX_NEVER & ~RCTX_PLANNED_POLL);
@@ -722,8 +721,7 @@ out:
 /* ---- arm / cancel / release -------------------------------------------- */
 
 static void
-rctx_tw_hand(struct rctx_twheel *tw, struct rctx_timer *t,
-	     rctx_time_t expires)
+rctx_tw_hand(struct rctx_twheel *tw, struct rctx_timer *t, rctx_time_t expires)
 {
 	t->expires = expires;
 	t->home = tw;
@@ -756,10 +754,9 @@ rctx_timer_arm(struct rctx_timer *t, rctx_time_t expires)
 		t->expires = expires;
 		t->home = &own->tw;
 		/* Relaxed: only the owner reads WHEEL's companions (wt). */
-		atomic_fetch_or_explicit(&t->flags,
-					 RCTX_TIMER_F_ARMED |
-						 RCTX_TIMER_F_WHEEL,
-					 memory_order_relaxed);
+		atomic_fetch_or_explicit(
+		    &t->flags, RCTX_TIMER_F_ARMED | RCTX_TIMER_F_WHEEL,
+		    memory_order_relaxed);
 		rctx_wheel_add(&own->tw.w, &t->wt, expires);
 		return 0;
 	}
@@ -778,8 +775,8 @@ rctx_timer_arm(struct rctx_timer *t, rctx_time_t expires)
 			if (n) {
 				/* Relaxed: rcu_dereference ordered the set. */
 				struct rctx_loop *l = atomic_load_explicit(
-					&set->loop[rctx_tmr_cpu() % n],
-					memory_order_relaxed);
+				    &set->loop[rctx_tmr_cpu() % n],
+				    memory_order_relaxed);
 
 				rctx_tw_hand(&l->tw, t, expires);
 				rcu_read_unlock();
@@ -795,8 +792,8 @@ rctx_timer_arm(struct rctx_timer *t, rctx_time_t expires)
 		tw = atomic_load_explicit(&rctx_tmr_lib[cpu],
 					  memory_order_acquire);
 		/* Acquire: pairs with the release in rctx_tw_start. */
-		if (tw && atomic_load_explicit(&tw->running,
-					       memory_order_acquire)) {
+		if (tw &&
+		    atomic_load_explicit(&tw->running, memory_order_acquire)) {
 			rctx_tw_hand(tw, t, expires);
 			return 0;
 		}
@@ -841,9 +838,9 @@ rctx_timer_release(struct rctx_timer *t)
 		 * acq_rel: acquire pairs with the owner's CASes (we see what
 		 * it holds, E); release hands our DEAD to it.
 		 */
-		if (atomic_compare_exchange_weak_explicit(
-			    &t->flags, &f, nf, memory_order_acq_rel,
-			    memory_order_relaxed))
+		if (atomic_compare_exchange_weak_explicit(&t->flags, &f, nf,
+							  memory_order_acq_rel,
+							  memory_order_relaxed))
 			break;
 	}
 	if (!(f & RCTX_TIMER_HELD)) {
@@ -1032,16 +1029,16 @@ rctx_tmr_rehome(struct rctx_loop *from, struct rctx_timer *list)
 	/* Relaxed: the set changes only under the lock we hold. */
 	n = set ? atomic_load_explicit(&set->n, memory_order_relaxed) : 0;
 	if (n) {
-		to = &atomic_load_explicit(&set->loop[0],
-					   memory_order_relaxed)->tw;
+		to = &atomic_load_explicit(&set->loop[0], memory_order_relaxed)
+			  ->tw;
 	} else {
 		unsigned cpu = rctx_tmr_cpu() % rctx_tmr_nwheels;
 
 		for (i = 0; i < rctx_tmr_nwheels && !to; i++) {
 			/* Relaxed: under the lock that writes it. */
 			to = atomic_load_explicit(
-				&rctx_tmr_lib[(cpu + i) % rctx_tmr_nwheels],
-				memory_order_relaxed);
+			    &rctx_tmr_lib[(cpu + i) % rctx_tmr_nwheels],
+			    memory_order_relaxed);
 		}
 		if (!to) {
 			to = rctx_tw_new(false, sizeof(*to));
@@ -1132,10 +1129,10 @@ rctx_loop_free(rctx_loop_t *loop)
 	n = set ? atomic_load_explicit(&set->n, memory_order_relaxed) : 0;
 	for (i = 0; i < n; i++) {
 		/* Relaxed: under the lock. */
-		if (atomic_load_explicit(&set->loop[i],
-					 memory_order_relaxed) == loop) {
+		if (atomic_load_explicit(&set->loop[i], memory_order_relaxed) ==
+		    loop) {
 			struct rctx_loop *last = atomic_load_explicit(
-				&set->loop[n - 1], memory_order_relaxed);
+			    &set->loop[n - 1], memory_order_relaxed);
 
 			/*
 			 * Relaxed stores: a reader that still picks this
@@ -1171,13 +1168,12 @@ rctx_loop_free(rctx_loop_t *loop)
 		do {
 			nf = f & ~RCTX_TIMER_F_WHEEL;
 			if (!(f & (RCTX_TIMER_F_QUEUED |
-				   RCTX_TIMER_F_CANCELLED |
-				   RCTX_TIMER_F_DEAD)))
+				   RCTX_TIMER_F_CANCELLED | RCTX_TIMER_F_DEAD)))
 				nf |= RCTX_TIMER_F_QUEUED;
 			/* acq_rel: as in rctx_tw_take. */
 		} while (!atomic_compare_exchange_weak_explicit(
-			&t->flags, &f, nf, memory_order_acq_rel,
-			memory_order_relaxed));
+		    &t->flags, &f, nf, memory_order_acq_rel,
+		    memory_order_relaxed));
 		if (nf & RCTX_TIMER_F_QUEUED) {
 			if (!(f & RCTX_TIMER_F_QUEUED)) {
 				t->qnext = move;
@@ -1204,8 +1200,8 @@ rctx_loop_free(rctx_loop_t *loop)
 				nf &= ~RCTX_TIMER_F_QUEUED;
 			/* acq_rel: as in rctx_tw_take. */
 		} while (!atomic_compare_exchange_weak_explicit(
-			&t->flags, &f, nf, memory_order_acq_rel,
-			memory_order_relaxed));
+		    &t->flags, &f, nf, memory_order_acq_rel,
+		    memory_order_relaxed));
 		if (nf & RCTX_TIMER_F_QUEUED) {
 			t->qnext = move;
 			move = t;
@@ -1246,10 +1242,9 @@ rctx_tw_kill_all(struct rctx_twheel *tw)
 
 		next = t->qnext;
 		/* acq_rel: as in rctx_tw_take; the owner is gone. */
-		f = atomic_fetch_or_explicit(&t->flags,
-					     RCTX_TIMER_F_CANCELLED |
-						     RCTX_TIMER_F_DEAD,
-					     memory_order_acq_rel);
+		f = atomic_fetch_or_explicit(
+		    &t->flags, RCTX_TIMER_F_CANCELLED | RCTX_TIMER_F_DEAD,
+		    memory_order_acq_rel);
 		/* Relaxed: no other holder remains. */
 		atomic_fetch_and_explicit(&t->flags, ~RCTX_TIMER_HELD,
 					  memory_order_relaxed);
@@ -1262,10 +1257,9 @@ rctx_tw_kill_all(struct rctx_twheel *tw)
 		wnext = wt->next;
 		t = rctx_tcontainer(wt, struct rctx_timer, wt);
 		/* acq_rel: as above. */
-		atomic_fetch_or_explicit(&t->flags,
-					 RCTX_TIMER_F_CANCELLED |
-						 RCTX_TIMER_F_DEAD,
-					 memory_order_acq_rel);
+		atomic_fetch_or_explicit(
+		    &t->flags, RCTX_TIMER_F_CANCELLED | RCTX_TIMER_F_DEAD,
+		    memory_order_acq_rel);
 		/* Relaxed: no other holder remains. */
 		atomic_fetch_and_explicit(&t->flags, ~RCTX_TIMER_HELD,
 					  memory_order_relaxed);
@@ -1349,7 +1343,7 @@ rctx_tmr_atfork_prepare(void)
 	for (i = 0; i < rctx_tmr_nwheels; i++) {
 		/* Relaxed: under the lock that writes it. */
 		struct rctx_twheel *tw = atomic_load_explicit(
-			&rctx_tmr_lib[i], memory_order_relaxed);
+		    &rctx_tmr_lib[i], memory_order_relaxed);
 
 		if (tw)
 			pthread_mutex_lock(&tw->lock);
@@ -1367,7 +1361,7 @@ rctx_tmr_atfork_parent(void)
 	for (i = 0; i < rctx_tmr_nwheels; i++) {
 		/* Relaxed: under the lock that writes it. */
 		struct rctx_twheel *tw = atomic_load_explicit(
-			&rctx_tmr_lib[i], memory_order_relaxed);
+		    &rctx_tmr_lib[i], memory_order_relaxed);
 
 		if (tw)
 			pthread_mutex_unlock(&tw->lock);
@@ -1385,7 +1379,7 @@ rctx_tmr_atfork_child(void)
 	for (i = 0; i < rctx_tmr_nwheels; i++) {
 		/* Relaxed: the child is single-threaded. */
 		struct rctx_twheel *tw = atomic_load_explicit(
-			&rctx_tmr_lib[i], memory_order_relaxed);
+		    &rctx_tmr_lib[i], memory_order_relaxed);
 
 		if (!tw)
 			continue;

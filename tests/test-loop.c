@@ -148,15 +148,15 @@ test_stepped_clock(void **state)
 	assert_non_null(loop);
 	for (i = 0; i < N; i++) {
 		rctx_timer_init(&v[i].t);
-		assert_int_equal(rctx_timer_arm(&v[i].t,
-						base + (rand_r(&seed) % 500000) *
-							       RCTX_USEC),
-				 0);
+		assert_int_equal(
+		    rctx_timer_arm(&v[i].t,
+				   base + (rand_r(&seed) % 500000) * RCTX_USEC),
+		    0);
 		if (i % 5 == 0)
 			rctx_timer_cancel(&v[i].t);
 	}
-	for (now = base; fired < N - N / 5; now += (rand_r(&seed) % 3000) *
-					       RCTX_USEC) {
+	for (now = base; fired < N - N / 5;
+	     now += (rand_r(&seed) % 3000) * RCTX_USEC) {
 		rctx_time_t next = rctx_loop_next(loop), min = INT64_MAX;
 
 		for (i = 0; i < N; i++)
@@ -198,9 +198,9 @@ test_timeout_ms(void **state)
 	assert_non_null(loop);
 	memset(&a, 0, sizeof(a));
 	rctx_timer_init(&a.t);
-	assert_int_equal(rctx_timer_arm(&a.t, rctx_now() + 7 * RCTX_MSEC +
-						       333 * RCTX_USEC),
-			 0);
+	assert_int_equal(
+	    rctx_timer_arm(&a.t, rctx_now() + 7 * RCTX_MSEC + 333 * RCTX_USEC),
+	    0);
 	ms = rctx_loop_timeout_ms(loop);
 	t1 = rctx_now();
 	next = rctx_loop_next(loop);
@@ -343,18 +343,18 @@ test_free_migrates(void **state)
 	(void)state;
 	assert_non_null(v);
 	pthread_barrier_init(&mig_bar, NULL, 2);
-	assert_int_equal(pthread_create(&th, NULL, mig_loop_main,
-					(void *)(long)(N - N / 4)),
-			 0);
+	assert_int_equal(
+	    pthread_create(&th, NULL, mig_loop_main, (void *)(long)(N - N / 4)),
+	    0);
 	pthread_barrier_wait(&mig_bar);
 	a = rctx_loop_new();
 	assert_non_null(a);
 	now = rctx_now();
 	for (i = 0; i < N; i++) {
 		rctx_timer_init(&v[i].t);
-		assert_int_equal(rctx_timer_arm(&v[i].t, now + (20 + i % 30) *
-								 RCTX_MSEC),
-				 0);
+		assert_int_equal(
+		    rctx_timer_arm(&v[i].t, now + (20 + i % 30) * RCTX_MSEC),
+		    0);
 	}
 	rctx_loop_next(a);
 	for (i = 0; i < N / 4; i++)

@@ -136,9 +136,9 @@ test_many_fire(void **state)
 	base = rctx_now() + 10 * RCTX_MSEC;
 	for (i = 0; i < n; i++) {
 		rctx_timer_init(&v[i].t);
-		assert_int_equal(rctx_timer_arm(&v[i].t,
-						base + i * (200 * RCTX_MSEC) / n),
-				 0);
+		assert_int_equal(
+		    rctx_timer_arm(&v[i].t, base + i * (200 * RCTX_MSEC) / n),
+		    0);
 	}
 	assert_int_equal(wait_count(&n_fired, n, 30000), n);
 	for (i = 0; i < n; i++) {
@@ -191,7 +191,7 @@ test_cancel_before_fire(void **state)
 
 /* Arms on some threads; cancels and releases on others, racing fires. */
 #define XT_THREADS 4
-#define XT_PER 5000
+#define XT_PER	   5000
 
 static struct tt *xt_v;
 static pthread_barrier_t xt_bar;
@@ -244,9 +244,8 @@ test_cross_thread(void **state)
 	assert_non_null(xt_v);
 	pthread_barrier_init(&xt_bar, NULL, XT_THREADS);
 	for (i = 0; i < XT_THREADS; i++)
-		assert_int_equal(pthread_create(&th[i], NULL, xt_main,
-						(void *)i),
-				 0);
+		assert_int_equal(
+		    pthread_create(&th[i], NULL, xt_main, (void *)i), 0);
 	for (i = 0; i < XT_THREADS; i++)
 		pthread_join(th[i], NULL);
 	for (i = 0; i < n; i++)
@@ -256,8 +255,7 @@ test_cross_thread(void **state)
 	 * before their cancel: only "after cancel" is checked by t_fire). */
 	for (i = 0; i < n; i++)
 		if (i % 3 == 2)
-			assert_int_equal(wait_int(&xt_v[i].fired, 1, 30000),
-					 1);
+			assert_int_equal(wait_int(&xt_v[i].fired, 1, 30000), 1);
 	for (i = 0; i < n; i++)
 		if (i % 3 != 0)
 			rctx_timer_release(&xt_v[i].t);
@@ -299,18 +297,15 @@ test_release_prompt(void **state)
 	rctx_timer_init(&a.t);
 	rctx_timer_init(&b.t);
 	rctx_timer_init(&c.t);
-	assert_int_equal(rctx_timer_arm(&a.t, rctx_now() + 3600 * RCTX_SEC),
-			 0);
-	assert_int_equal(rctx_timer_arm(&b.t, rctx_now() + 7200 * RCTX_SEC),
-			 0);
+	assert_int_equal(rctx_timer_arm(&a.t, rctx_now() + 3600 * RCTX_SEC), 0);
+	assert_int_equal(rctx_timer_arm(&b.t, rctx_now() + 7200 * RCTX_SEC), 0);
 	/* Let the owner file both and go back to sleep for an hour. */
 	sleep_ms(50);
 	rctx_timer_release(&b.t);
 	assert_int_equal(wait_int(&b.dead, 1, 20000), 1);
 	assert_int_equal(atomic_load(&a.dead), 0);
 	/* Released before the owner even filed it. */
-	assert_int_equal(rctx_timer_arm(&c.t, rctx_now() + 7200 * RCTX_SEC),
-			 0);
+	assert_int_equal(rctx_timer_arm(&c.t, rctx_now() + 7200 * RCTX_SEC), 0);
 	rctx_timer_release(&c.t);
 	assert_int_equal(wait_int(&c.dead, 1, 20000), 1);
 	/* Cancel then release. */
@@ -343,8 +338,7 @@ test_thread_fault(void **state)
 	memset(&b, 0, sizeof(b));
 	rctx_timer_init(&a.t);
 	rctx_fault_arm(RCTX_FAULT_THREAD, 1);
-	assert_int_equal(rctx_timer_arm(&a.t, rctx_now() + RCTX_MSEC),
-			 -EAGAIN);
+	assert_int_equal(rctx_timer_arm(&a.t, rctx_now() + RCTX_MSEC), -EAGAIN);
 	rctx_fault_arm(RCTX_FAULT_THREAD, 0);
 	rctx_timer_release(&a.t); /* not armed: dies at once */
 	assert_int_equal(atomic_load(&a.dead), 1);
@@ -354,8 +348,7 @@ test_thread_fault(void **state)
 	rctx_timer_init(&a.t);
 	atomic_store(&a.dead, 0);
 	rctx_fault_arm(RCTX_FAULT_MALLOC, 1);
-	assert_int_equal(rctx_timer_arm(&a.t, rctx_now() + RCTX_MSEC),
-			 -ENOMEM);
+	assert_int_equal(rctx_timer_arm(&a.t, rctx_now() + RCTX_MSEC), -ENOMEM);
 	rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
 	rctx_timer_release(&a.t);
 	assert_int_equal(atomic_load(&a.dead), 1);
@@ -380,9 +373,8 @@ test_shutdown_restart(void **state)
 	memset(v, 0, sizeof(v));
 	for (i = 0; i < 8; i++) {
 		rctx_timer_init(&v[i].t);
-		assert_int_equal(rctx_timer_arm(&v[i].t,
-						rctx_now() + 3600 * RCTX_SEC),
-				 0);
+		assert_int_equal(
+		    rctx_timer_arm(&v[i].t, rctx_now() + 3600 * RCTX_SEC), 0);
 	}
 	rctx_timer_cancel(&v[0].t);
 	rctx_timer_shutdown();
@@ -419,8 +411,7 @@ test_fork(void **state)
 	assert_int_equal(rctx_timer_arm(&warm.t, rctx_now()), 0);
 	assert_int_equal(wait_int(&warm.fired, 1, 20000), 1);
 	rctx_timer_init(&before.t);
-	assert_int_equal(rctx_timer_arm(&before.t,
-					rctx_now() + 80 * RCTX_MSEC),
+	assert_int_equal(rctx_timer_arm(&before.t, rctx_now() + 80 * RCTX_MSEC),
 			 0);
 	sleep_ms(5);
 	pid = fork();
