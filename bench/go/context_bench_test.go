@@ -313,9 +313,8 @@ func BenchmarkDoneChannel(b *testing.B) {
 // --- SharedParent/threads=T --------------------------------------------
 
 // Every goroutine derives and cancels under one parent, with GOMAXPROCS
-// set to T. Go reports wall time per op over all goroutines (aggregate
-// throughput); Google Benchmark's UseRealTime reports wall time per op of
-// one thread, i.e. T times larger for the same throughput.
+// set to T. Go reports wall time over the ops of all goroutines, as
+// Google Benchmark's UseRealTime does over all threads' iterations.
 func BenchmarkSharedParent(b *testing.B) {
 	for _, t := range []int{1, 2} {
 		t := t

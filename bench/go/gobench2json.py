@@ -15,10 +15,9 @@ bytes_per_unit (Go counts allocations only while the timer runs: for
 CancelFanout, during the cancels). Skipped benchmarks appear with
 "skipped" set to the reason and null figures.
 
-SharedParent: Go's ns/op is wall time over the ops of all goroutines;
-Google Benchmark's real_time with T threads is wall time over the ops of
-one thread, T times larger for the same throughput: "ns_per_op_thread"
-gives Go's figure on that scale.
+SharedParent: Go's ns/op is wall time over the ops of all goroutines, as
+is Google Benchmark's real_time with T threads (it divides the threads'
+summed time by T and by the summed iterations): the two compare as is.
 """
 import json
 import re
@@ -146,9 +145,6 @@ def main():
                 if r['allocs_per_op'] is not None:
                     r['allocs_per_unit'] = r['allocs_per_op'] / per
                     r['bytes_per_unit'] = r['bytes_per_op'] / per
-        m = re.search(r'/threads=(\d+)$', name)
-        if m and r['ns_per_op'] is not None:
-            r['ns_per_op_thread'] = r['ns_per_op'] * int(m.group(1))
         if name in failed:
             r['failed'] = True
         out.append(r)
