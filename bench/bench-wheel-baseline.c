@@ -66,14 +66,13 @@ rctx_heap_down(struct rctx_heap *h, size_t i, struct rctx_heap_ent e)
 }
 
 int
-rctx_heap_add(struct rctx_heap *h, struct rctx_heap_timer *t,
-	      int64_t expires)
+rctx_heap_add(struct rctx_heap *h, struct rctx_heap_timer *t, int64_t expires)
 {
-	struct rctx_heap_ent e = {expires, t};
+	struct rctx_heap_ent e = { expires, t };
 
 	if (h->n == h->cap) {
 		struct rctx_heap_ent *v =
-			realloc(h->v, 2 * h->cap * sizeof(*h->v));
+		    realloc(h->v, 2 * h->cap * sizeof(*h->v));
 
 		if (v == NULL)
 			return -ENOMEM;

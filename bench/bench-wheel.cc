@@ -44,15 +44,14 @@ extern "C" {
 namespace
 {
 
-constexpr int64_t kStart = int64_t{1} << 40;
-constexpr int64_t kSpread = int64_t{1} << 30; /* ~1.07 s of deadlines */
+constexpr int64_t kStart = int64_t{ 1 } << 40;
+constexpr int64_t kSpread = int64_t{ 1 } << 30; /* ~1.07 s of deadlines */
 constexpr unsigned kTickShift = RCTX_WHEEL_TICK_SHIFT_DEFAULT;
 
 /* splitmix64: cheap, deterministic, the same stream for every queue. */
 struct Rng {
 	uint64_t s;
-	uint64_t
-	next()
+	uint64_t next()
 	{
 		uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
 		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -65,18 +64,38 @@ template <bool Precise> struct WheelQ {
 	using Node = rctx_wheel_timer;
 	rctx_wheel w;
 
-	WheelQ() { rctx_wheel_init(&w, kStart, kTickShift, Precise); }
-	static void init(Node *t) { rctx_wheel_timer_init(t); }
-	void add(Node *t, int64_t e) { rctx_wheel_add(&w, t, e); }
-	void del(Node *t) { rctx_wheel_del(&w, t); }
-	Node *
-	advance(int64_t now, size_t *n)
+	WheelQ()
+	{
+		rctx_wheel_init(&w, kStart, kTickShift, Precise);
+	}
+	static void init(Node *t)
+	{
+		rctx_wheel_timer_init(t);
+	}
+	void add(Node *t, int64_t e)
+	{
+		rctx_wheel_add(&w, t, e);
+	}
+	void del(Node *t)
+	{
+		rctx_wheel_del(&w, t);
+	}
+	Node *advance(int64_t now, size_t *n)
 	{
 		return rctx_wheel_advance(&w, now, n);
 	}
-	int64_t now() const { return w.now; }
-	size_t size() const { return w.count; }
-	bool check() const { return rctx_wheel_check(&w, nullptr); }
+	int64_t now() const
+	{
+		return w.now;
+	}
+	size_t size() const
+	{
+		return w.count;
+	}
+	bool check() const
+	{
+		return rctx_wheel_check(&w, nullptr);
+	}
 };
 
 struct HeapQ {
@@ -88,47 +107,65 @@ struct HeapQ {
 		if (rctx_heap_init(&h, 1 << 21, kStart) != 0)
 			std::abort();
 	}
-	~HeapQ() { rctx_heap_fini(&h); }
-	static void init(Node *t) { rctx_heap_timer_init(t); }
-	void
-	add(Node *t, int64_t e)
+	~HeapQ()
+	{
+		rctx_heap_fini(&h);
+	}
+	static void init(Node *t)
+	{
+		rctx_heap_timer_init(t);
+	}
+	void add(Node *t, int64_t e)
 	{
 		if (rctx_heap_add(&h, t, e) != 0)
 			std::abort();
 	}
-	void del(Node *t) { rctx_heap_del(&h, t); }
-	Node *
-	advance(int64_t now, size_t *n)
+	void del(Node *t)
+	{
+		rctx_heap_del(&h, t);
+	}
+	Node *advance(int64_t now, size_t *n)
 	{
 		return rctx_heap_advance(&h, now, n);
 	}
-	int64_t now() const { return h.now; }
-	size_t size() const { return h.n; }
-	bool check() const { return rctx_heap_check(&h); }
+	int64_t now() const
+	{
+		return h.now;
+	}
+	size_t size() const
+	{
+		return h.n;
+	}
+	bool check() const
+	{
+		return rctx_heap_check(&h);
+	}
 };
 
 /* The queue (heap allocated: the wheel struct is ~6 KiB) and its nodes. */
 template <class Q> struct Fixture {
 	Q *q = new Q();
 	std::vector<typename Q::Node> nodes;
-	Rng rng{42};
+	Rng rng{ 42 };
 
 	explicit Fixture(size_t n) : nodes(n)
 	{
 		for (auto &t : nodes)
 			Q::init(&t);
 	}
-	~Fixture() { delete q; }
+	~Fixture()
+	{
+		delete q;
+	}
 	/* Random deadlines, or (ordered) deadlines rising with the address,
 	 * as when each request of a stream gets the same timeout. */
-	void
-	fill(bool ordered = false)
+	void fill(bool ordered = false)
 	{
 		int64_t now = q->now(), step = kSpread / (int64_t)nodes.size();
 
 		for (size_t i = 0; i < nodes.size(); i++) {
-			int64_t d = ordered ? (int64_t)i * step :
-					      (int64_t)(rng.next() % kSpread);
+			int64_t d = ordered ? (int64_t)i * step
+					    : (int64_t)(rng.next() % kSpread);
 
 			q->add(&nodes[i], now + d);
 		}
@@ -150,9 +187,9 @@ cpu_now()
 void
 per_op(benchmark::State &state, double ops)
 {
-	state.counters["ns/op"] = benchmark::Counter(
-		ops * 1e-9, benchmark::Counter::kIsRate |
-				    benchmark::Counter::kInvert);
+	state.counters["ns/op"] =
+	    benchmark::Counter(ops * 1e-9, benchmark::Counter::kIsRate |
+					       benchmark::Counter::kInvert);
 }
 
 template <class Q>
@@ -266,7 +303,7 @@ ColdCancel(benchmark::State &state)
 				std::abort();
 			taken[(size_t)(t - f.nodes.data())] = 0;
 			f.q->add(t, f.q->now() +
-					    (int64_t)(f.rng.next() % kSpread));
+					(int64_t)(f.rng.next() % kSpread));
 		}
 		ops += kBatch;
 	}
@@ -296,7 +333,7 @@ Storm(benchmark::State &state)
 
 		f.fill(Ordered);
 		for (int64_t at = Ticking ? now : end; at <= end;
-		     at += int64_t{1} << kTickShift) {
+		     at += int64_t{ 1 } << kTickShift) {
 			double t0 = cpu_now();
 			typename Q::Node *t = f.q->advance(at, &k);
 			double t1 = cpu_now();
@@ -331,11 +368,11 @@ live_sizes(benchmark::internal::Benchmark *b)
 BENCHMARK(ArmCancel<Wheel>)->Name("BM_wheel_ArmCancel")->Apply(live_sizes);
 BENCHMARK(ArmCancel<HeapQ>)->Name("BM_heap_ArmCancel")->Apply(live_sizes);
 
-#define MIXED(q, Q, name, fifo)                                               \
+#define MIXED(q, Q, name, fifo)                                                \
 	BENCHMARK(Mixed<Q, fifo>)                                              \
-		->Name("BM_" #q "_" name)                                      \
-		->ArgName("live")                                              \
-		->Arg(1000000)
+	    ->Name("BM_" #q "_" name)                                          \
+	    ->ArgName("live")                                                  \
+	    ->Arg(1000000)
 
 MIXED(wheel, Wheel, "Mixed", false);
 MIXED(coarse, Coarse, "Mixed", false);
@@ -344,18 +381,24 @@ MIXED(wheel, Wheel, "MixedFifo", true);
 MIXED(coarse, Coarse, "MixedFifo", true);
 MIXED(heap, HeapQ, "MixedFifo", true);
 
-BENCHMARK(ColdCancel<Wheel>)->Name("BM_wheel_ColdCancel")->ArgName("live")
-	->Arg(1000000)->UseManualTime();
-BENCHMARK(ColdCancel<HeapQ>)->Name("BM_heap_ColdCancel")->ArgName("live")
-	->Arg(1000000)->UseManualTime();
+BENCHMARK(ColdCancel<Wheel>)
+    ->Name("BM_wheel_ColdCancel")
+    ->ArgName("live")
+    ->Arg(1000000)
+    ->UseManualTime();
+BENCHMARK(ColdCancel<HeapQ>)
+    ->Name("BM_heap_ColdCancel")
+    ->ArgName("live")
+    ->Arg(1000000)
+    ->UseManualTime();
 
 #define STORM(q, Q, name, ticking, ordered)                                    \
 	BENCHMARK(Storm<Q, ticking, ordered>)                                  \
-		->Name("BM_" #q "_" name)                                      \
-		->ArgName("live")                                              \
-		->Arg(1000000)                                                 \
-		->UseManualTime()                                              \
-		->Iterations(4)
+	    ->Name("BM_" #q "_" name)                                          \
+	    ->ArgName("live")                                                  \
+	    ->Arg(1000000)                                                     \
+	    ->UseManualTime()                                                  \
+	    ->Iterations(4)
 
 STORM(wheel, Wheel, "Storm", false, false);
 STORM(heap, HeapQ, "Storm", false, false);

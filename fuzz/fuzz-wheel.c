@@ -107,9 +107,9 @@ arm(struct fstate *s, int id, rctx_time_t e)
 		s->bound[id] = lasttick(s);
 	rctx_wheel_add(&s->w, &s->t[id], e);
 	REQUIRE(rctx_wheel_timer_pending(&s->t[id]));
-	while (i > 0 && (s->exp[s->sorted[i - 1]] > e ||
-			 (s->exp[s->sorted[i - 1]] == e &&
-			  s->sorted[i - 1] > id))) {
+	while (i > 0 &&
+	       (s->exp[s->sorted[i - 1]] > e ||
+		(s->exp[s->sorted[i - 1]] == e && s->sorted[i - 1] > id))) {
 		s->sorted[i] = s->sorted[i - 1];
 		i--;
 	}
@@ -197,9 +197,9 @@ probe_next(struct fstate *s)
 	}
 	for (int i = 0; i < s->nsorted; i++) {
 		int id = s->sorted[i];
-		uint64_t b = s->past[id]    ? s->w.curtick :
-			     s->w.precise ? tick_of(s, s->exp[id]) :
-					    s->bound[id];
+		uint64_t b = s->past[id]    ? s->w.curtick
+			     : s->w.precise ? tick_of(s, s->exp[id])
+					    : s->bound[id];
 
 		lim = b < lim ? b : lim;
 	}
@@ -230,9 +230,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		unsigned shift = (cfg & 31) > 30 ? 30 : cfg & 31;
 		uint64_t st = take_n(&s, 2);
 		/* Start near zero, mid-range, or near the end of time. */
-		rctx_time_t start = (cfg & 0x40) ?
-			INT64_MAX - (rctx_time_t)(st << 24) :
-			(rctx_time_t)(st << (st & 31));
+		rctx_time_t start = (cfg & 0x40)
+					? INT64_MAX - (rctx_time_t)(st << 24)
+					: (rctx_time_t)(st << (st & 31));
 
 		rctx_wheel_init(&s.w, start, shift, cfg & 0x80);
 	}

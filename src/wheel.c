@@ -37,12 +37,12 @@
  * (it shares all digits from L up with the new clock) or in the due slot.
  */
 
-#define LVL_SHIFT(l) ((unsigned)(l) * RCTX_WHEEL_SLOT_BITS)
-#define SLOT_MASK ((uint64_t)RCTX_WHEEL_SLOTS - 1)
+#define LVL_SHIFT(l) (RCTX_WHEEL_SLOT_BITS * (unsigned)(l))
+#define SLOT_MASK    ((uint64_t)RCTX_WHEEL_SLOTS - 1)
 
 _Static_assert(RCTX_WHEEL_SLOTS == 64 && RCTX_WHEEL_SLOT_BITS == 6,
 	       "one 64-bit bitmap per level; the level table assumes 6 bits");
-_Static_assert(RCTX_WHEEL_LEVELS * RCTX_WHEEL_SLOT_BITS >= 64,
+_Static_assert((RCTX_WHEEL_LEVELS * RCTX_WHEEL_SLOT_BITS) >= 64,
 	       "the levels must cover every 64-bit tick");
 
 /* Last tick whose start is a representable time. */
@@ -64,12 +64,14 @@ rctx_wheel_tick_up(const struct rctx_wheel *w, rctx_time_t expires)
 }
 
 /* Level holding each bit of a tick: bit / 6. */
+/* clang-format off */
 static const uint8_t rctx_wheel_bit_level[64] = {
 	0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
 	2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5,
 	5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7,
 	8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10,
 };
+/* clang-format on */
 
 /* Level of the highest differing digit; x != 0. */
 static inline unsigned
@@ -89,9 +91,9 @@ rctx_wheel_above(unsigned c)
 static inline unsigned
 rctx_wheel_lane(const struct rctx_wheel_timer *t)
 {
-	return (unsigned)(((uint64_t)(uintptr_t)t *
-			   UINT64_C(0x9e3779b97f4a7c15)) >>
-			  (64 - RCTX_WHEEL_LANE_BITS));
+	uint64_t h = (uint64_t)(uintptr_t)t * UINT64_C(0x9e3779b97f4a7c15);
+
+	return (unsigned)(h >> (64 - RCTX_WHEEL_LANE_BITS));
 }
 
 static inline bool
@@ -105,11 +107,11 @@ rctx_wheel_slot_empty(const struct rctx_wheel_slot *sl)
 }
 
 static inline void
-rctx_wheel_link(struct rctx_wheel *w, struct rctx_wheel_timer *t,
-		unsigned lvl, unsigned s)
+rctx_wheel_link(struct rctx_wheel *w, struct rctx_wheel_timer *t, unsigned lvl,
+		unsigned s)
 {
 	struct rctx_wheel_timer **head =
-		&w->slot[lvl][s].head[rctx_wheel_lane(t)];
+	    &w->slot[lvl][s].head[rctx_wheel_lane(t)];
 
 	t->next = *head;
 	if (*head != NULL)
@@ -127,8 +129,7 @@ rctx_wheel_link(struct rctx_wheel *w, struct rctx_wheel_timer *t,
  * goes by the tick alone, so a precise timer waits for its own tick.
  */
 static inline void
-rctx_wheel_file(struct rctx_wheel *w, struct rctx_wheel_timer *t,
-		bool past_due)
+rctx_wheel_file(struct rctx_wheel *w, struct rctx_wheel_timer *t, bool past_due)
 {
 	uint64_t c = w->curtick;
 	uint64_t e;
@@ -227,9 +228,10 @@ rctx_wheel_next(const struct rctx_wheel *w)
 		/* Lower levels' slots all start before any slot of a higher
 		 * level (invariant (a)), so the first busy level decides. */
 		s = (uint64_t)__builtin_ctzll(bits & rctx_wheel_above(cd));
-		base = sh + RCTX_WHEEL_SLOT_BITS >= 64 ? 0 :
-		    (c >> (sh + RCTX_WHEEL_SLOT_BITS))
-			<< (sh + RCTX_WHEEL_SLOT_BITS);
+		base = sh + RCTX_WHEEL_SLOT_BITS >= 64
+			   ? 0
+			   : (c >> (sh + RCTX_WHEEL_SLOT_BITS))
+				 << (sh + RCTX_WHEEL_SLOT_BITS);
 		return (rctx_time_t)((base | (s << sh)) << w->tick_shift);
 	}
 	return INT64_MAX;
@@ -319,8 +321,8 @@ rctx_wheel_advance(struct rctx_wheel *w, rctx_time_t now, size_t *n)
 		if (l > 0 && (old >> sh) == (nw >> sh))
 			break;
 		same_turn = sh + RCTX_WHEEL_SLOT_BITS >= 64 ||
-		    (old >> (sh + RCTX_WHEEL_SLOT_BITS)) ==
-			(nw >> (sh + RCTX_WHEEL_SLOT_BITS));
+			    (old >> (sh + RCTX_WHEEL_SLOT_BITS)) ==
+				(nw >> (sh + RCTX_WHEEL_SLOT_BITS));
 		mask = rctx_wheel_above(c);
 		if (same_turn)
 			mask &= (UINT64_C(2) << d) - 1;
@@ -351,7 +353,7 @@ rctx_wheel_drain(struct rctx_wheel *w, size_t *n)
 			bits &= bits - 1;
 			for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++) {
 				struct rctx_wheel_timer *t =
-					w->slot[l][s].head[i];
+				    w->slot[l][s].head[i];
 
 				w->slot[l][s].head[i] = NULL;
 				for (; t != NULL; t = t->next) {
@@ -418,9 +420,10 @@ rctx_wheel_check(const struct rctx_wheel *w, const char **why)
 	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
 		unsigned sh = LVL_SHIFT(l);
 		unsigned cd = (unsigned)(c >> sh) & SLOT_MASK;
-		uint64_t base = sh + RCTX_WHEEL_SLOT_BITS >= 64 ? 0 :
-		    (c >> (sh + RCTX_WHEEL_SLOT_BITS))
-			<< (sh + RCTX_WHEEL_SLOT_BITS);
+		uint64_t base = sh + RCTX_WHEEL_SLOT_BITS >= 64
+				    ? 0
+				    : (c >> (sh + RCTX_WHEEL_SLOT_BITS))
+					  << (sh + RCTX_WHEEL_SLOT_BITS);
 		uint64_t width = UINT64_C(1) << sh;
 
 		for (unsigned s = 0; s < RCTX_WHEEL_SLOTS; s++) {
@@ -436,25 +439,23 @@ rctx_wheel_check(const struct rctx_wheel *w, const char **why)
 			CHECK(due || s > cd, "busy slot behind the clock");
 			for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++) {
 				struct rctx_wheel_timer *const *pp =
-					&sl->head[i];
+				    &sl->head[i];
 				const struct rctx_wheel_timer *t;
 
-				for (t = *pp; t != NULL; pp = &t->next,
-				    t = t->next) {
+				for (t = *pp; t != NULL;
+				     pp = &t->next, t = t->next) {
 					CHECK(t->pprev == pp,
 					      "pprev does not point at the "
 					      "link to the node");
 					CHECK(t->level == l && t->slot == s &&
-						      rctx_wheel_lane(t) == i,
+						  rctx_wheel_lane(t) == i,
 					      "node level/slot/lane disagree "
 					      "with where it is");
 					CHECK(++cnt <= w->count,
 					      "more nodes than count (or a "
 					      "cycle)");
-					if (!rctx_wheel_check_place(w, t, due,
-								    start,
-								    width,
-								    why))
+					if (!rctx_wheel_check_place(
+						w, t, due, start, width, why))
 						return false;
 				}
 			}

@@ -17,14 +17,14 @@
  * (deadlines beyond the top level are clamped into it and re-filed as time
  * advances, so they still fire on time, never early).
  */
-#define RCTX_WHEEL_SLOT_BITS 6
-#define RCTX_WHEEL_SLOTS (1u << RCTX_WHEEL_SLOT_BITS)
-#define RCTX_WHEEL_LEVELS 11
+#define RCTX_WHEEL_SLOT_BITS	      6
+#define RCTX_WHEEL_SLOTS	      (1u << RCTX_WHEEL_SLOT_BITS)
+#define RCTX_WHEEL_LEVELS	      11
 #define RCTX_WHEEL_TICK_SHIFT_DEFAULT 20 /* 2^20 ns ~ 1.05 ms */
 
 /* Intrusive timer node. Owner-only fields; embed it in your own object. */
 struct rctx_wheel_timer {
-	struct rctx_wheel_timer *next;   /* slot list, or expired list */
+	struct rctx_wheel_timer *next;	 /* slot list, or expired list */
 	struct rctx_wheel_timer **pprev; /* NULL when not in the wheel */
 	rctx_time_t expires;		 /* absolute deadline, ns */
 	uint8_t level;			 /* where it is filed (owner only) */
@@ -37,25 +37,25 @@ struct rctx_wheel_timer {
  * misses in flight instead of chasing one chain.
  */
 #define RCTX_WHEEL_LANE_BITS 2
-#define RCTX_WHEEL_LANES (1u << RCTX_WHEEL_LANE_BITS)
+#define RCTX_WHEEL_LANES     (1u << RCTX_WHEEL_LANE_BITS)
 
 struct rctx_wheel_slot {
 	struct rctx_wheel_timer *head[RCTX_WHEEL_LANES];
 };
 
 struct rctx_wheel {
-	rctx_time_t now;       /* last time passed to add/advance (ns) */
-	uint64_t curtick;      /* now >> tick_shift, processed up to here */
-	unsigned tick_shift;   /* log2 of the tick in ns */
-	bool precise;	       /* re-file into finer levels before firing */
-	size_t count;	       /* timers in the wheel */
+	rctx_time_t now;     /* last time passed to add/advance (ns) */
+	uint64_t curtick;    /* now >> tick_shift, processed up to here */
+	unsigned tick_shift; /* log2 of the tick in ns */
+	bool precise;	     /* re-file into finer levels before firing */
+	size_t count;	     /* timers in the wheel */
 	uint64_t pending[RCTX_WHEEL_LEVELS]; /* occupancy bitmap per level */
 	struct rctx_wheel_slot slot[RCTX_WHEEL_LEVELS][RCTX_WHEEL_SLOTS];
 };
 
 /* Set up an empty wheel whose clock starts at now. precise: see below. */
-void rctx_wheel_init(struct rctx_wheel *w, rctx_time_t now,
-		     unsigned tick_shift, bool precise);
+void rctx_wheel_init(struct rctx_wheel *w, rctx_time_t now, unsigned tick_shift,
+		     bool precise);
 
 /* Initialise a node (not in any wheel). */
 static inline void

@@ -112,7 +112,7 @@ test_add_del(void **state)
 static void
 test_precise_rounding(void **state)
 {
-	bool m[NODES] = {0};
+	bool m[NODES] = { 0 };
 
 	(void)state;
 	/* Tick 16 ns: 100 rounds up to 112; 96 is on a tick. */
@@ -134,7 +134,7 @@ test_precise_rounding(void **state)
 static void
 test_past_and_now(void **state)
 {
-	bool m[NODES] = {0};
+	bool m[NODES] = { 0 };
 
 	(void)state;
 	setup_wheel(1000, 4, true);
@@ -159,7 +159,7 @@ test_int64_max(void **state)
 {
 	for (int p = 0; p < 2; p++) {
 		for (unsigned shift = 0; shift <= 30; shift += 10) {
-			bool m[NODES] = {0};
+			bool m[NODES] = { 0 };
 
 			(void)state;
 			setup_wheel(0, shift, p);
@@ -188,7 +188,7 @@ static void
 test_time_jumps(void **state)
 {
 	for (int p = 0; p < 2; p++) {
-		bool m[NODES] = {0};
+		bool m[NODES] = { 0 };
 		rctx_time_t start = 12345;
 		rctx_time_t exp[RCTX_WHEEL_LEVELS];
 		size_t fired = 0;
@@ -225,7 +225,7 @@ test_time_jumps(void **state)
 static void
 test_big_jump_partial(void **state)
 {
-	bool m[NODES] = {0};
+	bool m[NODES] = { 0 };
 	const rctx_time_t hour = (rctx_time_t)3600 * 1000000000;
 
 	(void)state;
@@ -245,8 +245,8 @@ test_big_jump_partial(void **state)
 static void
 test_rearm_from_expired(void **state)
 {
-	const rctx_time_t period[4] = {7, 100, 5000, 333333};
-	size_t fires[4] = {0};
+	const rctx_time_t period[4] = { 7, 100, 5000, 333333 };
+	size_t fires[4] = { 0 };
 	rctx_time_t now = 0;
 
 	(void)state;
@@ -288,7 +288,7 @@ test_drain(void **state)
 	struct rctx_wheel other;
 	size_t n, walked = 0;
 	struct rctx_wheel_timer *t, *next;
-	bool m[NODES] = {0};
+	bool m[NODES] = { 0 };
 
 	(void)state;
 	setup_wheel(1 << 30, 10, false);
@@ -353,7 +353,7 @@ test_check_detects(void **state)
 static void
 test_coarse_lateness(void **state)
 {
-	bool m[NODES] = {0};
+	bool m[NODES] = { 0 };
 
 	(void)state;
 	setup_wheel(0, 0, false);
@@ -627,8 +627,8 @@ model_check_next(struct model *m)
 	assert_true(nx >= 0);
 	if ((uint64_t)nx > lim)
 		fail_msg("next %lld after the model's bound %llu (now %lld "
-			 "precise %d)", (long long)nx,
-			 (unsigned long long)lim,
+			 "precise %d)",
+			 (long long)nx, (unsigned long long)lim,
 			 (long long)m->w.now, m->w.precise);
 	/* And nothing comes due before it. */
 	if (nx > m->w.now)
@@ -672,16 +672,17 @@ run_model(uint64_t seed, rctx_time_t start, unsigned shift, bool precise,
 				d = 0;
 				break;
 			case 2:
-				d = (rctx_time_t)(rnd(m) % (uint64_t)
-							   (200000 * tick));
+				d = (rctx_time_t)(rnd(m) %
+						  (uint64_t)(200000 * tick));
 				break;
 			case 3:
-				d = (rnd(m) % 64) == 0 ?
-					(rctx_time_t)(rnd(m) >> 20) : tick;
+				d = (rnd(m) % 64) == 0
+					? (rctx_time_t)(rnd(m) >> 20)
+					: tick;
 				break;
 			default:
-				d = (rctx_time_t)(rnd(m) % (uint64_t)
-							   (3 * tick));
+				d = (rctx_time_t)(rnd(m) %
+						  (uint64_t)(3 * tick));
 				break;
 			}
 			if (d > INT64_MAX - now)
@@ -712,15 +713,15 @@ struct model_cfg {
 };
 
 static const struct model_cfg cfgs[] = {
-	{0, true, 0},
-	{4, true, 1000},
-	{20, true, (rctx_time_t)1 << 40},
-	{30, true, 5},
-	{20, true, INT64_MAX - ((rctx_time_t)1 << 38)}, /* end of time */
-	{0, false, 3},
-	{10, false, 77777},
-	{20, false, (rctx_time_t)1 << 50},
-	{6, false, INT64_MAX - ((rctx_time_t)1 << 25)},
+	{ 0, true, 0 },
+	{ 4, true, 1000 },
+	{ 20, true, (rctx_time_t)1 << 40 },
+	{ 30, true, 5 },
+	{ 20, true, INT64_MAX - ((rctx_time_t)1 << 38) }, /* end of time */
+	{ 0, false, 3 },
+	{ 10, false, 77777 },
+	{ 20, false, (rctx_time_t)1 << 50 },
+	{ 6, false, INT64_MAX - ((rctx_time_t)1 << 25) },
 };
 
 #define SEEDS 3
@@ -734,9 +735,9 @@ test_model(void **state)
 	(void)state;
 	for (size_t c = 0; c < sizeof(cfgs) / sizeof(cfgs[0]); c++)
 		for (uint64_t s = 1; s <= SEEDS; s++)
-			total += run_model(s * 7919 + c, cfgs[c].start,
-					   cfgs[c].shift, cfgs[c].precise,
-					   STEPS);
+			total +=
+			    run_model(s * 7919 + c, cfgs[c].start,
+				      cfgs[c].shift, cfgs[c].precise, STEPS);
 	print_message("# model: %zu random steps\n", total);
 	assert_true(total >= 2000000);
 }
