@@ -122,6 +122,7 @@ static void
 cancel_node(int i, rctx_t *c)
 {
 	/* seq_cst: tickets order the calls globally (see the top comment) */
+	/* seq_cst: the ticket counter is one total order (top comment) */
 	uint64_t b = atomic_fetch_add(&ticket, 1);
 	int rc = rctx_cancel_cause(c, CAUSE_BASE + i);
 	uint64_t a = atomic_fetch_add(&ticket, 1);
@@ -331,6 +332,7 @@ quiesce(int n)
 			if (nodes[a].kind == K_WITHOUT)
 				break;
 			if (nodes[a].short_t) {
+				/* seq_cst: workers joined (check_round) */
 				rctx_t *c = atomic_load(&nodes[i].ctx);
 				assert_int_not_equal(rctx_wait(c, -1), 0);
 				break;
@@ -349,6 +351,10 @@ quiesce(int n)
 static void
 dump_path(int i)
 {
+	/*
+	 * Default (seq_cst) atomics below: the workers are joined, so the join
+	 * orders everything; the atomic accessors only match the types.
+	 */
 	for (int a = i; a >= 0; a = nodes[a].parent) {
 		rctx_t *c = atomic_load(&nodes[a].ctx);
 		print_message("  node %d kind %d err %d cause %d wins %d "
@@ -363,6 +369,10 @@ dump_path(int i)
 static void
 check_round(int n)
 {
+	/*
+	 * Default (seq_cst) atomics below: the workers are joined, so the join
+	 * orders everything; the atomic accessors only match the types.
+	 */
 	for (int i = 0; i < n; i++) {
 		struct snode *d = &nodes[i];
 		rctx_t *c = atomic_load(&d->ctx);
@@ -425,6 +435,10 @@ check_round(int n)
 static void
 finish_round(int n)
 {
+	/*
+	 * Default (seq_cst) atomics below: the workers are joined, so the join
+	 * orders everything; the atomic accessors only match the types.
+	 */
 	/* Cancel everything that can be: parents come before children. */
 	for (int i = 0; i < n; i++) {
 		rctx_t *c = atomic_load(&nodes[i].ctx);
@@ -473,6 +487,7 @@ test_cascade(void **state)
 		}
 		for (int t = 0; t < NTHREADS; t++)
 			assert_int_equal(pthread_join(th[t], NULL), 0);
+		/* seq_cst: after join, see the comment in check_round */
 		int n = atomic_load(&nclaimed);
 		if (n > NODES)
 			n = NODES;

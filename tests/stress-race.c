@@ -240,6 +240,7 @@ test_cancel_every_node(void **state)
 		for (int i = 0; i < TREE_N; i++) {
 			int err = rctx_err(t->node[i]);
 			int cause = rctx_cause(t->node[i]);
+			/* seq_cst: workers joined; the join orders it */
 			int wins = atomic_load(&t->wins[i]);
 
 			assert_int_equal(err, ECANCELED);
@@ -373,6 +374,7 @@ mid_canceller(void *arg)
 {
 	struct mid *m = arg;
 
+	/* seq_cst: pairs with the store of go in the test */
 	while (!atomic_load(&m->go))
 		sched_yield();
 	WCHECK(rctx_cancel_cause(m->mid, 2) == 0);
@@ -401,6 +403,7 @@ test_overlapping_cancels(void **state)
 		atomic_store(&m->go, 0);
 		assert_int_equal(pthread_create(&th, NULL, mid_canceller, m),
 				 0);
+		/* seq_cst: pairs with the spin in mid_canceller */
 		atomic_store(&m->go, 1);
 		while (!rctx_done(m->mid))
 			sched_yield();

@@ -180,6 +180,7 @@ test_fork_during_churn(void **state)
 		assert_true(WIFEXITED(status));
 		assert_int_equal(WEXITSTATUS(status), 0);
 	}
+	/* seq_cst: pairs with the load in churn */
 	atomic_store(&stop_churn, true);
 	assert_int_equal(pthread_join(th, NULL), 0);
 }
