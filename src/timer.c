@@ -1397,4 +1397,34 @@ rctx_tmr_atfork_child(void)
 	}
 	rctx_tmr_nrunning = 0;
 	pthread_mutex_init(&rctx_tmr_lock, NULL);
+	/*
+	 * Restart at once the wheels that still hold timers, so a deadline
+	 * armed before fork expires in the child even if the child never
+	 * arms one (glibc has reset its thread and malloc state before the
+	 * child handlers run). On failure the next arm retries (lazily).
+	 */
+	if (!rctx_tmr_restart_all)
+		return;
+	for (i = 0; i < rctx_tmr_nwheels; i++) {
+		/* Relaxed: the child is single-threaded. */
+		struct rctx_twheel *tw = atomic_load_explicit(
+		    &rctx_tmr_lib[i], memory_order_relaxed);
+
+		if (tw && tw->had_thread &&
+		    (tw->w.count ||
+		     /* Relaxed: the child is single-threaded. */
+		     atomic_load_explicit(&tw->queue, memory_order_relaxed)) &&
+		    rctx_tw_start(tw))
+			return; /* restart_all stays set */
+	}
+	for (i = 0; i < rctx_tmr_nwheels; i++) {
+		/* Relaxed: the child is single-threaded. */
+		struct rctx_twheel *tw = atomic_load_explicit(
+		    &rctx_tmr_lib[i], memory_order_relaxed);
+
+		if (tw && tw->had_thread &&
+		    !atomic_load_explicit(&tw->running, memory_order_relaxed))
+			return; /* idle wheels restart on their next arm */
+	}
+	rctx_tmr_restart_all = false;
 }

@@ -449,6 +449,48 @@ test_fork(void **state)
 	assert_int_equal(wait_int(&warm.dead, 1, 20000), 1);
 }
 
+/* fork: a child that arms nothing still sees pre-fork timers fire. */
+static void
+test_fork_no_arm(void **state)
+{
+	struct tt before, warm;
+	pid_t pid;
+	int st;
+
+	(void)state;
+	reset();
+	memset(&before, 0, sizeof(before));
+	memset(&warm, 0, sizeof(warm));
+	rctx_timer_init(&warm.t);
+	assert_int_equal(rctx_timer_arm(&warm.t, rctx_now()), 0);
+	assert_int_equal(wait_int(&warm.fired, 1, 20000), 1);
+	rctx_timer_init(&before.t);
+	assert_int_equal(rctx_timer_arm(&before.t, rctx_now() + 40 * RCTX_MSEC),
+			 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int code = 0;
+
+		if (wait_int(&before.fired, 1, 20000) != 1)
+			code |= 4;
+		if (before.fired_at < before.t.expires)
+			code |= 8;
+		rctx_timer_release(&before.t);
+		rctx_timer_release(&warm.t);
+		rctx_timer_shutdown();
+		_exit(code);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(wait_int(&before.fired, 1, 20000), 1);
+	rctx_timer_release(&before.t);
+	rctx_timer_release(&warm.t);
+	assert_int_equal(wait_int(&before.dead, 1, 20000), 1);
+	assert_int_equal(wait_int(&warm.dead, 1, 20000), 1);
+}
+
 int
 main(void)
 {
@@ -462,6 +504,7 @@ main(void)
 #endif
 		cmocka_unit_test_teardown(test_shutdown_restart, teardown),
 		cmocka_unit_test_teardown(test_fork, teardown),
+		cmocka_unit_test_teardown(test_fork_no_arm, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
