@@ -645,7 +645,6 @@ rctx_tw_new(bool is_loop, size_t size)
 static int
 rctx_tw_start(struct rctx_twheel *tw)
 {
-	pthread_attr_t attr;
 	int err;
 
 	/* Relaxed: written under rctx_tmr_lock, which we hold. */
@@ -655,10 +654,8 @@ rctx_tw_start(struct rctx_twheel *tw)
 		return -EAGAIN;
 	/* Relaxed: the thread is not running; pthread_create orders it. */
 	atomic_store_explicit(&tw->stop, false, memory_order_relaxed);
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 64 * 1024);
-	err = pthread_create(&tw->thread, &attr, rctx_tw_thread, tw);
-	pthread_attr_destroy(&attr);
+	/* Default stack: fire runs the core's cancellation, maybe deep. */
+	err = pthread_create(&tw->thread, NULL, rctx_tw_thread, tw);
 	if (err)
 		return -EAGAIN;
 	tw->had_thread = true;
@@ -937,6 +934,8 @@ rctx_loop_new(void)
 	/* Relaxed: readers treat it as a hint (the lock re-checks). */
 	atomic_fetch_add_explicit(&rctx_tmr_nloops, 1, memory_order_relaxed);
 	rctx_tmr_own_loop = loop;
+	/* Timers parked by a loop_free that found no owner: ours now. */
+	rctx_tmr_adopt_orphans(&loop->tw);
 	pthread_mutex_unlock(&rctx_tmr_lock);
 	if (set && old) {
 		synchronize_rcu();

@@ -436,6 +436,41 @@ test_faults(void **state)
 	assert_non_null(loop);
 	rctx_loop_free(loop);
 }
+
+/* The last loop freed while no thread can start: its timers wait, parked,
+ * and fire once a library thread starts. */
+static void
+test_free_parks(void **state)
+{
+	rctx_loop_t *loop = rctx_loop_new();
+	struct lt a, b;
+	rctx_time_t end;
+
+	(void)state;
+	assert_non_null(loop);
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	rctx_timer_init(&a.t);
+	rctx_timer_init(&b.t);
+	assert_int_equal(rctx_timer_arm(&a.t, rctx_now() + 2 * RCTX_MSEC), 0);
+	rctx_fault_arm(RCTX_FAULT_THREAD, 1);
+	rctx_loop_free(loop);
+	rctx_fault_arm(RCTX_FAULT_THREAD, 0);
+	usleep(20000);
+	assert_int_equal(atomic_load(&a.fired), 0); /* no owner yet */
+	/* The next arm starts a thread, which adopts the parked timer. */
+	assert_int_equal(rctx_timer_arm(&b.t, rctx_now() + 2 * RCTX_MSEC), 0);
+	end = rctx_now() + 20 * RCTX_SEC;
+	while ((!atomic_load(&a.fired) || !atomic_load(&b.fired)) &&
+	       rctx_now() < end)
+		usleep(1000);
+	assert_int_equal(atomic_load(&a.fired), 1);
+	assert_int_equal(atomic_load(&b.fired), 1);
+	assert_true(a.fired_real >= a.t.expires);
+	rctx_timer_release(&a.t);
+	rctx_timer_release(&b.t);
+	assert_int_equal(atomic_load(&a.dead) + atomic_load(&b.dead), 2);
+}
 #endif
 
 int
@@ -455,6 +490,8 @@ main(void)
 						setup, teardown),
 #ifdef RCTX_FAULT_INJECTION
 		cmocka_unit_test_setup_teardown(test_faults, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_free_parks, setup,
+						teardown),
 #endif
 	};
 
