@@ -1134,14 +1134,16 @@ rctx_loop_free(rctx_loop_t *loop)
 			    &set->loop[n - 1], memory_order_relaxed);
 
 			/*
-			 * Relaxed stores: a reader that still picks this
+			 * Release stores: pair with arm's acquire of n and
+			 * carry the moved loop's initialisation (we saw it
+			 * under the lock). A reader that still picks this
 			 * loop is inside a read-side section the grace
 			 * period below waits for (F).
 			 */
 			atomic_store_explicit(&set->loop[i], last,
-					      memory_order_relaxed);
+					      memory_order_release);
 			atomic_store_explicit(&set->n, n - 1,
-					      memory_order_relaxed);
+					      memory_order_release);
 			break;
 		}
 	}
