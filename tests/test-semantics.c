@@ -92,11 +92,32 @@ xpthread_create(pthread_t *t, void *(*fn)(void *), void *arg)
  */
 struct duo {
 	pthread_barrier_t go, done;
+	bool spin; /* a spin rendezvous after `go` */
+	_Atomic long arrived;
+	long gen_main, gen_side;
 	void (*side)(void *);
 	void *arg;
 	bool quit;
 	pthread_t th;
 };
+
+/*
+ * Both threads leave a futex barrier tens of microseconds apart (the last
+ * to arrive runs on at once); a spin rendezvous after it lines them up
+ * much closer, so that their halves really overlap (RCTX_SEM_NOSPIN=1 in
+ * the environment turns it off).
+ */
+static void
+rendezvous(_Atomic long *arrived, long *gen)
+{
+	long target = (*gen += 2);
+	unsigned spins = 0;
+
+	atomic_fetch_add(arrived, 1);
+	while (atomic_load(arrived) < target)
+		if (++spins % (1u << 12) == 0)
+			sched_yield();
+}
 
 static void *
 duo_main(void *p)
@@ -107,6 +128,8 @@ duo_main(void *p)
 		pthread_barrier_wait(&d->go);
 		if (d->quit)
 			break;
+		if (d->spin)
+			rendezvous(&d->arrived, &d->gen_side);
 		d->side(d->arg);
 		pthread_barrier_wait(&d->done);
 	}
@@ -121,6 +144,10 @@ duo_start(struct duo *d, void (*side)(void *), void *arg)
 	d->side = side;
 	d->arg = arg;
 	d->quit = false;
+	d->spin = getenv("RCTX_SEM_NOSPIN") == NULL;
+	atomic_init(&d->arrived, 0);
+	d->gen_main = 0;
+	d->gen_side = 0;
 	xpthread_create(&d->th, duo_main, d);
 }
 
@@ -128,6 +155,8 @@ static void
 duo_round(struct duo *d, void (*mine)(void *))
 {
 	pthread_barrier_wait(&d->go);
+	if (d->spin)
+		rendezvous(&d->arrived, &d->gen_main);
 	mine(d->arg);
 	pthread_barrier_wait(&d->done);
 }
@@ -412,41 +441,63 @@ test_s03_child_of_done_born_done(void **state)
 }
 
 /* Behaviour 4: a derive racing a cancel of the parent. */
+enum { RACE4_KIDS = 1024 };
+
 struct race4 {
 	rctx_t *parent;
 	rctx_t *vlayer; /* a value context under parent */
-	rctx_t *child;
-	bool live_before; /* the parent was live when the derive began */
+	rctx_t *child[RACE4_KIDS];
+	int n;		 /* children derived this round */
+	int live_before; /* derives that began with the parent still live */
 	long round;
 };
+
+static void
+spin_delay(long n)
+{
+	for (volatile long i = n; i > 0; i--)
+		;
+}
 
 static void
 race4_cancel(void *arg)
 {
 	struct race4 *r = arg;
 
+	spin_delay(r->round * 37 % 2000);
 	assert_int_equal(rctx_cancel_cause(r->parent, 100 + (int)r->round), 0);
 }
 
+/* Derive children until a few after the parent is seen done, so that the
+ * cancel lands among the derives. */
 static void
 race4_derive(void *arg)
 {
 	struct race4 *r = arg;
+	int after = 0;
 
-	r->live_before = !rctx_done(r->parent);
-	switch (r->round % 4) {
-	case 0:
-		r->child = rctx_with_cancel(r->parent);
-		break;
-	case 1:
-		r->child = rctx_with_deadline(r->parent, rctx_now() + HOUR);
-		break;
-	case 2:
-		r->child = rctx_with_cancel(r->vlayer);
-		break;
-	default:
-		r->child = rctx_with_timeout_cause(r->vlayer, HOUR, 9);
-		break;
+	r->live_before = 0;
+	for (r->n = 0; r->n < RACE4_KIDS && after < 4; r->n++) {
+		rctx_t **c = &r->child[r->n];
+
+		if (rctx_done(r->parent))
+			after++;
+		else
+			r->live_before++;
+		switch ((r->round + r->n) % 4) {
+		case 0:
+			*c = rctx_with_cancel(r->parent);
+			break;
+		case 1:
+			*c = rctx_with_deadline(r->parent, rctx_now() + HOUR);
+			break;
+		case 2:
+			*c = rctx_with_cancel(r->vlayer);
+			break;
+		default:
+			*c = rctx_with_timeout_cause(r->vlayer, HOUR, 9);
+			break;
+		}
 	}
 }
 
@@ -459,32 +510,40 @@ race4_derive(void *arg)
 static void
 test_s04_derive_racing_cancel(void **state)
 {
-	struct race4 r;
 	struct duo d;
-	long rounds = SCALED(20000), overlaps = 0;
+	static struct race4 r;
+	long rounds = SCALED(3000), overlaps = 0, straddles = 0;
 
 	(void)state;
 	duo_start(&d, race4_derive, &r);
 	for (r.round = 0; r.round < rounds; r.round++) {
 		r.parent = rctx_with_cancel(rctx_background());
 		r.vlayer = rctx_with_value(r.parent, &key_a, &val_1);
-		r.child = NULL;
 		duo_round(&d, race4_cancel);
-		assert_non_null(r.child);
-		assert_int_equal(rctx_err(r.child), ECANCELED);
-		assert_int_equal(rctx_cause(r.child), 100 + (int)r.round);
-		assert_int_equal(rctx_cancel(r.child), -EALREADY);
-		/* and it is not left in the done parent's set */
+		for (int k = 0; k < r.n; k++) {
+			rctx_t *c = r.child[k];
+
+			assert_non_null(c);
+			if (RCTX_UNLIKELY(rctx_err(c) != ECANCELED))
+				fail_msg("round %ld child %d left live under "
+					 "a done parent",
+					 r.round, k);
+			assert_int_equal(rctx_cause(c), 100 + (int)r.round);
+			assert_int_equal(rctx_cancel(c), -EALREADY);
+			rctx_release(c);
+		}
+		/* none is left in the done parent's set */
 		assert_int_equal(rctx_cset_count(&r.parent->children), 0);
 		overlaps += r.live_before;
-		rctx_release(r.child);
+		straddles += r.live_before > 0;
 		rctx_release(r.vlayer);
 		rctx_release(r.parent);
 	}
 	duo_stop(&d);
-	print_message("# s04: parent still live when the derive began in "
-		      "%ld of %ld rounds\n",
-		      overlaps, rounds);
+	print_message("# s04: %ld derives began with the parent live; the "
+		      "cancel fell inside the derive loop in %ld of %ld "
+		      "rounds\n",
+		      overlaps, straddles, rounds);
 }
 
 /* ------------------------------------------------------- cancellation */
