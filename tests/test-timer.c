@@ -394,6 +394,90 @@ test_shutdown_restart(void **state)
 	assert_int_equal(wait_int(&b.dead, 1, 20000), 1);
 }
 
+/* A small tick (set before the wheels exist) keeps every guarantee. */
+static void
+test_small_tick(void **state)
+{
+	long n = 20000, i;
+	struct tt *v = calloc((size_t)n, sizeof(*v));
+	rctx_time_t base;
+
+	(void)state;
+	assert_non_null(v);
+	rctx_timer_shutdown();
+	rctx_timer_set_tick_shift(14); /* 16 us */
+	reset();
+	base = rctx_now() + RCTX_MSEC;
+	for (i = 0; i < n; i++) {
+		rctx_timer_init(&v[i].t);
+		assert_int_equal(
+		    rctx_timer_arm(&v[i].t, base + i * (100 * RCTX_MSEC) / n),
+		    0);
+	}
+	assert_int_equal(wait_count(&n_fired, n, 30000), n);
+	for (i = 0; i < n; i++)
+		rctx_timer_release(&v[i].t);
+	assert_int_equal(wait_count(&n_dead, n, 30000), n);
+	assert_int_equal(atomic_load(&n_early), 0);
+	assert_int_equal(atomic_load(&n_bad), 0);
+	rctx_timer_shutdown();
+	rctx_timer_set_tick_shift(20);
+	free(v);
+}
+
+/* Wait until the owners have been idle for a while (generous bound). */
+static void
+wait_idle(void)
+{
+	rctx_time_t end = rctx_now() + 10 * RCTX_SEC;
+	uint64_t runs;
+
+	do {
+		runs = rctx_timer_owner_runs();
+		sleep_ms(30);
+	} while (runs != rctx_timer_owner_runs() && rctx_now() < end);
+}
+
+/* Wake-ups: only a deadline earlier than the owner's plan wakes it. */
+static void
+test_wake_rule(void **state)
+{
+	struct tt a, b, c;
+	cpu_set_t one;
+	uint64_t w;
+	int i;
+
+	(void)state;
+	reset();
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	memset(&c, 0, sizeof(c));
+	rctx_timer_init(&a.t);
+	rctx_timer_init(&b.t);
+	rctx_timer_init(&c.t);
+	assert_int_equal(rctx_timer_arm(&a.t, rctx_now() + 3600 * RCTX_SEC), 0);
+	wait_idle(); /* the owner sleeps until a, an hour away */
+	w = rctx_timer_wakeups();
+	assert_int_equal(rctx_timer_arm(&b.t, rctx_now() + 7200 * RCTX_SEC), 0);
+	assert_int_equal(rctx_timer_wakeups(), w); /* later: no call */
+	assert_int_equal(rctx_timer_arm(&c.t, rctx_now() + 10 * RCTX_MSEC), 0);
+	assert_int_equal(rctx_timer_wakeups(), w + 1); /* earlier: one */
+	assert_int_equal(wait_int(&c.fired, 1, 20000), 1);
+	rctx_timer_release(&a.t);
+	rctx_timer_release(&b.t);
+	rctx_timer_release(&c.t);
+	assert_int_equal(wait_int(&a.dead, 1, 20000), 1);
+	assert_int_equal(wait_int(&b.dead, 1, 20000), 1);
+	assert_int_equal(atomic_load(&c.dead), 1);
+	CPU_ZERO(&one);
+	for (i = 0; i < CPU_SETSIZE; i++)
+		CPU_SET(i, &one);
+	sched_setaffinity(0, sizeof(one), &one);
+}
+
 /* fork: a timer armed before fork and one armed in the child both fire. */
 static void
 test_fork(void **state)
@@ -503,6 +587,8 @@ main(void)
 		cmocka_unit_test_teardown(test_thread_fault, teardown),
 #endif
 		cmocka_unit_test_teardown(test_shutdown_restart, teardown),
+		cmocka_unit_test_teardown(test_small_tick, teardown),
+		cmocka_unit_test_teardown(test_wake_rule, teardown),
 		cmocka_unit_test_teardown(test_fork, teardown),
 		cmocka_unit_test_teardown(test_fork_no_arm, teardown),
 	};
