@@ -854,9 +854,14 @@ rctx_timer_release(struct rctx_timer *t)
 	tw = __atomic_load_n(&t->home, __ATOMIC_RELAXED);
 	if (push)
 		rctx_tw_push(tw, t);
-	if (f & RCTX_TIMER_F_FIRING) {
+	if ((f & RCTX_TIMER_F_FIRING) ||
+	    (rctx_tmr_own_loop && tw == &rctx_tmr_own_loop->tw)) {
+		/*
+		 * The owner is awake: it sees DEAD after fire, or it is us
+		 * and looks at its queue before it sleeps (loop_next/run).
+		 */
 		rcu_read_unlock();
-		return; /* the owner is awake and sees DEAD after fire */
+		return;
 	}
 	rctx_tw_wake_soon(tw);
 	rcu_read_unlock();
