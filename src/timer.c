@@ -750,10 +750,13 @@ rctx_timer_arm(struct rctx_timer *t, rctx_time_t expires)
 		/* The owner files directly: no queue, no wake-up needed. */
 		t->expires = expires;
 		t->home = &own->tw;
-		/* Relaxed: only the owner reads WHEEL's companions (wt). */
+		/*
+		 * Release: publishes home to a release that sees WHEEL (pairs
+		 * with the acquire of its CAS); wt is ours alone.
+		 */
 		atomic_fetch_or_explicit(
 		    &t->flags, RCTX_TIMER_F_ARMED | RCTX_TIMER_F_WHEEL,
-		    memory_order_relaxed);
+		    memory_order_release);
 		rctx_wheel_add(&own->tw.w, &t->wt, expires);
 		return 0;
 	}
