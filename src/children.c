@@ -11,7 +11,7 @@
  * table of a chain; each new table doubles the previous one. Tables never
  * move and are never copied: a child's slot address is fixed for its life,
  * which makes removal a single CAS with no migration protocol. Older tables
- * still hold their entries until those leave; they are freed with the set.
+ * keep serving inserts (newest first) and are freed with the set.
  *
  * Invariants
  *  (I1) An entry is in at most one slot (a child is inserted once in its
@@ -72,7 +72,7 @@ table_new(struct rctx_ctable *prev)
 	return t;
 }
 
-/* Probe the newest table for a free slot along entry's hash. */
+/* Probe table t for a free slot along entry's hash. */
 static _Atomic uintptr_t *
 probe_top(struct rctx_ctable *t, uintptr_t entry)
 {
@@ -95,9 +95,15 @@ rctx_cset_insert_noalloc(struct rctx_cset *s, uintptr_t entry)
 		if (try_slot(&s->inl[i], entry))
 			return &s->inl[i];
 	/* acquire: pairs with the seq_cst CAS that published the table (B) */
-	struct rctx_ctable *t =
-	    atomic_load_explicit(&s->top, memory_order_acquire);
-	return t ? probe_top(t, entry) : NULL;
+	for (struct rctx_ctable *t =
+		 atomic_load_explicit(&s->top, memory_order_acquire);
+	     t; t = t->prev) {
+		_Atomic uintptr_t *slot = probe_top(t, entry);
+
+		if (slot)
+			return slot;
+	}
+	return NULL;
 }
 
 _Atomic uintptr_t *
@@ -113,13 +119,15 @@ rctx_cset_insert(struct rctx_cset *s, uintptr_t entry)
 		struct rctx_ctable *t =
 		    atomic_load_explicit(&s->top, memory_order_acquire);
 
-		if (t) {
-			_Atomic uintptr_t *slot = probe_top(t, entry);
+		/* Newest table first, then the older ones: under steady churn
+		 * their freed slots are reused instead of growing again. */
+		for (struct rctx_ctable *u = t; u; u = u->prev) {
+			_Atomic uintptr_t *slot = probe_top(u, entry);
 
 			if (slot)
 				return slot;
 		}
-		/* The newest table is crowded along this probe: add one. */
+		/* Every table is crowded along this probe: add one. */
 		struct rctx_ctable *n = table_new(t);
 
 		if (n == NULL)
