@@ -115,8 +115,10 @@ def load_gb(path):
             errors[(lib, key)] = b.get("error_message", "error")
             continue
         ns = to_ns(b["real_time"], b.get("time_unit", "ns"))
+        cpu = to_ns(b["cpu_time"], b.get("time_unit", "ns"))
+        manual = "/manual_time" in b.get("run_name", b["name"])
         rec = {"ns": ns, "allocs": b.get("allocs/op"),
-               "bytes": b.get("B/op")}
+               "bytes": b.get("B/op"), "cpu": None if manual else cpu}
         if b.get("run_type") == "aggregate":
             if b.get("aggregate_name") == "median":
                 medians[(lib, key)] = rec
@@ -125,7 +127,7 @@ def load_gb(path):
     out = {}
     for k, recs in runs.items():
         out[k] = {f: median([r[f] for r in recs]) for f in
-                  ("ns", "allocs", "bytes")}
+                  ("ns", "allocs", "bytes", "cpu")}
         out[k]["n"] = len(recs)
     for k, rec in medians.items():
         out[k] = dict(rec, n=out.get(k, {}).get("n", 0))
@@ -325,6 +327,7 @@ def build_rows(gb, go):
         for lib in ("rctx", "mctx", "std"):
             rec = gb.get((lib, key))
             r[lib] = rec["ns"] if rec else None
+            r[lib + "_cpu"] = rec.get("cpu") if rec else None
             r[lib + "_allocs"] = rec["allocs"] if rec else None
             r[lib + "_bytes"] = rec["bytes"] if rec else None
         g = go_lookup(go, goname, units)
@@ -793,6 +796,23 @@ def main():
         "%s rctx %s / Go %s" % (r["key"], fmt_num(r["rctx_bytes"], 0),
                                 fmt_num(r["go_bytes"], 0))
         for r in rows if r["rctx_bytes"] is not None))
+    md.append("")
+    md.append("### CPU time of the benchmark thread")
+    md.append("")
+    md.append("On a shared machine wall time includes waiting for a CPU. "
+              "CPU time of the benchmark thread(s) leaves that out, but "
+              "also leaves out work the libraries hand to their own "
+              "threads (RCU reclamation, timer service), so it flatters "
+              "rctx; Go reports wall time only. Manual-time rows (per "
+              "child, per level) have no CPU figure.")
+    md.append("")
+    md.append(md_table(
+        ["workload", "rctx cpu ns", "mctx cpu ns", "std cpu ns",
+         "mctx/rctx (cpu)"],
+        [[r["key"], fmt_ns(r["rctx_cpu"]), fmt_ns(r["mctx_cpu"]),
+          fmt_ns(r["std_cpu"]),
+          fmt_num(ratio(r["mctx_cpu"], r["rctx_cpu"]), 1)]
+         for r in rows if r["rctx_cpu"] is not None]))
     md.append("")
     md.append("## Latency profiles")
     md.append("")
