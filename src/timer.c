@@ -404,6 +404,12 @@ rctx_tw_take(struct rctx_twheel *tw, struct rctx_timer *t)
 			act = ADD;
 		}
 		/*
+		 * Unlink before the CAS gives up WHEEL: once it is clear a
+		 * release may kill t at once (idempotent on a retry).
+		 */
+		if (act == DEL || act == KILL)
+			rctx_wheel_del(&tw->w, &t->wt);
+		/*
 		 * acq_rel: acquire pairs with release/cancel's RMW (we act on
 		 * what they set); release orders our wheel work before any
 		 * later reader of the flags.
@@ -417,13 +423,10 @@ rctx_tw_take(struct rctx_twheel *tw, struct rctx_timer *t)
 	case ADD:
 		rctx_wheel_add(&tw->w, &t->wt, t->expires);
 		break;
-	case DEL:
-		rctx_wheel_del(&tw->w, &t->wt);
-		break;
 	case KILL:
-		rctx_wheel_del(&tw->w, &t->wt);
-		rctx_tmr_call_dead(t);
+		rctx_tmr_call_dead(t); /* I1: we cleared the last holder bit */
 		break;
+	case DEL: /* unlinked above; t is not ours any more */
 	case NONE:
 		break;
 	}
@@ -823,13 +826,21 @@ rctx_timer_release(struct rctx_timer *t)
 	bool push;
 
 	rcu_read_lock(); /* before the CAS: ordering F */
-	/* Relaxed: the CAS below validates. */
-	f = atomic_load_explicit(&t->flags, memory_order_relaxed);
+	/* Acquire: pairs with arm's release fetch_or (publishes home). */
+	f = atomic_load_explicit(&t->flags, memory_order_acquire);
 	for (;;) {
 		if (f & RCTX_TIMER_F_DEAD) {
 			rcu_read_unlock();
 			return; /* released twice or killed by shutdown */
 		}
+		/*
+		 * Read home before the CAS: once DEAD is set, an owner that
+		 * holds t may kill it at any moment, so t must not be read
+		 * after the CAS unless we took QUEUED ourselves. Relaxed: a
+		 * migration may rewrite it; both the old and the new owner
+		 * stay alive until our read-side section ends (F).
+		 */
+		tw = __atomic_load_n(&t->home, __ATOMIC_RELAXED);
 		nf = f | RCTX_TIMER_F_DEAD | RCTX_TIMER_F_CANCELLED;
 		push = (f & RCTX_TIMER_F_WHEEL) && !(f & RCTX_TIMER_F_QUEUED);
 		if (push)
@@ -840,7 +851,7 @@ rctx_timer_release(struct rctx_timer *t)
 		 */
 		if (atomic_compare_exchange_weak_explicit(&t->flags, &f, nf,
 							  memory_order_acq_rel,
-							  memory_order_relaxed))
+							  memory_order_acquire))
 			break;
 	}
 	if (!(f & RCTX_TIMER_HELD)) {
@@ -850,11 +861,9 @@ rctx_timer_release(struct rctx_timer *t)
 	}
 	/*
 	 * The owner holds t (queue or wheel): it must look within about a
-	 * tick. Relaxed load of home: a migration may be rewriting it, and
-	 * both the old and the new owner stay alive until our read-side
-	 * section ends (F).
+	 * tick. We touch t again only to push it, which our QUEUED bit
+	 * keeps alive until the owner pops it.
 	 */
-	tw = __atomic_load_n(&t->home, __ATOMIC_RELAXED);
 	if (push)
 		rctx_tw_push(tw, t);
 	if ((f & RCTX_TIMER_F_FIRING) ||
