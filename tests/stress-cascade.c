@@ -58,7 +58,7 @@
 #define NODES		600
 #define OPS_PER_THREAD	2000
 #define REGS_PER_THREAD 200
-#define ROUNDS		(16 * RCTX_STRESS_SCALE)
+#define ROUNDS		(40 * RCTX_STRESS_SCALE)
 #define CAUSE_BASE	(1 << 20) /* cancel cause of node i: CAUSE_BASE + i */
 #define TCAUSE_BASE	(1 << 24) /* deadline cause of node i */
 #define FINAL_CAUSE	7
