@@ -61,6 +61,9 @@
  *     library twheels at shutdown (callers are quiescent by contract).
  * I6. Only the owner touches tw->w; a library owner holds tw->lock while
  *     it does (never while calling fire), so fork sees a sound wheel.
+ * I7. No thread reads or writes t after the RMW by which it gives up its
+ *     last holder bit, unless that RMW makes it the caller of dead (I1):
+ *     another thread may kill t at once.
  *
  * Ordering guarantees
  * -------------------
@@ -97,8 +100,9 @@
  *   rctx_timer_release are lock-free and make no system call unless they
  *   must wake an owner (ordering B). First use of a CPU's wheel takes a
  *   mutex and starts a thread.
- * - Owners are wait-free with respect to producers (one exchange takes the
- *   whole queue).
+ * - Owners take the whole queue with one exchange; their flag CASes retry
+ *   only when a producer's RMW on the same timer intervened (at most a
+ *   few per timer), so they are lock-free and in practice wait-free.
  * - rctx_loop_new/free and rctx_timer_shutdown block (mutex, RCU grace
  *   periods, joins); they are not hot paths.
  */
