@@ -775,16 +775,12 @@ op_advance(void)
 			S.vnow += GRID;
 		m_alive(alive);
 		int max = 0, min = 0;
-		rctx_time_t next = INT64_MAX;
 		for (int i = 0; i < S.nnodes; i++) {
 			struct node *x = &S.node[i];
-			if (!x->own_timer || x->err != 0)
-				continue;
-			if (x->own_dl <= S.vnow) {
+			if (x->own_timer && x->err == 0 &&
+			    x->own_dl <= S.vnow) {
 				max++;
 				min += alive[i];
-			} else if (alive[i] && x->own_dl < next) {
-				next = x->own_dl;
 			}
 		}
 		int fr = rctx_loop_run(S.rl, S.vnow);
@@ -802,7 +798,19 @@ op_advance(void)
 				m_settle();
 			}
 		}
-		/* The loop must not plan to sleep past a live deadline. */
+		/*
+		 * The loop must not plan to sleep past a live deadline of a
+		 * context still certainly alive after this run (fns that ran
+		 * may have dropped the last reference of others).
+		 */
+		m_alive(alive);
+		rctx_time_t next = INT64_MAX;
+		for (int i = 0; i < S.nnodes; i++) {
+			struct node *x = &S.node[i];
+			if (x->own_timer && x->err == 0 && alive[i] &&
+			    x->own_dl < next)
+				next = x->own_dl;
+		}
 		if (next != INT64_MAX) {
 			rctx_time_t nr = rctx_loop_next(S.rl);
 			rctx_time_t nm = mctx_loop_next(S.ml);
