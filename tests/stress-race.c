@@ -365,7 +365,7 @@ test_err_cause_deadline(void **state)
 #define MID_ROUNDS (60 * RCTX_STRESS_SCALE)
 
 struct mid {
-	rctx_t *root, *mid, *leaf[MID_WIDTH];
+	rctx_t *root, *mid, *leaf[MID_WIDTH], *grand[MID_WIDTH];
 	_Atomic int go;
 };
 
@@ -398,27 +398,34 @@ test_overlapping_cancels(void **state)
 
 		m->root = rctx_with_cancel(rctx_background());
 		m->mid = rctx_with_cancel(m->root);
-		for (int i = 0; i < MID_WIDTH; i++)
+		for (int i = 0; i < MID_WIDTH; i++) {
 			m->leaf[i] = rctx_with_cancel(m->mid);
+			m->grand[i] = rctx_with_cancel(m->leaf[i]);
+		}
 		atomic_store(&m->go, 0);
 		assert_int_equal(pthread_create(&th, NULL, mid_canceller, m),
 				 0);
 		/* seq_cst: pairs with the spin in mid_canceller */
 		atomic_store(&m->go, 1);
-		while (!rctx_done(m->mid))
+		/* Odd rounds: the other canceller is half way through. */
+		rctx_t *seen = r & 1 ? m->leaf[MID_WIDTH / 2] : m->mid;
+		while (!rctx_done(seen))
 			sched_yield();
 		int rc = rctx_cancel_cause(m->root, 1);
 		assert_int_equal(rc, 0);
 		int live = 0;
 		for (int i = 0; i < MID_WIDTH; i++)
-			live += !rctx_done(m->leaf[i]);
+			live +=
+			    !rctx_done(m->leaf[i]) + !rctx_done(m->grand[i]);
 		assert_int_equal(pthread_join(th, NULL), 0);
 		if (live)
 			fail_msg("round %d: rctx_cancel(root) returned with "
-				 "%d of %d leaves live",
-				 r, live, MID_WIDTH);
-		for (int i = 0; i < MID_WIDTH; i++)
+				 "%d of %d descendants live",
+				 r, live, 2 * MID_WIDTH);
+		for (int i = 0; i < MID_WIDTH; i++) {
+			rctx_release(m->grand[i]);
 			rctx_release(m->leaf[i]);
+		}
 		rctx_release(m->mid);
 		rctx_release(m->root);
 	}
