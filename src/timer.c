@@ -128,6 +128,38 @@
 #include "timer.h"
 #include "wheel.h"
 
+/*
+ * ThreadSanitizer cannot see liburcu-bp's grace periods (the library is
+ * not instrumented), so tell it what a grace period guarantees: every
+ * read-side section that began before synchronize_rcu ended before it
+ * returned (release at each unlock, acquire after each grace period).
+ */
+#if defined(__SANITIZE_THREAD__)
+#define RCTX_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RCTX_TSAN 1
+#endif
+#endif
+#ifdef RCTX_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+static char rctx_tmr_gp_token;
+#define rctx_tmr_read_unlock()                                                 \
+	do {                                                                   \
+		__tsan_release(&rctx_tmr_gp_token);                            \
+		rcu_read_unlock();                                             \
+	} while (0)
+#define rctx_tmr_sync()                                                        \
+	do {                                                                   \
+		synchronize_rcu();                                             \
+		__tsan_acquire(&rctx_tmr_gp_token);                            \
+	} while (0)
+#else
+#define rctx_tmr_read_unlock() rcu_read_unlock()
+#define rctx_tmr_sync()	       synchronize_rcu()
+#endif
+
 #define RCTX_TIMER_F_ARMED     0x01u
 #define RCTX_TIMER_F_QUEUED    0x02u
 #define RCTX_TIMER_F_WHEEL     0x04u
@@ -786,10 +818,10 @@ rctx_timer_arm(struct rctx_timer *t, rctx_time_t expires)
 				    memory_order_relaxed);
 
 				rctx_tw_hand(&l->tw, t, expires);
-				rcu_read_unlock();
+				rctx_tmr_read_unlock();
 				return 0;
 			}
-			rcu_read_unlock();
+			rctx_tmr_read_unlock();
 		}
 		/* Acquire: pairs with the release in rctx_tmr_once_init. */
 		n = atomic_load_explicit(&rctx_tmr_nwheels_a,
@@ -834,7 +866,7 @@ rctx_timer_release(struct rctx_timer *t)
 	f = atomic_load_explicit(&t->flags, memory_order_acquire);
 	for (;;) {
 		if (f & RCTX_TIMER_F_DEAD) {
-			rcu_read_unlock();
+			rctx_tmr_read_unlock();
 			return; /* released twice or killed by shutdown */
 		}
 		/*
@@ -859,7 +891,7 @@ rctx_timer_release(struct rctx_timer *t)
 			break;
 	}
 	if (!(f & RCTX_TIMER_HELD)) {
-		rcu_read_unlock();
+		rctx_tmr_read_unlock();
 		rctx_tmr_call_dead(t); /* I1: nobody holds t */
 		return;
 	}
@@ -876,11 +908,11 @@ rctx_timer_release(struct rctx_timer *t)
 		 * The owner is awake: it sees DEAD after fire, or it is us
 		 * and looks at its queue before it sleeps (loop_next/run).
 		 */
-		rcu_read_unlock();
+		rctx_tmr_read_unlock();
 		return;
 	}
 	rctx_tw_wake_soon(tw);
-	rcu_read_unlock();
+	rctx_tmr_read_unlock();
 }
 
 /* ---- event loops ------------------------------------------------------- */
@@ -959,7 +991,7 @@ rctx_loop_new(void)
 	rctx_tmr_adopt_orphans(&loop->tw);
 	pthread_mutex_unlock(&rctx_tmr_lock);
 	if (set && old) {
-		synchronize_rcu();
+		rctx_tmr_sync();
 		free(old);
 	}
 	return loop;
@@ -1122,7 +1154,7 @@ rctx_tmr_adopt_orphans(struct rctx_twheel *to)
 		}
 		rctx_tw_wake_if(to, RCTX_PLANNED_WOKEN + 1);
 		/* Releases that read the old home are done (F). */
-		synchronize_rcu();
+		rctx_tmr_sync();
 		close(o->tw.efd);
 		free(o);
 		rctx_tmr_orphans[i] = NULL;
@@ -1176,7 +1208,7 @@ rctx_loop_free(rctx_loop_t *loop)
 		set = NULL;
 	}
 	/* No new arm can choose this loop once readers drain (F). */
-	synchronize_rcu();
+	rctx_tmr_sync();
 	free(set);
 
 	wt = rctx_wheel_drain(&loop->tw.w, &cnt);
@@ -1206,7 +1238,7 @@ rctx_loop_free(rctx_loop_t *loop)
 		}
 	}
 	/* In-flight re-queues by release land before we drain (F). */
-	synchronize_rcu();
+	rctx_tmr_sync();
 	/* seq_cst: as in rctx_tw_drain (A). */
 	t = atomic_exchange_explicit(&loop->tw.queue, NULL,
 				     memory_order_seq_cst);
@@ -1233,7 +1265,7 @@ rctx_loop_free(rctx_loop_t *loop)
 	}
 	rcu_read_lock();
 	rctx_tmr_rehome(loop, move);
-	rcu_read_unlock();
+	rctx_tmr_read_unlock();
 	parked = false;
 	for (i = 0; i < RCTX_TIMER_MAX_WHEELS; i++)
 		if (rctx_tmr_orphans[i] == loop)
@@ -1241,7 +1273,7 @@ rctx_loop_free(rctx_loop_t *loop)
 	pthread_mutex_unlock(&rctx_tmr_lock);
 	if (!parked) {
 		/* Releases that read the old home are done (F). */
-		synchronize_rcu();
+		rctx_tmr_sync();
 		close(loop->tw.efd);
 		free(loop);
 	}

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Timer service stress: arm, cancel, release and fire racing on 3 threads. */
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -264,11 +265,138 @@ test_stress_timers(void **state)
 	rctx_timer_shutdown();
 }
 
+/* Event-loop mode: one long-lived loop, one loop created and freed over
+ * and over (migrating its timers), and the same three workers. */
+static _Atomic int loops_stop;
+static _Atomic long loop_cycles;
+
+static void
+serve(rctx_loop_t *loop, rctx_time_t until)
+{
+	do {
+		struct pollfd p = { .fd = rctx_loop_fd(loop),
+				    .events = POLLIN };
+		int ms = rctx_loop_timeout_ms(loop);
+
+		poll(&p, 1, ms < 0 || ms > 1 ? 1 : ms);
+		rctx_loop_run(loop, rctx_now());
+	} while (rctx_now() < until && !atomic_load(&loops_stop));
+}
+
+static void *
+long_loop(void *arg)
+{
+	rctx_loop_t *loop = arg;
+
+	while (!atomic_load(&loops_stop))
+		serve(loop, rctx_now() + RCTX_MSEC);
+	/* Take what is left (released timers die at the owner's look). */
+	rctx_loop_next(loop);
+	rctx_loop_run(loop, rctx_now());
+	rctx_loop_free(loop);
+	return NULL;
+}
+
+static void *
+churn_loop(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&loops_stop)) {
+		rctx_loop_t *loop = rctx_loop_new();
+
+		if (!loop) {
+			bad("loop_new failed");
+			return NULL;
+		}
+		serve(loop, rctx_now() + 2 * RCTX_MSEC);
+		rctx_loop_free(loop); /* its timers move to the long loop */
+		/* relaxed: a counter */
+		atomic_fetch_add_explicit(&loop_cycles, 1,
+					  memory_order_relaxed);
+	}
+	return NULL;
+}
+
+struct start {
+	rctx_loop_t *loop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+};
+
+static void *
+long_loop_start(void *arg)
+{
+	struct start *st = arg;
+	rctx_loop_t *loop = rctx_loop_new();
+
+	pthread_mutex_lock(&st->mu);
+	st->loop = loop;
+	pthread_cond_signal(&st->cv);
+	pthread_mutex_unlock(&st->mu);
+	if (!loop) {
+		bad("first loop_new failed");
+		return NULL;
+	}
+	return long_loop(loop);
+}
+
+static void
+test_stress_loops(void **state)
+{
+	struct start st = { NULL, PTHREAD_MUTEX_INITIALIZER,
+			    PTHREAD_COND_INITIALIZER };
+	pthread_t th[THREADS], lt, ct;
+	void *pools[THREADS];
+	uint64_t s = 11;
+	int i, j;
+
+	(void)state;
+	rctx_timer_shutdown(); /* no library thread: loops may exist */
+	rctx_timer_setup(s_fire, s_dead);
+	atomic_store(&n_armed, 0);
+	atomic_store(&n_fired, 0);
+	atomic_store(&n_dead, 0);
+	assert_int_equal(pthread_create(&lt, NULL, long_loop_start, &st), 0);
+	pthread_mutex_lock(&st.mu);
+	while (!st.loop)
+		pthread_cond_wait(&st.cv, &st.mu);
+	pthread_mutex_unlock(&st.mu);
+	assert_int_equal(pthread_create(&ct, NULL, churn_loop, NULL), 0);
+	for (i = 0; i < THREADS; i++)
+		assert_int_equal(
+		    pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i),
+		    0);
+	for (i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_join(th[i], &pools[i]), 0);
+	for (i = 0; i < THREADS; i++)
+		take_box(i, &s);
+	for (i = 0; i < THREADS; i++) {
+		struct st *pool = pools[i];
+
+		for (j = 0; j < SLOTS; j++)
+			if (pool[j].t.flags)
+				wait_dead(&pool[j], -1, &s);
+		free(pool);
+	}
+	atomic_store(&loops_stop, 1);
+	pthread_join(ct, NULL);
+	pthread_join(lt, NULL);
+	print_message("# loops: armed %ld, fired %ld, dead %ld, %ld loop "
+		      "cycles\n",
+		      atomic_load(&n_armed), atomic_load(&n_fired),
+		      atomic_load(&n_dead), atomic_load(&loop_cycles));
+	assert_int_equal(atomic_load(&n_dead), atomic_load(&n_armed));
+	assert_true(atomic_load(&loop_cycles) > 0);
+	assert_int_equal(atomic_load(&n_bad), 0);
+	rctx_timer_shutdown();
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stress_timers),
+		cmocka_unit_test(test_stress_loops),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
