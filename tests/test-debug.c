@@ -145,39 +145,20 @@ test_no_false_alarm(void **state)
 	rctx_release(rctx_background());
 	assert_false(rctx_done(rctx_background()));
 }
-#else
-static void
-test_use_after_release(void **state)
-{
-	(void)state;
-	skip();
-}
-
-static void
-test_double_release(void **state)
-{
-	(void)state;
-	skip();
-}
-
-static void
-test_cancel_after_release(void **state)
-{
-	(void)state;
-	skip();
-}
-
-static void
-test_no_false_alarm(void **state)
-{
-	(void)state;
-	skip();
-}
 #endif
 
 int
 main(void)
 {
+#ifndef RCTX_DEBUG
+	/*
+	 * Without the debug checks there is nothing to test; say so in TAP
+	 * (cmocka's skip() prints "not ok # SKIP", which meson counts as a
+	 * failure).
+	 */
+	printf("1..0 # SKIP debug checks are off (-Ddebug_checks=enabled)\n");
+	return 0;
+#else
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_use_after_release),
 		cmocka_unit_test(test_double_release),
@@ -185,4 +166,5 @@ main(void)
 		cmocka_unit_test(test_no_false_alarm),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
+#endif
 }

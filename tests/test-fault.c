@@ -283,36 +283,21 @@ test_thread(void **state)
 	rctx_shutdown();
 	assert_int_equal(rctx_alloc_outstanding(), 0);
 }
-#else
-static void
-test_malloc_every_n(void **state)
-{
-	(void)state;
-	skip();
-}
-
-static void
-test_eventfd(void **state)
-{
-	(void)state;
-	skip();
-}
-
-static void
-test_thread(void **state)
-{
-	(void)state;
-	skip();
-}
 #endif
 
 int
 main(void)
 {
+#ifndef RCTX_FAULT_INJECTION
+	/* cmocka's skip() prints "not ok # SKIP", which meson fails. */
+	printf("1..0 # SKIP built without -Dfault_injection=true\n");
+	return 0;
+#else
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_malloc_every_n),
 		cmocka_unit_test(test_eventfd),
 		cmocka_unit_test(test_thread),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
+#endif
 }
