@@ -28,6 +28,7 @@
 #include "fault.h"
 #include "rctx.h"
 
+#ifdef RCTX_FAULT_INJECTION
 #define MAXC  64
 #define WIDE  9
 #define DEPTH 24
@@ -180,7 +181,6 @@ finish(struct run *r)
 	assert_int_equal(rctx_alloc_outstanding(), 0);
 }
 
-#ifdef RCTX_FAULT_INJECTION
 static void
 test_malloc_every_n(void **state)
 {
