@@ -1373,7 +1373,7 @@ rctx_timer_shutdown(void)
 		rctx_tmr_orphans[i] = NULL;
 	}
 	pthread_mutex_unlock(&rctx_tmr_lock);
-	/* Remove the wake-up statistics too, so runs start from zero. */
+	/* Reset the statistics too, so that runs start from zero. */
 	/* Relaxed: statistics. */
 	atomic_store_explicit(&rctx_timer_stat_wakes, 0, memory_order_relaxed);
 	atomic_store_explicit(&rctx_timer_stat_owner_runs, 0,
