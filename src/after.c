@@ -69,7 +69,8 @@ struct rctx_runner {
 };
 
 static _Atomic(struct rctx_runner *) runners;
-static _Atomic unsigned runner_gen; /* bumped by shutdown */
+static RCTX_TLS unsigned in_cascade; /* running a cascade's after-funcs */
+static _Atomic unsigned runner_gen;  /* bumped by shutdown */
 static RCTX_TLS struct rctx_runner *my_runner;
 static RCTX_TLS unsigned my_gen;
 static pthread_key_t runner_key;
@@ -379,6 +380,51 @@ wait_not_running(struct rctx_after_impl *a)
 	}
 }
 
+void
+rctx_after_cascade_enter(void)
+{
+	in_cascade++;
+}
+
+void
+rctx_after_cascade_leave(void)
+{
+	in_cascade--;
+}
+
+/*
+ * The context is done: fn belongs to its canceller (Go: once Err() is
+ * visible, stop returns false and f has started). Wait until the entry
+ * has been claimed, by the canceller or by the registrant that saw done;
+ * both are already on their way, so the wait is short. Not when this
+ * thread is itself running a cascade's after-funcs: the claimer may be
+ * us, further down the same walk, so we take the registration instead.
+ */
+static bool
+done_wait_claimed(struct rctx_after_impl *a)
+{
+	if (in_cascade)
+		return false;
+	for (unsigned spins = 0;; spins++) {
+		bool listed;
+
+		if (a->slot != NULL) {
+			/* acquire: pairs with the claimer's acq_rel CAS */
+			listed = atomic_load_explicit(a->slot,
+						      memory_order_acquire) ==
+				 ((uintptr_t)a | RCTX_CSET_TAG_AFTER);
+		} else {
+			olock(a->src);
+			listed = a->opprev != NULL;
+			ounlock(a->src);
+		}
+		if (!listed)
+			return true;
+		if (spins % 16 == 15)
+			sched_yield();
+	}
+}
+
 bool
 rctx_after_unregister(rctx_after_t *reg)
 {
@@ -395,7 +441,13 @@ rctx_after_unregister(rctx_after_t *reg)
 				      memory_order_relaxed);
 		return true;
 	}
-	if (st == RCTX_AFTER_PENDING && a->slot == NULL) {
+	/* acquire: pairs with the state CAS that made src done (tree.c C) */
+	if (st == RCTX_AFTER_PENDING &&
+	    rctx_st_err(
+		atomic_load_explicit(&a->src->state, memory_order_acquire)) &&
+	    done_wait_claimed(a)) {
+		/* fall through: claimed by the canceller (or registrant) */
+	} else if (st == RCTX_AFTER_PENDING && a->slot == NULL) {
 		/* On the overflow list: unlinking it is winning. */
 		struct rctx *src = a->src;
 		bool won;

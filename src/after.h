@@ -35,6 +35,10 @@ void rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry);
 /* Cascade hook: run the registrations on done context c's overflow list. */
 void rctx_after_fire_overflow(struct rctx *c);
 
+/* Bracket the cascade's after-func phase on this thread (see stop). */
+void rctx_after_cascade_enter(void);
+void rctx_after_cascade_leave(void);
+
 /* Free the runner records (rctx_shutdown). */
 void rctx_after_shutdown(void);
 

@@ -152,11 +152,14 @@ rctx_ctx_alloc(void)
 	struct rctx *c = tcache.free;
 
 	if (RCTX_UNLIKELY(c == NULL)) {
+		/* Arm the exit destructor before the cache can hold anything:
+		 * a thread that only ever takes batches from the pool would
+		 * otherwise lose them when it exits. */
+		if (RCTX_UNLIKELY(!tcache.registered))
+			tcache_register();
 		tcache_adopt(pool_take());
 		c = tcache.free;
 		if (c == NULL) {
-			if (RCTX_UNLIKELY(!tcache.registered))
-				tcache_register();
 			c = rctx_malloc(sizeof(*c));
 			if (c == NULL)
 				return NULL;

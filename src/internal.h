@@ -161,9 +161,12 @@ struct rctx {
 	 * storage, under the spin bit olock (after.c, overflow) */
 	_Atomic(struct rctx_after_impl *) aover;
 	atomic_flag olock;
-	_Atomic int fd;		/* eventfd, -1 until rctx_fd */
-	struct rctx *work_next; /* cascade work list (canceller only) */
-	int dcause;		/* TIMER: cause given at construction */
+	_Atomic int fd;		  /* eventfd, -1 until rctx_fd */
+	struct rctx *work_next;	  /* cascade work list (canceller only) */
+	_Atomic uintptr_t *wslot; /* slot the canceller found us in; it
+				       * removes us there once every node
+				       * is marked (canceller only) */
+	int dcause;		  /* TIMER: cause given at construction */
 
 	/* --- TIMER --- */
 	struct rctx_timer timer;

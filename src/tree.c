@@ -23,7 +23,9 @@
  *  (I3) When a cancel returns, every descendant is done: the cascade
  *       marks children before it runs any callback, and walks through
  *       children another canceller made done (their cascade may still
- *       be running) to mark what is still live beneath them.
+ *       be running) to mark what is still live beneath them. A marked
+ *       node leaves its parent's set only after its canceller has marked
+ *       every node, so such a walk always finds the unfinished ones.
  *  (I4) A child holds a reference to its parent; a context's memory is
  *       reused only after its last reference is dropped and an RCU grace
  *       period has passed (alloc.c), so a canceller that read a child
@@ -113,6 +115,7 @@ ctx_new(struct rctx *parent, uint8_t kind)
 	c->has_deadline = parent->has_deadline;
 	c->armed = 0;
 	c->fd_signalled = 0;
+	c->wslot = NULL;
 #ifdef RCTX_DEBUG
 	c->magic = RCTX_MAGIC_LIVE;
 #endif
@@ -235,8 +238,12 @@ rctx_tree_with_deadline(struct rctx *parent, rctx_time_t deadline, int cause)
 	if (deadline == INT64_MAX)
 		return c; /* the clock never gets there: no timer */
 	rctx_tree_init();
+	/* Before the hand-off: once armed, a fire and the free path on the
+	 * owner thread may read it. */
+	c->armed = 1;
 	r = rctx_timer_arm(&c->timer, deadline);
 	if (RCTX_UNLIKELY(r < 0)) {
+		c->armed = 0; /* never handed over: nobody else reads it */
 		/* Leaves the parent as it was: the free path removes c from
 		 * its set (a racing canceller may still hold c; then it
 		 * frees c). */
@@ -244,7 +251,6 @@ rctx_tree_with_deadline(struct rctx *parent, rctx_time_t deadline, int cause)
 		errno = -r;
 		return NULL;
 	}
-	c->armed = 1;
 	if (rctx_st_err(rctx_state_load(c)))
 		rctx_timer_cancel(&c->timer); /* cancelled while arming */
 	return c;
@@ -356,7 +362,9 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 			break;
 	}
 	ch->fd_signalled = pre; /* we own ch now: our CAS won */
-	rctx_cset_remove(slot, e);
+	/* ch stays in the set until every node is marked: a canceller that
+	 * finds an ancestor done walks through it to ch's children (I3) */
+	ch->wslot = slot;
 	ch->work_next = w->work;
 	w->work = ch;
 }
@@ -393,6 +401,7 @@ cascade(struct rctx *c, uint64_t st)
 	}
 	rctx_ref_get(c); /* uniform: every node on the list holds one */
 	c->work_next = NULL;
+	c->wslot = c->registered ? c->slot : NULL;
 
 	/* 1. Mark every descendant done (I3), iteratively. */
 	w.assist = w.assist_inl;
@@ -423,11 +432,11 @@ cascade(struct rctx *c, uint64_t st)
 	if (w.assist != w.assist_inl)
 		free(w.assist);
 
-	/* 2. Stop timers, wake waiters and fds; c leaves its parent (its
-	 * descendants left theirs in mark_child). */
-	if (c->registered)
-		rctx_cset_remove(c->slot, (uintptr_t)c);
+	/* 2. Every node leaves its parent's set, now that all are marked;
+	 * stop timers, wake waiters and fds. */
 	for (n = w.done; n; n = n->work_next) {
+		if (n->wslot)
+			rctx_cset_remove(n->wslot, (uintptr_t)n);
 		if (n->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&n->timer);
 		/* relaxed: we made the last change to it (err set: no
@@ -438,10 +447,12 @@ cascade(struct rctx *c, uint64_t st)
 	}
 
 	/* 3. Run after-funcs, outside any lock. */
+	rctx_after_cascade_enter();
 	for (n = w.done; n; n = n->work_next) {
 		rctx_cset_foreach(&n->children, fire_after, NULL);
 		rctx_after_fire_overflow(n);
 	}
+	rctx_after_cascade_leave();
 
 	/* 4. Drop the list's references. */
 	n = w.done;
