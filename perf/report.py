@@ -462,8 +462,10 @@ def latency_note(j):
             "" if made is None else
             "; timers made at %.0f ns each" % made)
     if "cancel_call_p50_ns" in j:
-        return "the cancel call itself: p50 %s, p99 %s" % (
-            j["cancel_call_p50_ns"], j.get("cancel_call_p99_ns"))
+        early = j.get("early_wakes")
+        return "the cancel call itself: p50 %s, p99 %s%s" % (
+            j["cancel_call_p50_ns"], j.get("cancel_call_p99_ns"),
+            "; **%s wake-ups before done**" % early if early else "")
     return ""
 
 
@@ -698,6 +700,8 @@ def main():
                 extra = "  early=%s lost=%s" % (j.get("early"), j.get("lost"))
             elif "cancel_call_p50_ns" in j:
                 extra = "  (cancel call p50 %s)" % j["cancel_call_p50_ns"]
+                if j.get("early_wakes"):
+                    extra += "  EARLY WAKES %s" % j["early_wakes"]
             print("  %-18s %-5s %-5s p50 %8s  p99 %8s  p999 %8s  max %9s%s" %
                   (j.get("bench"), j.get("lib"), what, j.get("p50_ns"),
                    j.get("p99_ns"), j.get("p999_ns"), j.get("max_ns"), extra))
