@@ -831,8 +831,8 @@ test_s07_concurrent_cancels_one_winner(void **state)
 	for (r.round = 0; r.round < rounds; r.round++) {
 		r.c = rctx_with_cancel(rctx_background());
 		duo_round(&d, race7_a);
+		/* one returned 0, the other -EALREADY */
 		assert_true((r.ra == 0) != (r.rb == 0));
-		assert_int_equal(r.ra | r.rb, r.ra == 0 ? r.rb : r.ra);
 		assert_int_equal(r.ra == 0 ? r.rb : r.ra, -EALREADY);
 		assert_int_equal(rctx_cause(r.c), r.ra == 0 ? 1 : 2);
 		rctx_release(r.c);
@@ -1891,7 +1891,6 @@ test_s20_after_func_runs_once_on_done_thread(void **state)
 	for (int i = 0; i < 3; i++)
 		assert_true(rctx_after_stop(&regs[i]));
 	assert_int_equal(atomic_load(&r4.ran), 0);
-	(void)reg4;
 	assert_int_equal(rctx_after_func(NULL, &reg4, rec20_fn, &r4), -EINVAL);
 	assert_int_equal(rctx_after_func(c, NULL, rec20_fn, &r4), -EINVAL);
 	assert_int_equal(rctx_after_func(c, &reg4, NULL, &r4), -EINVAL);
@@ -2385,7 +2384,6 @@ test_s25_register_and_stop_do_not_allocate(void **state)
 	assert_int_equal(rctx_cancel(c), 0);
 	assert_int_equal(atomic_load(&ran), 2);
 	assert_int_equal(rctx_cset_count(&c->children), 0);
-	assert_int_equal(atomic_load(&ran), 2);
 	rctx_release(v);
 	rctx_release(kid);
 	rctx_release(c);
@@ -2544,6 +2542,8 @@ struct race27 {
 	rctx_t *root, *leaf;
 	int fd;
 	bool ready;
+	bool done_seen; /* done when the fd was first seen readable */
+	bool by_leaf;	/* cancel the leaf itself, not the root */
 };
 
 static void
@@ -2552,6 +2552,25 @@ race27_cancel(void *arg)
 	struct race27 *r = arg;
 
 	assert_int_equal(rctx_cancel(r->root), 0);
+}
+
+static void
+race27_cancel_either(void *arg)
+{
+	struct race27 *r = arg;
+
+	assert_int_equal(rctx_cancel(r->by_leaf ? r->leaf : r->root), 0);
+}
+
+/* The other direction: a thread that finds the fd readable sees done. */
+static void
+race27_poll(void *arg)
+{
+	struct race27 *r = arg;
+
+	while (!readable(r->fd))
+		;
+	r->done_seen = rctx_done(r->leaf) && rctx_err(r->leaf) != 0;
 }
 
 static void
@@ -2614,7 +2633,7 @@ test_s27_fd_readable_once_done(void **state)
 	assert_int_equal(tfd, rctx_fd(t));
 	assert_false(readable(tfd) && !rctx_done(t));
 	assert_true(becomes_readable(tfd));
-	assert_true(rctx_done(t));
+	long early = !rctx_done(t); /* readable before done (checked below) */
 	assert_true(readable(tfd));
 	rctx_t *t2 = rctx_with_timeout(rctx_background(), RCTX_MSEC);
 	assert_int_equal(rctx_wait(t2, -1), ETIMEDOUT);
@@ -2666,10 +2685,32 @@ test_s27_fd_readable_once_done(void **state)
 	duo_stop(&d);
 	free(kids);
 
+	/* Readable means done: rctx_err() of a context whose fd a poller
+	 * found readable is not 0 (Go: once Done is closed, Err is non-nil). */
+	duo_start(&d, race27_poll, &r);
+	for (long i = 0; i < rounds; i++) {
+		r.root = rctx_with_cancel(rctx_background());
+		r.leaf = rctx_with_cancel(r.root);
+		r.fd = rctx_fd(r.leaf);
+		r.by_leaf = i % 2;
+		r.done_seen = false;
+		duo_round(&d, race27_cancel_either);
+		early += !r.done_seen;
+		rctx_release(r.leaf);
+		rctx_release(r.root);
+	}
+	duo_stop(&d);
+
 	rctx_t *all[] = { t3, t2, tv, t, born, late, vv, v, c, root };
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		rctx_release(all[i]);
-	/* Known defect, reported by name so the suite keeps showing it. */
+	/* Known defects, reported by name so the suite keeps showing them. */
+	if (early)
+		fail_msg(
+		    "KNOWN DEFECT /work/defects/fd-readable-before-done.md: "
+		    "the fd polled readable while rctx_done() was false in "
+		    "%ld of %ld rounds",
+		    early, rounds + 1);
 	if (bad || wide_bad)
 		fail_msg(
 		    "KNOWN DEFECT /work/defects/fd-readable-after-done.md: "
