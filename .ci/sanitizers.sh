@@ -113,12 +113,13 @@ if command -v valgrind >/dev/null 2>&1; then
 	step vg-build 900 env CC=gcc CXX=g++ "${setup[@]}" "$prefix-vg" -Dbenchmarks=false \
 		-Dbuildtype=debugoptimized -Db_sanitize=none
 	suites=()
+	list=$(meson test -C "$prefix-vg" --list --no-rebuild 2>/dev/null)
 	for s in api fault value children after tree; do
-		if meson test -C "$prefix-vg" --list 2>/dev/null |
-			grep -q "^rctx:$s / "; then
+		if grep -q "^rctx:$s / " <<<"$list"; then
 			suites+=(--suite "$s")
 		fi
 	done
+	echo "valgrind suites: ${suites[*]}"
 	if [ ${#suites[@]} -gt 0 ]; then
 		step valgrind 900 meson test -C "$prefix-vg" "${suites[@]}" \
 			--num-processes 1 --timeout-multiplier 10 \
