@@ -151,6 +151,10 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 	 * synchronised through the slot CAS (A) */
 	atomic_store_explicit(&a->state, RCTX_AFTER_FIRED,
 			      memory_order_relaxed);
+	/* fn sees the context as observers do: done, fd readable (wait.c
+	 * B); a registrant may have claimed on a PENDING word */
+	if (a->src != NULL)
+		(void)rctx_state_load(a->src);
 	fn(arg); /* may free a: it is not touched after this */
 	if (me) {
 		/* seq_cst: order B, pairs with the waiter's increment */

@@ -104,8 +104,10 @@ rctx_with_timeout_cause(rctx_t *parent, rctx_time_t timeout, int cause)
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_timeout");
 	/* now + timeout, saturating both ways (a timeout <= 0 is due). */
-	return rctx_tree_with_deadline(parent, sat_add(rctx_now(), timeout),
-				       cause);
+	rctx_time_t now = rctx_now();
+
+	return rctx_tree_with_deadline_at(parent, sat_add(now, timeout), cause,
+					  now);
 }
 
 RCTX_API rctx_t *

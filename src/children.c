@@ -88,12 +88,39 @@ probe_top(struct rctx_ctable *t, uintptr_t entry)
 	return NULL;
 }
 
+bool
+rctx_cset_remove_hinted(struct rctx_cset *s, _Atomic uintptr_t *slot,
+			uintptr_t entry)
+{
+	if (!rctx_cset_remove(slot, entry))
+		return false;
+	/* relaxed: only a suggestion; the inserter's CAS on the slot
+	 * validates it, and the slot lives as long as the set */
+	atomic_store_explicit(&s->hint, slot, memory_order_relaxed);
+	return true;
+}
+
+/* Try the slot a removal last freed: under churn it is usually free. */
+static inline _Atomic uintptr_t *
+try_hint(struct rctx_cset *s, uintptr_t entry)
+{
+	/* relaxed: see rctx_cset_remove_hinted */
+	_Atomic uintptr_t *h =
+	    atomic_load_explicit(&s->hint, memory_order_relaxed);
+
+	return h != NULL && try_slot(h, entry) ? h : NULL;
+}
+
 _Atomic uintptr_t *
 rctx_cset_insert_noalloc(struct rctx_cset *s, uintptr_t entry)
 {
+	_Atomic uintptr_t *h;
+
 	for (int i = 0; i < RCTX_CSET_INLINE; i++)
 		if (try_slot(&s->inl[i], entry))
 			return &s->inl[i];
+	if ((h = try_hint(s, entry)) != NULL)
+		return h;
 	/* acquire: pairs with the seq_cst CAS that published the table (B) */
 	for (struct rctx_ctable *t =
 		 atomic_load_explicit(&s->top, memory_order_acquire);
@@ -109,9 +136,13 @@ rctx_cset_insert_noalloc(struct rctx_cset *s, uintptr_t entry)
 _Atomic uintptr_t *
 rctx_cset_insert(struct rctx_cset *s, uintptr_t entry)
 {
+	_Atomic uintptr_t *h;
+
 	for (int i = 0; i < RCTX_CSET_INLINE; i++)
 		if (try_slot(&s->inl[i], entry))
 			return &s->inl[i];
+	if ((h = try_hint(s, entry)) != NULL)
+		return h;
 
 	for (;;) {
 		/* acquire: pairs with the seq_cst CAS that published the
@@ -212,6 +243,7 @@ rctx_cset_destroy(struct rctx_cset *s)
 		t = p;
 	}
 	atomic_store_explicit(&s->top, NULL, memory_order_relaxed);
+	atomic_store_explicit(&s->hint, NULL, memory_order_relaxed);
 }
 
 static int

@@ -25,6 +25,7 @@ rctx_cset_init(struct rctx_cset *s)
 	for (int i = 0; i < RCTX_CSET_INLINE; i++)
 		atomic_init(&s->inl[i], 0);
 	atomic_init(&s->top, NULL);
+	atomic_init(&s->hint, NULL);
 }
 
 /*
@@ -39,14 +40,18 @@ _Atomic uintptr_t *rctx_cset_insert_noalloc(struct rctx_cset *s,
 					    uintptr_t entry);
 
 /* Remove entry from its slot. True if this call removed it. */
+bool rctx_cset_remove_hinted(struct rctx_cset *s, _Atomic uintptr_t *slot,
+			     uintptr_t entry);
+
 static inline bool
 rctx_cset_remove(_Atomic uintptr_t *slot, uintptr_t entry)
 {
-	/* release: orders the remover's prior writes before the slot is
-	 * reused by an inserter (whose CAS is seq_cst); relaxed on failure:
-	 * someone else removed it and nothing is read */
+	/* seq_cst: orders the remover's prior writes before the slot is
+	 * reused (release), and is the store half of the Dekker pair with a
+	 * cascade's walkers count (tree.c, E); relaxed on failure: someone
+	 * else removed it and nothing is read */
 	return atomic_compare_exchange_strong_explicit(
-	    slot, &entry, 0, memory_order_release, memory_order_relaxed);
+	    slot, &entry, 0, memory_order_seq_cst, memory_order_relaxed);
 }
 
 /*

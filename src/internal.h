@@ -75,6 +75,8 @@ enum rctx_kind {
  * The state word of a cancelable context (one atomic 64-bit word):
  *   bits 0-1   err: 0 live, 1 ECANCELED, 2 ETIMEDOUT
  *   bit  2     WAITERS: a thread sleeps in rctx_wait on the low half
+ *   bit  3     PENDING: err and cause are final, the eventfd is being
+ *              written; observers wait until it clears
  *   bits 32-63 cause (int32)
  * err and cause change together in one CAS, so any thread that sees err
  * sees its cause. The low 32 bits (err + WAITERS) are the futex word.
@@ -83,6 +85,7 @@ enum rctx_kind {
 #define RCTX_ST_CANCELED 0x1u
 #define RCTX_ST_TIMEDOUT 0x2u
 #define RCTX_ST_WAITERS	 0x4u
+#define RCTX_ST_PENDING	 0x8u /* done, eventfd being written (wait.c B) */
 
 static inline uint64_t
 rctx_st_make(unsigned err_code, int cause)
@@ -118,6 +121,7 @@ struct rctx_ctable;
 struct rctx_cset {
 	_Atomic uintptr_t inl[RCTX_CSET_INLINE];
 	_Atomic(struct rctx_ctable *) top; /* newest (largest) table */
+	_Atomic(_Atomic uintptr_t *) hint; /* a recently freed slot */
 };
 
 /* An after-func registration (after.h). */
@@ -135,6 +139,7 @@ struct rctx {
 	uint8_t armed;	       /* TIMER: the timer was handed to the service */
 	uint8_t fd_signalled;  /* the canceller wrote the eventfd before its
 				* state CAS (wait.c, B) */
+	uint8_t defer_free;    /* reuse only after a grace period (tree.c E) */
 #ifdef RCTX_DEBUG
 	uint32_t magic; /* RCTX_MAGIC_LIVE / RCTX_MAGIC_DEAD */
 #endif
@@ -157,6 +162,7 @@ struct rctx {
 	_Atomic uintptr_t *slot; /* our entry in cparent's children set */
 	struct rctx *cparent;	 /* parent->src when registered */
 	struct rctx_cset children;
+	_Atomic uint32_t walkers; /* cascades walking our children set */
 	/* after-funcs that found the set full: a list through their own
 	 * storage, under the spin bit olock (after.c, overflow) */
 	_Atomic(struct rctx_after_impl *) aover;
@@ -166,6 +172,9 @@ struct rctx {
 	_Atomic uintptr_t *wslot; /* slot the canceller found us in; it
 				       * removes us there once every node
 				       * is marked (canceller only) */
+	struct rctx_cset *wset;	  /* the set wslot is in (canceller only;
+				       * the constructor may not have written
+				       * cparent yet when a walk finds us) */
 	int dcause;		  /* TIMER: cause given at construction */
 
 	/* --- TIMER --- */

@@ -166,6 +166,7 @@ static char rctx_tmr_gp_token;
 #define RCTX_TIMER_F_FIRING    0x08u
 #define RCTX_TIMER_F_CANCELLED 0x10u
 #define RCTX_TIMER_F_DEAD      0x20u
+#define RCTX_TIMER_F_STAGED    0x40u /* in its arming thread's stage */
 
 #define RCTX_TIMER_HELD                                                        \
 	(RCTX_TIMER_F_QUEUED | RCTX_TIMER_F_WHEEL | RCTX_TIMER_F_FIRING)
@@ -218,7 +219,41 @@ static struct rctx_loop *rctx_tmr_orphans[RCTX_TIMER_MAX_WHEELS];
 static _Atomic unsigned rctx_tmr_tick_shift = RCTX_WHEEL_TICK_SHIFT_DEFAULT;
 static _Atomic(rctx_timer_fn) rctx_tmr_fire_fn;
 static _Atomic(rctx_timer_fn) rctx_tmr_dead_fn;
-static _Thread_local struct rctx_loop *rctx_tmr_own_loop;
+/* initial-exec: see RCTX_TLS in internal.h (no __tls_get_addr per use) */
+#define RCTX_TMR_TLS	   __thread __attribute__((tls_model("initial-exec")))
+#define RCTX_TMR_LIKELY(x) __builtin_expect(!!(x), 1)
+static RCTX_TMR_TLS struct rctx_loop *rctx_tmr_own_loop;
+static _Atomic bool rctx_tmr_loops_used; /* a loop was ever created */
+
+/*
+ * Stages (library mode). A timer due at least RCTX_STAGE_MIN_TICKS ticks
+ * from now is not pushed on its wheel's shared queue: it goes on a list
+ * of its arming thread's own (the stage), which the wheel's owner steals
+ * whole at every cycle while any stage is non-empty, and which the
+ * arming thread flushes itself every RCTX_STAGE_FLUSH arms. A timer
+ * released before either happens (a request that finished quickly) is
+ * freed by the thread that flushes it, without the owner ever seeing it:
+ * no shared cache line is written on arm or release. The STAGED flag
+ * (with QUEUED) marks such a timer; whoever pops it clears both.
+ * Records are never freed before shutdown (a stealer may read them).
+ */
+#define RCTX_STAGE_MIN_TICKS 4
+#define RCTX_STAGE_FLUSH     64
+
+struct rctx_stage {
+	_Atomic(struct rctx_timer *) head; /* staged timers, through qnext */
+	struct rctx_twheel *tw;		   /* the wheel that steals it */
+	unsigned n;			   /* arms since the last flush */
+	_Atomic uint32_t owned;		   /* a live thread uses it */
+	struct rctx_stage *next;	   /* registry, immutable once pushed */
+};
+
+static _Atomic(struct rctx_stage *) rctx_tmr_stages;
+static _Atomic unsigned rctx_tmr_stage_gen = 1; /* bumped by shutdown */
+static RCTX_TMR_TLS struct rctx_stage *rctx_tmr_my_stage;
+static RCTX_TMR_TLS unsigned rctx_tmr_my_stage_gen;
+static pthread_key_t rctx_tmr_stage_key;
+static pthread_once_t rctx_tmr_stage_once = PTHREAD_ONCE_INIT;
 
 /* Statistics for tests and benchmarks (relaxed counters). */
 static _Atomic uint64_t rctx_timer_stat_wakes;	    /* producer wake calls */
@@ -426,7 +461,7 @@ rctx_tw_take(struct rctx_twheel *tw, struct rctx_timer *t)
 	enum { NONE, ADD, DEL, KILL } act;
 
 	for (;;) {
-		nf = f & ~RCTX_TIMER_F_QUEUED;
+		nf = f & ~(RCTX_TIMER_F_QUEUED | RCTX_TIMER_F_STAGED);
 		if (f & RCTX_TIMER_F_DEAD) {
 			nf &= ~RCTX_TIMER_F_WHEEL;
 			act = KILL;
@@ -468,6 +503,50 @@ rctx_tw_take(struct rctx_twheel *tw, struct rctx_timer *t)
 	}
 }
 
+/* Take every stage that tw serves; returns how many timers it held. */
+static size_t
+rctx_tw_steal_stages(struct rctx_twheel *tw)
+{
+	size_t n = 0;
+
+	/* acquire: pairs with the release CAS that pushed each record */
+	for (struct rctx_stage *st =
+		 atomic_load_explicit(&rctx_tmr_stages, memory_order_acquire);
+	     st; st = st->next) {
+		struct rctx_timer *t, *next;
+
+		/* relaxed pre-check: an empty stage needs no exchange */
+		if (st->tw != tw ||
+		    !atomic_load_explicit(&st->head, memory_order_relaxed))
+			continue;
+		/* seq_cst: acquires the stager's pushes (A) and is ordered
+		 * after our planned store (B, stages) */
+		t = atomic_exchange_explicit(&st->head, NULL,
+					     memory_order_seq_cst);
+		for (; t; t = next) {
+			next = t->qnext;
+			rctx_tw_take(tw, t);
+			n++;
+		}
+	}
+	return n;
+}
+
+/* True if a stage that tw serves holds timers (Dekker half, B). */
+static bool
+rctx_tw_stages_busy(struct rctx_twheel *tw)
+{
+	/* acquire: pairs with the release CAS that pushed each record */
+	for (struct rctx_stage *st =
+		 atomic_load_explicit(&rctx_tmr_stages, memory_order_acquire);
+	     st; st = st->next)
+		/* seq_cst: load half of the Dekker pair with stage_push */
+		if (st->tw == tw &&
+		    atomic_load_explicit(&st->head, memory_order_seq_cst))
+			return true;
+	return false;
+}
+
 /* Take the whole queue. Returns how many timers were handed over. */
 static size_t
 rctx_tw_drain(struct rctx_twheel *tw)
@@ -486,6 +565,8 @@ rctx_tw_drain(struct rctx_twheel *tw)
 		rctx_tw_take(tw, t);
 		n++;
 	}
+	if (!tw->is_loop)
+		n += rctx_tw_steal_stages(tw);
 	return n;
 }
 
@@ -578,8 +659,9 @@ rctx_tw_plan(struct rctx_twheel *tw, rctx_time_t next, rctx_time_t soon,
 	     bool active)
 {
 	/* seq_cst: load half of the Dekker pair (B). */
-	bool busy =
-	    active || atomic_load_explicit(&tw->queue, memory_order_seq_cst);
+	bool busy = active ||
+		    atomic_load_explicit(&tw->queue, memory_order_seq_cst) ||
+		    (!tw->is_loop && rctx_tw_stages_busy(tw));
 	rctx_time_t until = (busy && soon < next) ? soon : next;
 
 	/* seq_cst: store half of the Dekker pair (B). */
@@ -588,7 +670,9 @@ rctx_tw_plan(struct rctx_twheel *tw, rctx_time_t next, rctx_time_t soon,
 				   : until & ~RCTX_PLANNED_POLL,
 			      memory_order_seq_cst);
 	/* seq_cst: load half of the Dekker pair (B). */
-	if (!busy && atomic_load_explicit(&tw->queue, memory_order_seq_cst) &&
+	if (!busy &&
+	    (atomic_load_explicit(&tw->queue, memory_order_seq_cst) ||
+	     (!tw->is_loop && rctx_tw_stages_busy(tw))) &&
 	    soon < until)
 		until = soon;
 	return until;
@@ -773,8 +857,157 @@ rctx_tw_hand(struct rctx_twheel *tw, struct rctx_timer *t, rctx_time_t expires)
 	rctx_tw_wake_if(tw, expires);
 }
 
+/* Flush a stage: free what was released, hand the rest to the owner. */
+static void
+rctx_stage_flush(struct rctx_stage *st)
+{
+	/* seq_cst: as the owner's steal (A) */
+	struct rctx_timer *t =
+	    atomic_exchange_explicit(&st->head, NULL, memory_order_seq_cst);
+	struct rctx_timer *next;
+	rctx_time_t earliest = RCTX_NEVER;
+
+	st->n = 0;
+	for (; t; t = next) {
+		/* Relaxed: the CAS below validates. */
+		uint32_t f =
+		    atomic_load_explicit(&t->flags, memory_order_relaxed);
+		uint32_t nf;
+
+		next = t->qnext;
+		do {
+			nf = f & ~RCTX_TIMER_F_STAGED;
+			if (f & RCTX_TIMER_F_DEAD)
+				nf &= ~RCTX_TIMER_F_QUEUED;
+			/* acq_rel: acquire pairs with release's CAS (it set
+			 * DEAD); release hands t on with what we wrote */
+		} while (!atomic_compare_exchange_weak_explicit(
+		    &t->flags, &f, nf, memory_order_acq_rel,
+		    memory_order_relaxed));
+		if (f & RCTX_TIMER_F_DEAD) {
+			rctx_tmr_call_dead(t); /* I1: we cleared QUEUED */
+			continue;
+		}
+		/* Still QUEUED: it moves to the owner's queue. */
+		rctx_tw_push(st->tw, t);
+		if (t->expires < earliest)
+			earliest = t->expires;
+	}
+	if (earliest != RCTX_NEVER)
+		rctx_tw_wake_if(st->tw, earliest - 2 * rctx_tw_tick(st->tw));
+}
+
+static void
+rctx_stage_exit(void *arg)
+{
+	struct rctx_stage *st = arg;
+
+	/* relaxed: shutdown (which bumps it) needs quiescent threads */
+	if (rctx_tmr_my_stage_gen !=
+	    atomic_load_explicit(&rctx_tmr_stage_gen, memory_order_relaxed))
+		return; /* freed by a shutdown since */
+	rctx_stage_flush(st);
+	rctx_tmr_my_stage = NULL;
+	/* release: the next owner sees it empty; pairs with the CAS below */
+	atomic_store_explicit(&st->owned, 0, memory_order_release);
+}
+
+static void
+rctx_stage_make_key(void)
+{
+	(void)pthread_key_create(&rctx_tmr_stage_key, rctx_stage_exit);
+}
+
+/* This thread's stage for wheel tw, or NULL (then hand off directly). */
+static struct rctx_stage *
+rctx_stage_self(struct rctx_twheel *tw)
+{
+	/* relaxed: see rctx_stage_exit */
+	unsigned gen =
+	    atomic_load_explicit(&rctx_tmr_stage_gen, memory_order_relaxed);
+	struct rctx_stage *st = rctx_tmr_my_stage;
+
+	if (RCTX_TMR_LIKELY(st != NULL && rctx_tmr_my_stage_gen == gen &&
+			    st->tw == tw))
+		return st;
+	if (st != NULL && rctx_tmr_my_stage_gen == gen)
+		return NULL; /* bound to another wheel: hand off directly */
+	/* acquire: pairs with the release CAS that pushed each record */
+	for (st = atomic_load_explicit(&rctx_tmr_stages, memory_order_acquire);
+	     st; st = st->next) {
+		uint32_t zero = 0;
+
+		/* acquire: pairs with the release store in rctx_stage_exit */
+		if (st->tw == tw &&
+		    atomic_compare_exchange_strong_explicit(
+			&st->owned, &zero, 1, memory_order_acquire,
+			memory_order_relaxed))
+			goto got;
+	}
+	st = rctx_calloc(1, sizeof(*st));
+	if (st == NULL)
+		return NULL;
+	st->tw = tw;
+	atomic_init(&st->owned, 1);
+	/* relaxed: the CAS below publishes */
+	st->next = atomic_load_explicit(&rctx_tmr_stages, memory_order_relaxed);
+	/* release: publishes the record; pairs with the acquire walks */
+	while (!atomic_compare_exchange_weak_explicit(
+	    &rctx_tmr_stages, &st->next, st, memory_order_release,
+	    memory_order_relaxed))
+		;
+got:
+	(void)pthread_once(&rctx_tmr_stage_once, rctx_stage_make_key);
+	(void)pthread_setspecific(rctx_tmr_stage_key, st);
+	rctx_tmr_my_stage = st;
+	rctx_tmr_my_stage_gen = gen;
+	return st;
+}
+
+/* Stage t on st (see the comment on stages). */
+static void
+rctx_stage_push(struct rctx_stage *st, struct rctx_timer *t,
+		rctx_time_t expires)
+{
+	struct rctx_twheel *tw = st->tw;
+	/* Relaxed: only we push; the CAS validates against steals. */
+	struct rctx_timer *head =
+	    atomic_load_explicit(&st->head, memory_order_relaxed);
+
+	t->expires = expires;
+	t->home = tw;
+	/*
+	 * Release: publishes home to a release that sees QUEUED (as in
+	 * rctx_tw_hand); the push publishes all of t to a stealer.
+	 */
+	atomic_fetch_or_explicit(&t->flags,
+				 RCTX_TIMER_F_ARMED | RCTX_TIMER_F_QUEUED |
+				     RCTX_TIMER_F_STAGED,
+				 memory_order_release);
+	do {
+		t->qnext = head;
+		/* seq_cst: publishes t to the steal (A) and is the store
+		 * half of the Dekker pair with the owner's plan (B) */
+	} while (!atomic_compare_exchange_weak_explicit(
+	    &st->head, &head, t, memory_order_seq_cst, memory_order_relaxed));
+	/*
+	 * The owner must steal it two ticks before it is due: if its plan
+	 * does not promise to look by then (it polls each tick while any
+	 * stage is busy), wake it. In steady state this makes no call.
+	 */
+	rctx_tw_wake_if(tw, expires - 2 * rctx_tw_tick(tw));
+	if (++st->n >= RCTX_STAGE_FLUSH)
+		rctx_stage_flush(st);
+}
+
 int
 rctx_timer_arm(struct rctx_timer *t, rctx_time_t expires)
+{
+	return rctx_timer_arm_at(t, expires, RCTX_NEVER);
+}
+
+int
+rctx_timer_arm_at(struct rctx_timer *t, rctx_time_t expires, rctx_time_t now)
 {
 	struct rctx_loop *own = rctx_tmr_own_loop;
 	struct rctx_twheel *tw;
@@ -833,6 +1066,15 @@ rctx_timer_arm(struct rctx_timer *t, rctx_time_t expires)
 		/* Acquire: pairs with the release in rctx_tw_start. */
 		if (tw &&
 		    atomic_load_explicit(&tw->running, memory_order_acquire)) {
+			struct rctx_stage *st;
+
+			if (now != RCTX_NEVER &&
+			    expires - now >=
+				RCTX_STAGE_MIN_TICKS * rctx_tw_tick(tw) &&
+			    (st = rctx_stage_self(tw)) != NULL) {
+				rctx_stage_push(st, t, expires);
+				return 0;
+			}
 			rctx_tw_hand(tw, t, expires);
 			return 0;
 		}
@@ -861,12 +1103,23 @@ rctx_timer_release(struct rctx_timer *t)
 	uint32_t f, nf;
 	bool push;
 
-	rcu_read_lock(); /* before the CAS: ordering F */
+	/*
+	 * Only loop wheels are freed before shutdown (ordering F): a program
+	 * that never made a loop needs no read-side section. Relaxed: a
+	 * timer of a loop was armed after the store that made this true,
+	 * by a thread the releasing one synchronised with.
+	 */
+	bool rcu =
+	    atomic_load_explicit(&rctx_tmr_loops_used, memory_order_relaxed);
+
+	if (rcu)
+		rcu_read_lock(); /* before the CAS: ordering F */
 	/* Acquire: pairs with arm's release fetch_or (publishes home). */
 	f = atomic_load_explicit(&t->flags, memory_order_acquire);
 	for (;;) {
 		if (f & RCTX_TIMER_F_DEAD) {
-			rctx_tmr_read_unlock();
+			if (rcu)
+				rctx_tmr_read_unlock();
 			return; /* released twice or killed by shutdown */
 		}
 		/*
@@ -891,8 +1144,15 @@ rctx_timer_release(struct rctx_timer *t)
 			break;
 	}
 	if (!(f & RCTX_TIMER_HELD)) {
-		rctx_tmr_read_unlock();
+		if (rcu)
+			rctx_tmr_read_unlock();
 		rctx_tmr_call_dead(t); /* I1: nobody holds t */
+		return;
+	}
+	if (f & RCTX_TIMER_F_STAGED) {
+		/* Its stage's flush or the owner's steal kills it. */
+		if (rcu)
+			rctx_tmr_read_unlock();
 		return;
 	}
 	/*
@@ -908,11 +1168,13 @@ rctx_timer_release(struct rctx_timer *t)
 		 * The owner is awake: it sees DEAD after fire, or it is us
 		 * and looks at its queue before it sleeps (loop_next/run).
 		 */
-		rctx_tmr_read_unlock();
+		if (rcu)
+			rctx_tmr_read_unlock();
 		return;
 	}
 	rctx_tw_wake_soon(tw);
-	rctx_tmr_read_unlock();
+	if (rcu)
+		rctx_tmr_read_unlock();
 }
 
 /* ---- event loops ------------------------------------------------------- */
@@ -985,6 +1247,9 @@ rctx_loop_new(void)
 		atomic_store_explicit(&old->n, n + 1, memory_order_release);
 	}
 	/* Relaxed: readers treat it as a hint (the lock re-checks). */
+	/* relaxed: see rctx_timer_release (its readers synchronise through
+	 * the timers armed to the loop afterwards) */
+	atomic_store_explicit(&rctx_tmr_loops_used, true, memory_order_relaxed);
 	atomic_fetch_add_explicit(&rctx_tmr_nloops, 1, memory_order_relaxed);
 	rctx_tmr_own_loop = loop;
 	/* Timers parked by a loop_free that found no owner: ours now. */
@@ -1355,6 +1620,34 @@ rctx_timer_shutdown(void)
 			pthread_join(tws[i]->thread, NULL);
 	}
 	pthread_mutex_lock(&rctx_tmr_lock);
+	/* Staged timers join their wheel's queue, which kill_all empties;
+	 * then the records go (threads that still point at theirs see the
+	 * generation change). */
+	/* acquire: pairs with the record pushes; callers are quiescent */
+	struct rctx_stage *st = atomic_exchange_explicit(&rctx_tmr_stages, NULL,
+							 memory_order_acquire);
+	while (st) {
+		struct rctx_stage *snext = st->next;
+		/* seq_cst: as the owner's steal (A) */
+		struct rctx_timer *t = atomic_exchange_explicit(
+		    &st->head, NULL, memory_order_seq_cst);
+
+		while (t) {
+			struct rctx_timer *tn = t->qnext;
+
+			/* acq_rel: as in rctx_stage_flush */
+			atomic_fetch_and_explicit(&t->flags,
+						  ~RCTX_TIMER_F_STAGED,
+						  memory_order_acq_rel);
+			rctx_tw_push(st->tw, t);
+			t = tn;
+		}
+		free(st);
+		st = snext;
+	}
+	/* relaxed: see rctx_stage_exit */
+	atomic_fetch_add_explicit(&rctx_tmr_stage_gen, 1, memory_order_relaxed);
+	rctx_tmr_my_stage = NULL;
 	for (i = 0; i < n; i++) {
 		if (!tws[i])
 			continue;
@@ -1467,7 +1760,8 @@ rctx_tmr_atfork_child(void)
 		if (tw && tw->had_thread &&
 		    (tw->w.count ||
 		     /* Relaxed: the child is single-threaded. */
-		     atomic_load_explicit(&tw->queue, memory_order_relaxed)) &&
+		     atomic_load_explicit(&tw->queue, memory_order_relaxed) ||
+		     rctx_tw_stages_busy(tw)) &&
 		    rctx_tw_start(tw))
 			return; /* restart_all stays set */
 	}

@@ -49,6 +49,15 @@ void rctx_timer_init(struct rctx_timer *t);
 int rctx_timer_arm(struct rctx_timer *t, rctx_time_t expires);
 
 /*
+ * rctx_timer_arm_at - the same, given the caller's reading of rctx_now().
+ * A timer due at least a few ticks after now is staged on the calling
+ * thread (no shared write; see timer.c), so one released soon after is
+ * freed without involving the owner. now = INT64_MAX: never stage.
+ */
+int rctx_timer_arm_at(struct rctx_timer *t, rctx_time_t expires,
+		      rctx_time_t now);
+
+/*
  * rctx_timer_cancel - after this returns, fire(t) will not be started
  * (a fire already running may finish). Lazy: no lock, no system call.
  */

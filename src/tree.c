@@ -2,6 +2,8 @@
 /* The cancellation tree: derive, cancel cascade, references and freeing. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
 #include <string.h>
 
 #include "after.h"
@@ -46,6 +48,14 @@
  *      err sees the cause that came with it.
  *  (D) A child's state CAS in the cascade happens before the cascade
  *      returns, so rctx_cancel's caller sees every descendant done (I3).
+ *  (E) Reuse without a grace period. A cascade counts itself in a node's
+ *      walkers (seq_cst) before it reads the node's slots, and leaves
+ *      after it has finished with every pointer it read there. A freed
+ *      child leaves its set (seq_cst CAS; a canceller that removed it
+ *      earlier handed it on through its reference) and then loads the
+ *      set owner's walkers (seq_cst): if that is 0, every walk that could
+ *      have read its pointer is over, so its memory may be reused at
+ *      once; otherwise it waits for a grace period (I4).
  *
  * Progress: derive is lock-free (children set CAS), cancel is lock-free
  * and takes no lock while running callbacks; the cascade is iterative
@@ -116,6 +126,7 @@ ctx_new(struct rctx *parent, uint8_t kind)
 	c->armed = 0;
 	c->fd_signalled = 0;
 	c->wslot = NULL;
+	c->defer_free = 0;
 #ifdef RCTX_DEBUG
 	c->magic = RCTX_MAGIC_LIVE;
 #endif
@@ -151,6 +162,7 @@ init_cancelable(struct rctx *c)
 	atomic_init(&c->fd, -1);
 	rctx_cset_init(&c->children);
 	atomic_init(&c->aover, NULL);
+	atomic_init(&c->walkers, 0);
 	atomic_flag_clear_explicit(&c->olock, memory_order_relaxed);
 }
 
@@ -209,6 +221,14 @@ rctx_tree_with_cancel(struct rctx *parent)
 struct rctx *
 rctx_tree_with_deadline(struct rctx *parent, rctx_time_t deadline, int cause)
 {
+	return rctx_tree_with_deadline_at(parent, deadline, cause,
+					  RCTX_NOW_UNKNOWN);
+}
+
+struct rctx *
+rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
+			   rctx_time_t now)
+{
 	struct rctx *c;
 	int r;
 
@@ -230,7 +250,9 @@ rctx_tree_with_deadline(struct rctx *parent, rctx_time_t deadline, int cause)
 	parent_get(parent);
 	if (rctx_st_err(rctx_state_load(c)))
 		return c; /* born done under a done parent */
-	if (deadline <= rctx_now()) {
+	if (now == RCTX_NOW_UNKNOWN)
+		now = rctx_now();
+	if (deadline <= now) {
 		(void)rctx_tree_cancel(c, RCTX_ST_TIMEDOUT,
 				       cause ? cause : ETIMEDOUT);
 		return c;
@@ -241,7 +263,7 @@ rctx_tree_with_deadline(struct rctx *parent, rctx_time_t deadline, int cause)
 	/* Before the hand-off: once armed, a fire and the free path on the
 	 * owner thread may read it. */
 	c->armed = 1;
-	r = rctx_timer_arm(&c->timer, deadline);
+	r = rctx_timer_arm_at(&c->timer, deadline, now);
 	if (RCTX_UNLIKELY(r < 0)) {
 		c->armed = 0; /* never handed over: nobody else reads it */
 		/* Leaves the parent as it was: the free path removes c from
@@ -304,10 +326,58 @@ struct walk {
 	struct rctx *work;    /* ours, to visit; each holds a reference */
 	struct rctx *done;    /* ours, visited */
 	uint64_t cur;	      /* err and cause of the node being walked */
+	struct rctx *node;    /* the node being walked */
 	struct rctx **assist; /* done by others, to visit; referenced */
 	size_t nassist, cap;
 	struct rctx *assist_inl[ASSIST_INLINE];
 };
+
+uint64_t
+rctx_state_settle(const struct rctx *c)
+{
+	unsigned spins = 0;
+	uint64_t s;
+
+	/* acquire: pairs with the release store that clears PENDING */
+	while ((s = atomic_load_explicit(&((struct rctx *)c)->state,
+					 memory_order_acquire)) &
+	       RCTX_ST_PENDING)
+		if (++spins % 64 == 0)
+			sched_yield();
+	return s;
+}
+
+/*
+ * Make c done: CAS its state from *s to ns (false, *s updated, if it
+ * changed). A context with an eventfd goes through PENDING: the fd is
+ * written after err and cause are fixed but before observers see them,
+ * so "done" and "the fd is readable" agree both ways (wait.c B).
+ */
+static bool
+publish_done(struct rctx *c, uint64_t *s, uint64_t ns)
+{
+	/* seq_cst: wait.c B, pairs with the CAS that installs the fd */
+	int fd = atomic_load_explicit(&c->fd, memory_order_seq_cst);
+
+	if (fd < 0)
+		/* seq_cst: publishes err+cause (C) and is the canceller's
+		 * half of order B; relaxed on failure: the caller retries */
+		return atomic_compare_exchange_weak_explicit(
+		    &c->state, s, ns, memory_order_seq_cst,
+		    memory_order_relaxed);
+	/* seq_cst: as above; the word is final but for PENDING */
+	if (!atomic_compare_exchange_weak_explicit(
+		&c->state, s, ns | RCTX_ST_PENDING, memory_order_seq_cst,
+		memory_order_relaxed))
+		return false;
+	(void)eventfd_write(fd, 1);
+	/* release: observers that saw PENDING wait for this store
+	 * (rctx_state_settle); no waiter can set WAITERS meanwhile since
+	 * err is set (wait.c A), so ns is still the whole word */
+	atomic_store_explicit(&c->state, ns, memory_order_release);
+	c->fd_signalled = 1; /* we own c's cascade: our CAS won */
+	return true;
+}
 
 static bool
 assist_push(struct walk *w, struct rctx *c)
@@ -334,7 +404,6 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 	struct walk *w = arg;
 	struct rctx *ch = (struct rctx *)e;
 	uint64_t cs, ns;
-	bool pre;
 
 	if (e & RCTX_CSET_TAG_AFTER)
 		return; /* after-funcs run once every descendant is done */
@@ -342,7 +411,6 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 		return; /* being freed: its free path leaves the set */
 	/* relaxed: only a first guess for the CAS */
 	cs = atomic_load_explicit(&ch->state, memory_order_relaxed);
-	pre = (cs & RCTX_ST_ERR_MASK) ? false : rctx_wait_presignal(ch);
 	for (;;) {
 		if (cs & RCTX_ST_ERR_MASK) {
 			/* Done by another canceller (it keeps its own err
@@ -353,20 +421,29 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 			return;
 		}
 		ns = (cs & RCTX_ST_WAITERS) |
-		     (w->cur & ~(uint64_t)RCTX_ST_WAITERS);
-		/* seq_cst: publishes err+cause (C) and orders the child's
-		 * slot reads after it (B); relaxed on failure: retried */
-		if (atomic_compare_exchange_weak_explicit(&ch->state, &cs, ns,
-							  memory_order_seq_cst,
-							  memory_order_relaxed))
+		     (w->cur & ~(uint64_t)(RCTX_ST_WAITERS | RCTX_ST_PENDING));
+		if (publish_done(ch, &cs, ns))
 			break;
 	}
-	ch->fd_signalled = pre; /* we own ch now: our CAS won */
 	/* ch stays in the set until every node is marked: a canceller that
 	 * finds an ancestor done walks through it to ch's children (I3) */
 	ch->wslot = slot;
+	ch->wset = &w->node->children;
 	ch->work_next = w->work;
 	w->work = ch;
+}
+
+/* Walk n's children set, counted in n's walkers (order E). */
+static void
+walk_children(struct rctx *n, struct walk *w)
+{
+	w->node = n;
+	/* seq_cst: order E, before any slot of n is read */
+	atomic_fetch_add_explicit(&n->walkers, 1, memory_order_seq_cst);
+	rctx_cset_foreach(&n->children, mark_child, w);
+	/* release: every pointer read from n's slots is done with; pairs
+	 * with the freeing child's load of walkers (order E) */
+	atomic_fetch_sub_explicit(&n->walkers, 1, memory_order_release);
 }
 
 static void
@@ -393,7 +470,8 @@ cascade(struct rctx *c, uint64_t st)
 		 * the check above sees c done and finishes itself (B). The
 		 * caller's reference keeps c alive. */
 		if (c->registered)
-			rctx_cset_remove(c->slot, (uintptr_t)c);
+			rctx_cset_remove_hinted(&c->cparent->children, c->slot,
+						(uintptr_t)c);
 		if (c->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&c->timer);
 		rctx_wait_notify(c, st, c->fd_signalled);
@@ -402,6 +480,7 @@ cascade(struct rctx *c, uint64_t st)
 	rctx_ref_get(c); /* uniform: every node on the list holds one */
 	c->work_next = NULL;
 	c->wslot = c->registered ? c->slot : NULL;
+	c->wset = c->registered ? &c->cparent->children : NULL;
 
 	/* 1. Mark every descendant done (I3), iteratively. */
 	w.assist = w.assist_inl;
@@ -416,13 +495,13 @@ cascade(struct rctx *c, uint64_t st)
 			 * was found beneath another canceller's node */
 			w.cur = atomic_load_explicit(&n->state,
 						     memory_order_relaxed);
-			rctx_cset_foreach(&n->children, mark_child, &w);
+			walk_children(n, &w);
 			n->work_next = w.done;
 			w.done = n;
 		} else if (w.nassist > 0) {
 			n = w.assist[--w.nassist];
 			w.cur = rctx_state_load(n);
-			rctx_cset_foreach(&n->children, mark_child, &w);
+			walk_children(n, &w);
 			rctx_tree_release(n);
 		} else {
 			break;
@@ -436,7 +515,8 @@ cascade(struct rctx *c, uint64_t st)
 	 * stop timers, wake waiters and fds. */
 	for (n = w.done; n; n = n->work_next) {
 		if (n->wslot)
-			rctx_cset_remove(n->wslot, (uintptr_t)n);
+			rctx_cset_remove_hinted(n->wset, n->wslot,
+						(uintptr_t)n);
 		if (n->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&n->timer);
 		/* relaxed: we made the last change to it (err set: no
@@ -470,21 +550,12 @@ rctx_tree_cancel(struct rctx *c, unsigned code, int cause)
 	/* relaxed: only a first guess for the CAS */
 	uint64_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
 	uint64_t ns;
-	bool pre;
 
-	if (s & RCTX_ST_ERR_MASK)
-		return -EALREADY;
-	pre = rctx_wait_presignal(c); /* before done is visible (wait.c B) */
 	do {
 		if (s & RCTX_ST_ERR_MASK)
 			return -EALREADY;
 		ns = (s & RCTX_ST_WAITERS) | rctx_st_make(code, cause);
-		/* seq_cst: publishes err+cause together (C) and is the
-		 * canceller's half of order B; relaxed on failure: the loop
-		 * re-examines the value */
-	} while (!atomic_compare_exchange_weak_explicit(
-	    &c->state, &s, ns, memory_order_seq_cst, memory_order_relaxed));
-	c->fd_signalled = pre; /* we own c's cascade: our CAS won */
+	} while (!publish_done(c, &s, ns));
 	cascade(c, ns);
 	return 0;
 }
@@ -513,12 +584,25 @@ static void
 ctx_free(struct rctx *c)
 {
 #ifndef RCTX_DEBUG
-	if (!c->registered) {
+	if (!c->defer_free) {
 		rctx_ctx_free_now(c);
 		return;
 	}
 #endif
 	rctx_ctx_free_rcu(c);
+}
+
+/*
+ * May a canceller still hold c's pointer without a reference? Only if c
+ * was in a set whose owner is being walked now (order E). Called after c
+ * left its set, while c->cparent is alive (c still holds its parent).
+ */
+static bool
+needs_grace(struct rctx *c)
+{
+	/* seq_cst: order E, after our seq_cst removal from the set */
+	return c->registered && atomic_load_explicit(&c->cparent->walkers,
+						     memory_order_seq_cst) != 0;
 }
 
 static void
@@ -533,7 +617,8 @@ static void
 free_one(struct rctx *c)
 {
 	if (c->registered)
-		rctx_cset_remove(c->slot, (uintptr_t)c);
+		rctx_cset_remove_hinted(&c->cparent->children, c->slot,
+					(uintptr_t)c);
 	if (c->src == c) {
 		rctx_cset_destroy(&c->children);
 		rctx_wait_close(c);
@@ -543,6 +628,7 @@ free_one(struct rctx *c)
 #ifdef RCTX_DEBUG
 	c->magic = RCTX_MAGIC_DEAD;
 #endif
+	c->defer_free = needs_grace(c);
 	if (c->kind == RCTX_KIND_TIMER && c->armed)
 		rctx_timer_release(&c->timer); /* timer_dead frees c */
 	else

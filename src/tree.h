@@ -79,20 +79,43 @@ rctx_ref_put(struct rctx *c)
 	return true;
 }
 
-/* Load a cancelable context's state word. */
+/* Wait out a PENDING state word (a canceller writing the eventfd). */
+uint64_t rctx_state_settle(const struct rctx *c);
+
+/* s, or if s is PENDING, the settled word (for raw seq_cst loads). */
+static inline uint64_t
+rctx_state_settled(uint64_t s, const struct rctx *c)
+{
+	return RCTX_UNLIKELY(s & RCTX_ST_PENDING) ? rctx_state_settle(c) : s;
+}
+
+/*
+ * Load a cancelable context's state word, as observers see it: never
+ * PENDING, so done and "the eventfd is readable" agree (wait.c B).
+ */
 static inline uint64_t
 rctx_state_load(const struct rctx *c)
 {
-	/* acquire: pairs with the seq_cst CAS in rctx_tree_cancel that
-	 * publishes err and cause together (tree.c, C) */
-	return atomic_load_explicit(&((struct rctx *)c)->state,
-				    memory_order_acquire);
+	/* acquire: pairs with the seq_cst CAS (or, after PENDING, the
+	 * release store) that publishes err and cause together (tree.c C) */
+	uint64_t s = atomic_load_explicit(&((struct rctx *)c)->state,
+					  memory_order_acquire);
+
+	if (RCTX_UNLIKELY(s & RCTX_ST_PENDING))
+		s = rctx_state_settle(c);
+	return s;
 }
 
 /* Constructors (arguments already checked by api.c). NULL + errno. */
 struct rctx *rctx_tree_with_cancel(struct rctx *parent);
 struct rctx *rctx_tree_with_deadline(struct rctx *parent, rctx_time_t deadline,
 				     int cause);
+/* The same, given the caller's reading of rctx_now() (one clock read per
+ * with_timeout; reading it costs tens of ns on a VM). */
+#define RCTX_NOW_UNKNOWN INT64_MIN
+struct rctx *rctx_tree_with_deadline_at(struct rctx *parent,
+					rctx_time_t deadline, int cause,
+					rctx_time_t now);
 struct rctx *rctx_tree_with_value(struct rctx *parent, const void *key,
 				  void *value);
 struct rctx *rctx_tree_without_cancel(struct rctx *parent);

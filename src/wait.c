@@ -24,14 +24,17 @@
  *      WAITERS and wakes; if the cancel's is, the waiter's CAS fails and it
  *      re-reads err. FUTEX_WAIT compares the word in the kernel, so a
  *      change between our load and the sleep returns at once.
- *  (B) A canceller reads the fd (seq_cst) and writes it BEFORE its state
- *      CAS, so a thread that sees done finds an fd that existed before the
- *      cancel readable (Go closes Done under the lock that sets err). For
- *      an fd created during the cancel: rctx_fd installs it (seq_cst CAS)
- *      then reads the state (seq_cst); the canceller, if it wrote nothing
- *      before, reads the fd again after its state CAS (seq_cst). Either
- *      the canceller writes the new fd, or the creator sees done and
- *      writes it itself (both writing is harmless).
+ *  (B) Done and "the eventfd is readable" agree both ways, as in Go (which
+ *      closes Done under the lock that sets err). A canceller of a context
+ *      with an fd (seq_cst load) CASes the state to the final err and cause
+ *      plus PENDING, writes the fd, then clears PENDING (release); every
+ *      observer waits out PENDING (rctx_state_load), so done is never
+ *      visible before the fd is readable, and the fd is never readable
+ *      before done is. For an fd created during the cancel: rctx_fd
+ *      installs it (seq_cst CAS) then reads the state (seq_cst); the
+ *      canceller read the fd before its CAS and, if it wrote nothing,
+ *      reads it again after (seq_cst). Either the canceller writes the
+ *      new fd, or the creator sees done and writes it itself.
  */
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__

@@ -11,12 +11,8 @@ int rctx_wait_src(struct rctx *src, rctx_time_t timeout);
 /* The eventfd of cancelable src, created on first call. */
 int rctx_fd_src(struct rctx *src);
 
-/*
- * Before a CAS that may make c done: write c's eventfd if it has one, so a
- * thread that sees c done finds the fd readable (wait.c, B). A failed CAS
- * means c was done already, so the early write is never wrong. Returns
- * whether it wrote.
- */
+/* Write c's eventfd if it has one (an fd created while a cancel ran;
+ * wait.c B). Returns whether it wrote. */
 bool rctx_wait_presignal(struct rctx *c);
 
 /* Cascade hook: c was just made done with state st; wake its waiters, and
