@@ -866,11 +866,21 @@ reg(const char *lib, const std::string &name,
 	std::string full = std::string("BM_") + lib + "_" + name;
 	bool timers = name.rfind("WithTimeoutCancel/", 0) == 0;
 
-	/* Live timers kept for WithTimeoutCancel must not weigh on others. */
+	/*
+	 * Work a library defers to its own threads (RCU reclamation, the
+	 * timer service freeing a million released timers) must not spill
+	 * into the next benchmark on a 2-core machine: drop the live-timer
+	 * population and let both libraries drain and stop their threads
+	 * (they restart lazily) before each run, outside the timed loop.
+	 * WithTimeoutCancel keeps its population alive between its calls.
+	 */
 	return benchmark::RegisterBenchmark(full.c_str(),
 		[fn, timers](benchmark::State &st) {
-			if (!timers)
+			if (!timers) {
 				population_drop();
+				rctx_shutdown();
+				mctx_shutdown();
+			}
 			fn(st);
 		});
 }
