@@ -535,13 +535,14 @@ def bar_plot(d, rows, field, fname, title, ylabel, logscale):
         return None
     dat = fname[:-4] + ".dat"
     with open(os.path.join(d, dat), "w") as f:
-        f.write("workload " + " ".join(libs) + "\n")
         for r in data:
             vals = []
             for lib in libs:
                 v = r.get(lib + field)
-                vals.append("-" if v in (None, 0) and logscale else
-                            "-" if v is None else "%.6g" % v)
+                # NaN, not a "missing" marker: gnuplot's histograms skip
+                # missing points and shift the rest of that series left
+                vals.append("NaN" if v is None or (v == 0 and logscale)
+                            else "%.6g" % v)
             f.write(gp_quote(r["key"]) + " " + " ".join(vals) + "\n")
     width = max(1000, 28 * len(data) * max(1, len(libs)) // 2)
     cols = ", ".join(
@@ -554,11 +555,10 @@ def bar_plot(d, rows, field, fname, title, ylabel, logscale):
         "set output %s" % gp_quote(fname),
         "set title %s" % gp_quote(title),
         "set ylabel %s" % gp_quote(ylabel),
-        "set datafile missing '-'",
         "set style data histograms",
         "set style histogram clustered gap 1",
         "set style fill solid 0.8 border -1",
-        "set xtics rotate by -60 font ',8'",
+        "set xtics rotate by 50 right font ',8'",
         "set key top left",
         "set grid ytics",
         "set bmargin 16",
