@@ -754,7 +754,10 @@ def main():
               "(per child for CancelFanout, per level for ChainCancel, per "
               "context for ColdDerive; aggregate over all threads for "
               "SharedParent). allocs/op counts malloc calls per op on the "
-              "benchmark thread (Go: -benchmem, whole process)." %
+              "benchmark thread (Go: -benchmem, whole process). "
+              "ColdDerive runs first for rctx, in a fresh process, so its "
+              "time is mostly first-touch page faults; only its allocs/op "
+              "has a target." %
               (" --quick" if args.mode == "quick" else "",
                "the repetitions" if args.mode != "quick" else "one run"))
     md.append("")
