@@ -873,10 +873,13 @@ reg(const char *lib, const std::string &name,
 	 * population and let both libraries drain and stop their threads
 	 * (they restart lazily) before each run, outside the timed loop.
 	 * WithTimeoutCancel keeps its population alive between its calls.
+	 * In threaded runs only thread 0 does it: the others touch no
+	 * context before the loop's start barrier, which thread 0 reaches
+	 * after this.
 	 */
 	return benchmark::RegisterBenchmark(full.c_str(),
 		[fn, timers](benchmark::State &st) {
-			if (!timers) {
+			if (!timers && st.thread_index() == 0) {
 				population_drop();
 				rctx_shutdown();
 				mctx_shutdown();
