@@ -94,9 +94,10 @@ rctx_cset_remove_hinted(struct rctx_cset *s, _Atomic uintptr_t *slot,
 {
 	if (!rctx_cset_remove(slot, entry))
 		return false;
-	/* relaxed: only a suggestion; the inserter's CAS on the slot
-	 * validates it, and the slot lives as long as the set */
-	atomic_store_explicit(&s->hint, slot, memory_order_relaxed);
+	/* release: the slot lives as long as the set, but its table's
+	 * initialisation must be visible to the inserter that follows the
+	 * hint (we saw it through the acquire on top); pairs with try_hint */
+	atomic_store_explicit(&s->hint, slot, memory_order_release);
 	return true;
 }
 
@@ -104,9 +105,10 @@ rctx_cset_remove_hinted(struct rctx_cset *s, _Atomic uintptr_t *slot,
 static inline _Atomic uintptr_t *
 try_hint(struct rctx_cset *s, uintptr_t entry)
 {
-	/* relaxed: see rctx_cset_remove_hinted */
+	/* acquire: pairs with the release store in rctx_cset_remove_hinted
+	 * (the hinted slot's table is initialised) */
 	_Atomic uintptr_t *h =
-	    atomic_load_explicit(&s->hint, memory_order_relaxed);
+	    atomic_load_explicit(&s->hint, memory_order_acquire);
 
 	return h != NULL && try_slot(h, entry) ? h : NULL;
 }
