@@ -159,7 +159,9 @@ rctx_err(const rctx_t *ctx)
 RCTX_API bool
 rctx_done(const rctx_t *ctx)
 {
-	return rctx_err(ctx) != 0;
+	const struct rctx *src = observed(ctx, "rctx_done")->src;
+
+	return src && (rctx_state_load(src) & RCTX_ST_ERR_MASK) != 0;
 }
 
 RCTX_API int

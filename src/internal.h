@@ -172,9 +172,6 @@ struct rctx {
 	_Atomic uintptr_t *wslot; /* slot the canceller found us in; it
 				       * removes us there once every node
 				       * is marked (canceller only) */
-	struct rctx_cset *wset;	  /* the set wslot is in (canceller only;
-				       * the constructor may not have written
-				       * cparent yet when a walk finds us) */
 	int dcause;		  /* TIMER: cause given at construction */
 
 	/* --- TIMER --- */

@@ -326,7 +326,6 @@ struct walk {
 	struct rctx *work;    /* ours, to visit; each holds a reference */
 	struct rctx *done;    /* ours, visited */
 	uint64_t cur;	      /* err and cause of the node being walked */
-	struct rctx *node;    /* the node being walked */
 	struct rctx **assist; /* done by others, to visit; referenced */
 	size_t nassist, cap;
 	struct rctx *assist_inl[ASSIST_INLINE];
@@ -428,7 +427,6 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 	/* ch stays in the set until every node is marked: a canceller that
 	 * finds an ancestor done walks through it to ch's children (I3) */
 	ch->wslot = slot;
-	ch->wset = &w->node->children;
 	ch->work_next = w->work;
 	w->work = ch;
 }
@@ -437,7 +435,6 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 static void
 walk_children(struct rctx *n, struct walk *w)
 {
-	w->node = n;
 	/* seq_cst: order E, before any slot of n is read */
 	atomic_fetch_add_explicit(&n->walkers, 1, memory_order_seq_cst);
 	rctx_cset_foreach(&n->children, mark_child, w);
@@ -480,7 +477,6 @@ cascade(struct rctx *c, uint64_t st)
 	rctx_ref_get(c); /* uniform: every node on the list holds one */
 	c->work_next = NULL;
 	c->wslot = c->registered ? c->slot : NULL;
-	c->wset = c->registered ? &c->cparent->children : NULL;
 
 	/* 1. Mark every descendant done (I3), iteratively. */
 	w.assist = w.assist_inl;
@@ -511,12 +507,15 @@ cascade(struct rctx *c, uint64_t st)
 	if (w.assist != w.assist_inl)
 		free(w.assist);
 
-	/* 2. Every node leaves its parent's set, now that all are marked;
+	/* 2. Every node leaves its parent's set, now that all are marked
+	 * (a cancelled parent's set ends up empty, as Go clears its map);
 	 * stop timers, wake waiters and fds. */
 	for (n = w.done; n; n = n->work_next) {
-		if (n->wslot)
-			rctx_cset_remove_hinted(n->wset, n->wslot,
+		if (n == c && n->wslot) /* c's parent takes new children */
+			rctx_cset_remove_hinted(&c->cparent->children, n->wslot,
 						(uintptr_t)n);
+		else if (n->wslot)
+			rctx_cset_remove(n->wslot, (uintptr_t)n);
 		if (n->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&n->timer);
 		/* relaxed: we made the last change to it (err set: no
@@ -526,22 +525,23 @@ cascade(struct rctx *c, uint64_t st)
 		    n->fd_signalled);
 	}
 
-	/* 3. Run after-funcs, outside any lock. */
+	/* 3. Run after-funcs, outside any lock, and drop the list's
+	 * references (children come before their parents on the list). */
 	rctx_after_cascade_enter();
-	for (n = w.done; n; n = n->work_next) {
-		rctx_cset_foreach(&n->children, fire_after, NULL);
-		rctx_after_fire_overflow(n);
-	}
-	rctx_after_cascade_leave();
-
-	/* 4. Drop the list's references. */
 	n = w.done;
 	while (n) {
 		struct rctx *next = n->work_next;
 
+		if (rctx_cset_maybe_nonempty(&n->children) ||
+		    /* seq_cst: as in the leaf check above */
+		    atomic_load_explicit(&n->aover, memory_order_seq_cst)) {
+			rctx_cset_foreach(&n->children, fire_after, NULL);
+			rctx_after_fire_overflow(n);
+		}
 		rctx_tree_release(n);
 		n = next;
 	}
+	rctx_after_cascade_leave();
 }
 
 int
