@@ -130,23 +130,39 @@ struct rctx_after_impl;
 /* Lazily built value index (value.c). */
 struct rctx_vindex;
 
+/*
+ * Field order follows use: the first cache line holds what observers and
+ * the cancel cascade touch on every context they visit (refs, state, src,
+ * fd, the work list), the second the children set; a cascade over a wide
+ * fan-out then misses two lines per child, not four.
+ */
 struct rctx {
-	/* --- every context --- */
-	_Atomic uint32_t refs; /* references; 0 means being freed */
-	uint8_t kind;	       /* enum rctx_kind */
-	uint8_t registered;    /* inserted in src-parent's children set */
-	uint8_t has_deadline;  /* deadline below is meaningful */
-	uint8_t armed;	       /* TIMER: the timer was handed to the service */
-	uint8_t fd_signalled;  /* the canceller wrote the eventfd before its
-				* state CAS (wait.c, B) */
-	uint8_t defer_free;    /* reuse only after a grace period (tree.c E) */
-#ifdef RCTX_DEBUG
-	uint32_t magic; /* RCTX_MAGIC_LIVE / RCTX_MAGIC_DEAD */
-#endif
-	struct rctx *parent;  /* direct parent; holds one reference */
-	struct rctx *src;     /* cancellation source: self if cancelable,
+	/* --- line 0: observers and the cascade --- */
+	_Atomic uint32_t refs;	/* references; 0 means being freed */
+	uint8_t kind;		/* enum rctx_kind */
+	uint8_t registered;	/* inserted in src-parent's children set */
+	uint8_t has_deadline;	/* deadline below is meaningful */
+	uint8_t armed;		/* TIMER: the timer was handed to the service */
+	_Atomic uint64_t state; /* cancelable: see RCTX_ST_* */
+	struct rctx *src;	/* cancellation source: self if cancelable,
 				 * nearest cancelable ancestor otherwise,
 				 * NULL if this context can never be done */
+	_Atomic int fd;		/* eventfd, -1 until rctx_fd */
+	_Atomic uint32_t walkers; /* cascades walking our children set */
+	struct rctx *work_next;	  /* cascade work list (canceller only) */
+	_Atomic uintptr_t *wslot; /* slot the canceller found us in; it
+				   * removes us there once every node is
+				   * marked (canceller only) */
+	/* after-funcs that found the set full: a list through their own
+	 * storage, under the spin bit olock (after.c, overflow) */
+	_Atomic(struct rctx_after_impl *) aover;
+	uint8_t fd_signalled; /* the canceller wrote the eventfd (wait.c B) */
+	uint8_t defer_free;   /* reuse only after a grace period (tree.c E) */
+	atomic_flag olock;
+
+	/* --- line 1: the children set (cancelable) --- */
+	struct rctx_cset children;
+	struct rctx *parent;  /* direct parent; holds one reference */
 	rctx_time_t deadline; /* effective deadline, INT64_MAX if none */
 
 	/* --- values --- */
@@ -154,25 +170,16 @@ struct rctx {
 	const void *key;   /* VALUE only */
 	void *val;
 	struct rctx *vprev; /* VALUE: nearest value context above parent */
-	uint32_t vdepth;    /* VALUE: 1 + vprev->vdepth */
 	_Atomic(struct rctx_vindex *) vindex; /* VALUE, every k-th depth */
+	uint32_t vdepth;		      /* VALUE: 1 + vprev->vdepth */
 
-	/* --- cancelable (CANCEL, TIMER) --- */
-	_Atomic uint64_t state;	 /* see RCTX_ST_* */
+	/* --- registration and deadline --- */
+	int dcause;		 /* TIMER: cause given at construction */
 	_Atomic uintptr_t *slot; /* our entry in cparent's children set */
 	struct rctx *cparent;	 /* parent->src when registered */
-	struct rctx_cset children;
-	_Atomic uint32_t walkers; /* cascades walking our children set */
-	/* after-funcs that found the set full: a list through their own
-	 * storage, under the spin bit olock (after.c, overflow) */
-	_Atomic(struct rctx_after_impl *) aover;
-	atomic_flag olock;
-	_Atomic int fd;		  /* eventfd, -1 until rctx_fd */
-	struct rctx *work_next;	  /* cascade work list (canceller only) */
-	_Atomic uintptr_t *wslot; /* slot the canceller found us in; it
-				       * removes us there once every node
-				       * is marked (canceller only) */
-	int dcause;		  /* TIMER: cause given at construction */
+#ifdef RCTX_DEBUG
+	uint32_t magic; /* RCTX_MAGIC_LIVE / RCTX_MAGIC_DEAD */
+#endif
 
 	/* --- TIMER --- */
 	struct rctx_timer timer;

@@ -406,16 +406,18 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 
 	if (e & RCTX_CSET_TAG_AFTER)
 		return; /* after-funcs run once every descendant is done */
-	if (!rctx_ref_tryget(ch))
-		return; /* being freed: its free path leaves the set */
-	/* relaxed: only a first guess for the CAS */
+	/*
+	 * No reference yet: ch's memory stays valid while we walk (order E
+	 * and the RCU read section), even if its last reference is being
+	 * dropped. relaxed: only a first guess for the CAS.
+	 */
 	cs = atomic_load_explicit(&ch->state, memory_order_relaxed);
 	for (;;) {
 		if (cs & RCTX_ST_ERR_MASK) {
 			/* Done by another canceller (it keeps its own err
 			 * and cause): walk its subtree, or, if we cannot get
 			 * memory for that, leave it to its owner. */
-			if (!assist_push(w, ch))
+			if (rctx_ref_tryget(ch) && !assist_push(w, ch))
 				rctx_tree_release(ch);
 			return;
 		}
@@ -424,6 +426,24 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 		if (publish_done(ch, &cs, ns))
 			break;
 	}
+	/*
+	 * A plain leaf needs nothing more: no waiter to wake (none can
+	 * appear once err is set), no fd, no timer, no children and no
+	 * after-func (any that arrive see it done and finish themselves,
+	 * order B). It leaves the set at once, without a reference.
+	 */
+	if (ch->kind == RCTX_KIND_CANCEL && !(ns & RCTX_ST_WAITERS) &&
+	    /* seq_cst: wait.c B, an fd created meanwhile is seen here or
+	     * its creator sees ch done */
+	    atomic_load_explicit(&ch->fd, memory_order_seq_cst) < 0 &&
+	    !rctx_cset_maybe_nonempty(&ch->children) &&
+	    /* seq_cst: as in the leaf check of cascade */
+	    atomic_load_explicit(&ch->aover, memory_order_seq_cst) == NULL) {
+		rctx_cset_remove(slot, e);
+		return;
+	}
+	if (!rctx_ref_tryget(ch))
+		return; /* its last reference is going: its free cleans up */
 	/* ch stays in the set until every node is marked: a canceller that
 	 * finds an ancestor done walks through it to ch's children (I3) */
 	ch->wslot = slot;
