@@ -134,7 +134,8 @@ pick_expiry(struct fstate *s)
 		d = take_n(s, 1) << s->w.tick_shift;
 		if (d + 15 > (uint64_t)room)
 			return INT64_MAX;
-		return now + (rctx_time_t)d + (b & 31) - 16;
+		/* offset in -16..15, added last: never past INT64_MAX */
+		return now + (rctx_time_t)d + ((rctx_time_t)(b & 31) - 16);
 	case 3:
 		d = take_n(s, 2) << s->w.tick_shift;
 		break;

@@ -49,7 +49,9 @@ RCTX_API rctx_t *rctx_todo(void);
  * Derivation. Each constructor:
  * Returns: a new context holding one reference owned by the caller;
  *          NULL, errno EINVAL: parent (or key) is NULL;
- *          NULL, errno ENOMEM: out of memory (parent left unchanged).
+ *          NULL, errno ENOMEM: out of memory (parent left unchanged);
+ *          NULL, errno EAGAIN: (deadline constructors) the timer thread
+ *          could not be started (parent left unchanged).
  * Any thread. A child of a done parent is returned already done. A child
  * registering under a parent that another thread is cancelling is either
  * cancelled by that cancel or born done (see docs/design.md, order B).
@@ -157,10 +159,11 @@ RCTX_API void rctx_shutdown(void);
  *   the loop's planned wake-up was armed from another thread; poll it with
  *   the loop's other fds.
  * rctx_loop_next - the absolute time at which the next deadline is due,
- *   or -1 if none. Owner thread only.
+ *   rounded up to the wheel's tick (2^20 ns), or -1 if none. Owner only.
  * rctx_loop_timeout_ms - the same, as an epoll_wait timeout from now
  *   (rounded up, -1 for none). Owner thread only.
- * rctx_loop_run - fire every deadline due at now. Returns how many fired.
+ * rctx_loop_run - fire every deadline due at now, rounded down to the
+ *   tick (never one whose deadline is after now). Returns how many fired.
  *   Owner thread only.
  * rctx_loop_free - drop the loop; its pending deadlines move to the
  *   remaining loops, or to library threads if none remain. Owner only.

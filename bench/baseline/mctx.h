@@ -25,7 +25,7 @@ typedef int64_t mctx_time_t;
 #define MCTX_NSEC ((mctx_time_t)1)
 #define MCTX_USEC ((mctx_time_t)1000)
 #define MCTX_MSEC ((mctx_time_t)1000000)
-#define MCTX_SEC ((mctx_time_t)1000000000)
+#define MCTX_SEC  ((mctx_time_t)1000000000)
 
 /*
  * mctx_now - CLOCK_MONOTONIC now, in nanoseconds.
@@ -53,12 +53,11 @@ MCTX_API mctx_t *mctx_todo(void);
 MCTX_API mctx_t *mctx_with_cancel(mctx_t *parent);
 MCTX_API mctx_t *mctx_with_deadline(mctx_t *parent, mctx_time_t deadline);
 MCTX_API mctx_t *mctx_with_timeout(mctx_t *parent, mctx_time_t timeout);
-MCTX_API mctx_t *mctx_with_deadline_cause(mctx_t *parent,
-					  mctx_time_t deadline, int cause);
+MCTX_API mctx_t *mctx_with_deadline_cause(mctx_t *parent, mctx_time_t deadline,
+					  int cause);
 MCTX_API mctx_t *mctx_with_timeout_cause(mctx_t *parent, mctx_time_t timeout,
 					 int cause);
-MCTX_API mctx_t *mctx_with_value(mctx_t *parent, const void *key,
-				 void *value);
+MCTX_API mctx_t *mctx_with_value(mctx_t *parent, const void *key, void *value);
 MCTX_API mctx_t *mctx_without_cancel(mctx_t *parent);
 
 /*
