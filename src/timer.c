@@ -125,40 +125,21 @@
 #include <urcu-bp.h>
 
 #include "fault.h"
+#include "internal.h"
 #include "timer.h"
 #include "wheel.h"
 
 /*
- * ThreadSanitizer cannot see liburcu-bp's grace periods (the library is
- * not instrumented), so tell it what a grace period guarantees: every
- * read-side section that began before synchronize_rcu ended before it
- * returned (release at each unlock, acquire after each grace period).
+ * Loop twheels are freed after synchronize_rcu; TSan learns what a grace
+ * period orders through the token of internal.h (release at each unlock,
+ * acquire after each grace period).
  */
-#if defined(__SANITIZE_THREAD__)
-#define RCTX_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RCTX_TSAN 1
-#endif
-#endif
-#ifdef RCTX_TSAN
-void __tsan_acquire(void *addr);
-void __tsan_release(void *addr);
-static char rctx_tmr_gp_token;
-#define rctx_tmr_read_unlock()                                                 \
-	do {                                                                   \
-		__tsan_release(&rctx_tmr_gp_token);                            \
-		rcu_read_unlock();                                             \
-	} while (0)
+#define rctx_tmr_read_unlock() rctx_rcu_read_unlock()
 #define rctx_tmr_sync()                                                        \
 	do {                                                                   \
 		synchronize_rcu();                                             \
-		__tsan_acquire(&rctx_tmr_gp_token);                            \
+		rctx_tsan_acquire(&rctx_rcu_token);                            \
 	} while (0)
-#else
-#define rctx_tmr_read_unlock() rcu_read_unlock()
-#define rctx_tmr_sync()	       synchronize_rcu()
-#endif
 
 #define RCTX_TIMER_F_ARMED     0x01u
 #define RCTX_TIMER_F_QUEUED    0x02u
@@ -219,10 +200,7 @@ static struct rctx_loop *rctx_tmr_orphans[RCTX_TIMER_MAX_WHEELS];
 static _Atomic unsigned rctx_tmr_tick_shift = RCTX_WHEEL_TICK_SHIFT_DEFAULT;
 static _Atomic(rctx_timer_fn) rctx_tmr_fire_fn;
 static _Atomic(rctx_timer_fn) rctx_tmr_dead_fn;
-/* initial-exec: see RCTX_TLS in internal.h (no __tls_get_addr per use) */
-#define RCTX_TMR_TLS	   __thread __attribute__((tls_model("initial-exec")))
-#define RCTX_TMR_LIKELY(x) __builtin_expect(!!(x), 1)
-static RCTX_TMR_TLS struct rctx_loop *rctx_tmr_own_loop;
+static RCTX_TLS struct rctx_loop *rctx_tmr_own_loop;
 static _Atomic bool rctx_tmr_loops_used; /* a loop was ever created */
 
 /*
@@ -250,8 +228,8 @@ struct rctx_stage {
 
 static _Atomic(struct rctx_stage *) rctx_tmr_stages;
 static _Atomic unsigned rctx_tmr_stage_gen = 1; /* bumped by shutdown */
-static RCTX_TMR_TLS struct rctx_stage *rctx_tmr_my_stage;
-static RCTX_TMR_TLS unsigned rctx_tmr_my_stage_gen;
+static RCTX_TLS struct rctx_stage *rctx_tmr_my_stage;
+static RCTX_TLS unsigned rctx_tmr_my_stage_gen;
 static pthread_key_t rctx_tmr_stage_key;
 static pthread_once_t rctx_tmr_stage_once = PTHREAD_ONCE_INIT;
 
@@ -927,8 +905,8 @@ rctx_stage_self(struct rctx_twheel *tw)
 	    atomic_load_explicit(&rctx_tmr_stage_gen, memory_order_relaxed);
 	struct rctx_stage *st = rctx_tmr_my_stage;
 
-	if (RCTX_TMR_LIKELY(st != NULL && rctx_tmr_my_stage_gen == gen &&
-			    st->tw == tw))
+	if (RCTX_LIKELY(st != NULL && rctx_tmr_my_stage_gen == gen &&
+			st->tw == tw))
 		return st;
 	if (st != NULL && rctx_tmr_my_stage_gen == gen)
 		return NULL; /* bound to another wheel: hand off directly */
