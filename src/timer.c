@@ -194,6 +194,8 @@ static _Atomic unsigned rctx_tmr_nwheels_a; /* set once (pthread_once) */
 static struct rctx_twheel *_Atomic rctx_tmr_lib[RCTX_TIMER_MAX_WHEELS];
 static unsigned rctx_tmr_nrunning; /* library threads; under the lock */
 static bool rctx_tmr_restart_all;  /* child after fork; under the lock */
+/* A fork child has wheels to restart (lazily: see rctx_timer_poke). */
+static _Atomic bool rctx_tmr_fork_pending;
 static struct rctx_loopset *rctx_tmr_loops; /* RCU pointer */
 static _Atomic unsigned rctx_tmr_nloops;
 static struct rctx_loop *rctx_tmr_orphans[RCTX_TIMER_MAX_WHEELS];
@@ -794,6 +796,9 @@ rctx_tmr_lib_start(unsigned cpu)
 				goto out;
 		}
 		rctx_tmr_restart_all = false;
+		/* relaxed: under the lock; rctx_timer_poke re-checks under it */
+		atomic_store_explicit(&rctx_tmr_fork_pending, false,
+				      memory_order_relaxed);
 	}
 	cpu %= rctx_tmr_nwheels;
 	/* Relaxed: under the lock that writes it. */
@@ -814,6 +819,37 @@ rctx_tmr_lib_start(unsigned cpu)
 out:
 	pthread_mutex_unlock(&rctx_tmr_lock);
 	return err;
+}
+
+void
+rctx_timer_poke(void)
+{
+	unsigned i;
+
+	/* relaxed: a hint; the work is done under rctx_tmr_lock */
+	if (RCTX_LIKELY(!atomic_load_explicit(&rctx_tmr_fork_pending,
+					      memory_order_relaxed)))
+		return;
+	pthread_mutex_lock(&rctx_tmr_lock);
+	if (rctx_tmr_restart_all) {
+		int err = 0;
+
+		for (i = 0; i < rctx_tmr_nwheels && !err; i++) {
+			/* Relaxed: under the lock that writes it. */
+			struct rctx_twheel *tw = atomic_load_explicit(
+			    &rctx_tmr_lib[i], memory_order_relaxed);
+
+			if (tw && tw->had_thread)
+				err = rctx_tw_start(tw);
+		}
+		if (!err)
+			rctx_tmr_restart_all = false;
+	}
+	if (!rctx_tmr_restart_all)
+		/* relaxed: under the lock */
+		atomic_store_explicit(&rctx_tmr_fork_pending, false,
+				      memory_order_relaxed);
+	pthread_mutex_unlock(&rctx_tmr_lock);
 }
 
 /* ---- arm / cancel / release -------------------------------------------- */
@@ -1723,34 +1759,15 @@ rctx_tmr_atfork_child(void)
 	rctx_tmr_nrunning = 0;
 	pthread_mutex_init(&rctx_tmr_lock, NULL);
 	/*
-	 * Restart at once the wheels that still hold timers, so a deadline
-	 * armed before fork expires in the child even if the child never
-	 * arms one (glibc has reset its thread and malloc state before the
-	 * child handlers run). On failure the next arm retries (lazily).
+	 * No thread is started here: pthread_create is not async-signal-
+	 * safe, and in a child forked during churn an owner started from
+	 * this handler was seen to never serve its wheel (ASan build, about
+	 * one run in eight). The child's first arm (rctx_tmr_lib_start) or
+	 * wait (rctx_timer_poke) restarts every wheel that had a thread, so
+	 * a deadline armed before fork still expires in a child that only
+	 * waits. relaxed: the child is single-threaded here.
 	 */
-	if (!rctx_tmr_restart_all)
-		return;
-	for (i = 0; i < rctx_tmr_nwheels; i++) {
-		/* Relaxed: the child is single-threaded. */
-		struct rctx_twheel *tw = atomic_load_explicit(
-		    &rctx_tmr_lib[i], memory_order_relaxed);
-
-		if (tw && tw->had_thread &&
-		    (tw->w.count ||
-		     /* Relaxed: the child is single-threaded. */
-		     atomic_load_explicit(&tw->queue, memory_order_relaxed) ||
-		     rctx_tw_stages_busy(tw)) &&
-		    rctx_tw_start(tw))
-			return; /* restart_all stays set */
-	}
-	for (i = 0; i < rctx_tmr_nwheels; i++) {
-		/* Relaxed: the child is single-threaded. */
-		struct rctx_twheel *tw = atomic_load_explicit(
-		    &rctx_tmr_lib[i], memory_order_relaxed);
-
-		if (tw && tw->had_thread &&
-		    !atomic_load_explicit(&tw->running, memory_order_relaxed))
-			return; /* idle wheels restart on their next arm */
-	}
-	rctx_tmr_restart_all = false;
+	if (rctx_tmr_restart_all)
+		atomic_store_explicit(&rctx_tmr_fork_pending, true,
+				      memory_order_relaxed);
 }

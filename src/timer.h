@@ -71,6 +71,12 @@ void rctx_timer_cancel(struct rctx_timer *t);
  */
 void rctx_timer_release(struct rctx_timer *t);
 
+/*
+ * In a forked child, restart the wheels that had threads (cheap no-op
+ * otherwise). rctx_wait calls it before sleeping; arming does it too.
+ */
+void rctx_timer_poke(void);
+
 /* Stop every service thread and free every wheel (rctx_shutdown). */
 void rctx_timer_shutdown(void);
 

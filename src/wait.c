@@ -76,6 +76,7 @@ rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 				continue;
 			s |= RCTX_ST_WAITERS;
 		}
+		rctx_timer_poke(); /* a fork child restarts its timer threads */
 		if (end != INT64_MAX) {
 			rctx_time_t left = end - rctx_now();
 
