@@ -102,6 +102,12 @@ static void
 thread_exit(void *arg)
 {
 	(void)arg;
+	/*
+	 * Other thread-exit destructors (the timer stage's flush) may free
+	 * contexts after this one ran: clearing the flag makes such a free
+	 * register again, and glibc then runs this destructor once more.
+	 */
+	tcache.registered = false;
 	rctx_alloc_flush();
 	/* Cached, already reclaimed contexts go back as one batch. */
 	if (tcache.free) {
