@@ -81,13 +81,6 @@ rctx_ref_put(struct rctx *c)
 /* Wait out a PENDING state word (a canceller writing the eventfd). */
 uint64_t rctx_state_settle(const struct rctx *c);
 
-/* s, or if s is PENDING, the settled word (for raw seq_cst loads). */
-static inline uint64_t
-rctx_state_settled(uint64_t s, const struct rctx *c)
-{
-	return RCTX_UNLIKELY(s & RCTX_ST_PENDING) ? rctx_state_settle(c) : s;
-}
-
 /*
  * Load a cancelable context's state word, as observers see it: never
  * PENDING, so done and "the eventfd is readable" agree (wait.c B).

@@ -91,8 +91,9 @@ rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 	}
 }
 
-bool
-rctx_wait_presignal(struct rctx *c)
+/* Write c's eventfd if it has one; true if it did. */
+static bool
+signal_fd(struct rctx *c)
 {
 	/* seq_cst: order B, pairs with the CAS that installs the fd */
 	int fd = atomic_load_explicit(&c->fd, memory_order_seq_cst);
@@ -104,13 +105,13 @@ rctx_wait_presignal(struct rctx *c)
 }
 
 void
-rctx_wait_notify(struct rctx *c, uint64_t st, bool presignalled)
+rctx_wait_notify(struct rctx *c, uint64_t st, bool fd_written)
 {
 	if (st & RCTX_ST_WAITERS)
 		syscall(SYS_futex, futex_word(c), FUTEX_WAKE_PRIVATE, INT_MAX,
 			NULL, NULL, 0);
-	if (!presignalled)
-		(void)rctx_wait_presignal(c); /* an fd made meanwhile (B) */
+	if (!fd_written)
+		(void)signal_fd(c); /* an fd made meanwhile (B) */
 }
 
 int
