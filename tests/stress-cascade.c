@@ -41,18 +41,8 @@
 #include "rctx.h"
 
 /* Checks for worker threads: cmocka's asserts must stay on the main thread. */
-#define WCHECK(cond)                                                           \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
-				__LINE__, #cond);                              \
-			abort();                                               \
-		}                                                              \
-	} while (0)
 
-#ifndef RCTX_STRESS_SCALE
-#define RCTX_STRESS_SCALE 1
-#endif
+#include "stress-util.h"
 
 #define NTHREADS	4
 #define NODES		600

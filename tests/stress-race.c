@@ -32,9 +32,7 @@
 		abort();                                                       \
 	} while (0)
 
-#ifndef RCTX_STRESS_SCALE
-#define RCTX_STRESS_SCALE 1
-#endif
+#include "stress-util.h"
 
 static char key;
 

@@ -16,9 +16,7 @@
 
 #include "timer.h"
 
-#ifndef RCTX_STRESS_SCALE
-#define RCTX_STRESS_SCALE 1
-#endif
+#include "stress-util.h"
 
 #define THREADS 3
 #define SLOTS	256
