@@ -5,6 +5,7 @@
 
 #include "alloc.h"
 #include "fault.h"
+#include "fork.h"
 
 /*
  * Invariants
@@ -208,6 +209,9 @@ crdp_attach(void)
 	unsigned gen;
 
 	pthread_mutex_lock(&crdp_lock);
+	/* Before the worker exists: its fork hooks must be in place (a
+	 * failure leaves them out until a later attach installs them). */
+	(void)rctx_fork_register();
 	/* RT: the worker polls for callbacks (every 10 ms while it has
 	 * none), so call_rcu never makes a system call to wake it; on a
 	 * virtual machine one futex wake costs as much as a thousand
@@ -290,6 +294,38 @@ rctx_alloc_shutdown(void)
 		free_list(b);
 		b = next;
 	}
+}
+
+/*
+ * fork (called by fork.c's handlers): no thread is inside crdp_attach, and
+ * every call_rcu worker is paused where it holds no lock. The child has no
+ * worker: liburcu's hook starts a new default one, moves the callbacks
+ * still queued (batches the parent had in flight) onto it and frees the
+ * parent's workers' records, ours included; the child's next flush
+ * attaches a worker of our own again.
+ */
+void
+rctx_alloc_before_fork(void)
+{
+	pthread_mutex_lock(&crdp_lock);
+	call_rcu_before_fork();
+}
+
+void
+rctx_alloc_after_fork_parent(void)
+{
+	call_rcu_after_fork_parent();
+	pthread_mutex_unlock(&crdp_lock);
+}
+
+void
+rctx_alloc_after_fork_child(void)
+{
+	call_rcu_after_fork_child();
+	crdp = NULL;
+	/* relaxed: the child is single-threaded here */
+	atomic_fetch_add_explicit(&crdp_gen, 1, memory_order_relaxed);
+	pthread_mutex_unlock(&crdp_lock); /* this thread took it */
 }
 
 long

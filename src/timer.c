@@ -125,6 +125,7 @@
 #include <urcu-bp.h>
 
 #include "fault.h"
+#include "fork.h"
 #include "internal.h"
 #include "timer.h"
 #include "wheel.h"
@@ -173,6 +174,10 @@ struct rctx_twheel {
 	_Atomic bool running;
 	_Atomic bool stop;
 	bool had_thread; /* ran before fork: restart in the child */
+	/* The owner may hold locks not ours (allocator, callbacks' own):
+	 * from thread creation to its first statement, and while firing.
+	 * Set under lock (or rctx_tmr_lock at creation); see fork below. */
+	_Atomic bool unparked;
 };
 
 struct rctx_loop {
@@ -258,9 +263,8 @@ rctx_timer_owner_runs(void)
 				    memory_order_relaxed);
 }
 
-static void rctx_tmr_atfork_prepare(void);
-static void rctx_tmr_atfork_parent(void);
-static void rctx_tmr_atfork_child(void);
+/* The wheel whose owner this thread is (fork from a fire callback). */
+static RCTX_TLS struct rctx_twheel *rctx_tmr_self;
 
 static void
 rctx_tmr_once_init(void)
@@ -274,8 +278,6 @@ rctx_tmr_once_init(void)
 	/* Release: pairs with the acquire in rctx_timer_arm. */
 	atomic_store_explicit(&rctx_tmr_nwheels_a, (unsigned)n,
 			      memory_order_release);
-	pthread_atfork(rctx_tmr_atfork_prepare, rctx_tmr_atfork_parent,
-		       rctx_tmr_atfork_child);
 }
 
 static unsigned
@@ -664,8 +666,12 @@ rctx_tw_thread(void *arg)
 	struct rctx_twheel *tw = arg;
 	sigset_t all;
 
+	rctx_tmr_self = tw;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	/* Release: pairs with the acquire in rctx_tmr_park; past the
+	 * thread library's (and a sanitizer's) start-up allocations. */
+	atomic_store_explicit(&tw->unparked, false, memory_order_release);
 	for (;;) {
 		struct rctx_wheel_timer *due;
 		rctx_time_t now, next, until, tick;
@@ -693,9 +699,20 @@ rctx_tw_thread(void *arg)
 				      memory_order_seq_cst);
 		took = rctx_tw_drain(tw);
 		due = rctx_tw_collect(tw, now);
+		if (due)
+			/* Relaxed: under tw->lock, which fork's prepare takes
+			 * before it reads this (rctx_tmr_park). */
+			atomic_store_explicit(&tw->unparked, true,
+					      memory_order_relaxed);
 		pthread_mutex_unlock(&tw->lock);
 
-		rctx_tw_fire(due);
+		if (due) {
+			rctx_tw_fire(due);
+			/* Release: pairs with the acquire in rctx_tmr_park;
+			 * fire's callbacks have returned. */
+			atomic_store_explicit(&tw->unparked, false,
+					      memory_order_release);
+		}
 
 		pthread_mutex_lock(&tw->lock);
 		next = rctx_wheel_next(&tw->w);
@@ -755,12 +772,21 @@ rctx_tw_start(struct rctx_twheel *tw)
 		return 0;
 	if (rctx_fault_hit(RCTX_FAULT_THREAD))
 		return -EAGAIN;
+	err = rctx_fork_register();
+	if (err)
+		return err;
 	/* Relaxed: the thread is not running; pthread_create orders it. */
 	atomic_store_explicit(&tw->stop, false, memory_order_relaxed);
+	/* Relaxed: under rctx_tmr_lock, which fork's prepare takes first. */
+	atomic_store_explicit(&tw->unparked, true, memory_order_relaxed);
 	/* Default stack: fire runs the core's cancellation, maybe deep. */
 	err = pthread_create(&tw->thread, NULL, rctx_tw_thread, tw);
-	if (err)
+	if (err) {
+		/* Relaxed: no thread; under rctx_tmr_lock. */
+		atomic_store_explicit(&tw->unparked, false,
+				      memory_order_relaxed);
 		return -EAGAIN;
+	}
 	tw->had_thread = true;
 	rctx_tmr_nrunning++;
 	/* Release: pairs with the acquire in rctx_timer_arm's fast path. */
@@ -1688,16 +1714,51 @@ rctx_timer_shutdown(void)
 }
 
 /*
- * fork(): the prepare handler takes the service lock and every library
- * wheel's lock, so the child's copy of each wheel is consistent (no owner
- * was inside a wheel operation). In the child the threads are gone: the
- * wheels keep their pending timers and are marked for restart; the next
- * arm in the child restarts every wheel that had a thread, so timers armed
- * before fork fire in the child too.
+ * fork() (fork.c calls these first in prepare, last after): the prepare
+ * hook takes the service lock and every library wheel's lock, so the
+ * child's copy of each wheel is consistent (no owner was inside a wheel
+ * operation), and then waits until each owner is parked: blocked on its
+ * wheel's lock or asleep, not starting up and not firing. A firing owner
+ * runs the core's cancellation and callbacks, which allocate; a child
+ * that inherited an allocator lock held by a thread it does not have
+ * could never allocate (seen with ASan's allocator, which has no fork
+ * handler of its own in clang 14: the child's restarted owner hung in
+ * malloc). The wait is bounded (RCTX_FORK_PARK_WAIT), so a callback that
+ * blocks on something the forking thread holds delays fork, never
+ * deadlocks it; an owner forking from its own callback is not waited for.
+ *
+ * In the child the threads are gone: the wheels keep their pending timers
+ * and are marked for restart; the child's first arm or wait restarts
+ * every wheel that had a thread, so timers armed before fork fire in the
+ * child too.
  */
+#define RCTX_FORK_PARK_WAIT RCTX_SEC
+
 static void
-rctx_tmr_atfork_prepare(void)
+rctx_tmr_park(struct rctx_twheel *tw, rctx_time_t give_up)
 {
+	unsigned spins = 0;
+
+	if (tw == rctx_tmr_self)
+		return;
+	/* Acquire: pairs with the owner's release stores of false. */
+	while (atomic_load_explicit(&tw->unparked, memory_order_acquire)) {
+		if (++spins < 64) {
+			sched_yield();
+			continue;
+		}
+		if (rctx_now() >= give_up)
+			return;
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = 50000 };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+void
+rctx_timer_before_fork(void)
+{
+	rctx_time_t give_up = rctx_now() + RCTX_FORK_PARK_WAIT;
 	unsigned i;
 
 	pthread_mutex_lock(&rctx_tmr_lock);
@@ -1706,19 +1767,20 @@ rctx_tmr_atfork_prepare(void)
 		struct rctx_twheel *tw = atomic_load_explicit(
 		    &rctx_tmr_lib[i], memory_order_relaxed);
 
-		if (tw)
-			pthread_mutex_lock(&tw->lock);
+		if (!tw)
+			continue;
+		pthread_mutex_lock(&tw->lock);
+		/* Relaxed: under rctx_tmr_lock, which writes it. */
+		if (atomic_load_explicit(&tw->running, memory_order_relaxed))
+			rctx_tmr_park(tw, give_up);
 	}
-	/* RCU (bp flavour) registry: the child must not inherit a held lock. */
-	urcu_bp_before_fork();
 }
 
-static void
-rctx_tmr_atfork_parent(void)
+void
+rctx_timer_after_fork_parent(void)
 {
 	unsigned i;
 
-	urcu_bp_after_fork_parent();
 	for (i = 0; i < rctx_tmr_nwheels; i++) {
 		/* Relaxed: under the lock that writes it. */
 		struct rctx_twheel *tw = atomic_load_explicit(
@@ -1730,13 +1792,11 @@ rctx_tmr_atfork_parent(void)
 	pthread_mutex_unlock(&rctx_tmr_lock);
 }
 
-static void
-rctx_tmr_atfork_child(void)
+void
+rctx_timer_after_fork_child(void)
 {
 	unsigned i;
 
-	/* Forget the parent's other threads' RCU registrations. */
-	urcu_bp_after_fork_child();
 	for (i = 0; i < rctx_tmr_nwheels; i++) {
 		/* Relaxed: the child is single-threaded. */
 		struct rctx_twheel *tw = atomic_load_explicit(
@@ -1751,21 +1811,23 @@ rctx_tmr_atfork_child(void)
 		atomic_store_explicit(&tw->running, false,
 				      memory_order_relaxed);
 		atomic_store_explicit(&tw->stop, false, memory_order_relaxed);
+		atomic_store_explicit(&tw->unparked, false,
+				      memory_order_relaxed);
 		/* No owner: the restarted one re-reads everything. */
 		atomic_store_explicit(&tw->planned,
 				      RCTX_NEVER & ~RCTX_PLANNED_POLL,
 				      memory_order_relaxed);
 	}
 	rctx_tmr_nrunning = 0;
+	rctx_tmr_self = NULL;
 	pthread_mutex_init(&rctx_tmr_lock, NULL);
 	/*
-	 * No thread is started here: pthread_create is not async-signal-
-	 * safe, and in a child forked during churn an owner started from
-	 * this handler was seen to never serve its wheel (ASan build, about
-	 * one run in eight). The child's first arm (rctx_tmr_lib_start) or
-	 * wait (rctx_timer_poke) restarts every wheel that had a thread, so
-	 * a deadline armed before fork still expires in a child that only
-	 * waits. relaxed: the child is single-threaded here.
+	 * No thread is started from this handler (the least work between
+	 * fork and the child's own code): the child's first arm
+	 * (rctx_tmr_lib_start) or wait (rctx_timer_poke) restarts every
+	 * wheel that had a thread, so a deadline armed before fork still
+	 * expires in a child that only waits. relaxed: the child is
+	 * single-threaded here.
 	 */
 	if (rctx_tmr_restart_all)
 		atomic_store_explicit(&rctx_tmr_fork_pending, true,
