@@ -142,6 +142,12 @@ RCTX_API void rctx_release(rctx_t *ctx);
  * rctx_shutdown - stop every thread the library started and release its
  * global memory. Call when no other thread uses rctx. The library starts
  * again lazily on next use.
+ *
+ * fork(): the library's own threads (timer owners, the reclaimer) are
+ * parked across fork by its atfork handlers, so the child inherits no lock
+ * they held; contexts and armed deadlines keep working in both processes,
+ * and the child restarts the threads on first use. The application must
+ * not call liburcu-bp's fork hooks itself (rctx does).
  */
 RCTX_API void rctx_shutdown(void);
 

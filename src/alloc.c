@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Context allocator: per-thread caches refilled from RCU-reclaimed batches. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
 
 #include "alloc.h"
 #include "fault.h"
@@ -14,17 +20,23 @@
  *       so a canceller that read its pointer from a children set inside
  *       rcu_read_lock() may still try-retain it safely.
  *  (I2) Each context is in at most one of: in use, a thread's free cache,
- *       a thread's pending batch, a batch in flight through call_rcu, the
- *       global pool.
+ *       a thread's pending batch, a batch waiting for a grace period
+ *       (gp_head, or taken by a reclaim round), the global pool.
  *
  * Ordering
  *  (A) Batches enter the global pool by a release CAS on pool_head and
  *      leave it by an acquire exchange of the whole list, so the thread
  *      that takes a batch sees the links written by the thread that made
  *      it. Taking the whole list at once makes the stack immune to ABA.
+ *      gp_head works the same way.
+ *  (B) The reclaimer sleeps only after it has published rcl_sleeping and
+ *      then seen gp_head empty; a flush pushes on gp_head and then reads
+ *      rcl_sleeping (all seq_cst), so one of the two sees the other: a
+ *      pushed batch is never left with the reclaimer asleep.
  *
  * Progress: alloc and free are wait-free on the thread's cache; refill is
- * lock-free (one exchange); call_rcu only enqueues.
+ * lock-free (one exchange); a flush is one CAS, and a system call only
+ * when the reclaimer sleeps (it stays awake, polling, while batches come).
  */
 
 struct rctx_tcache {
@@ -42,14 +54,27 @@ static _Atomic(struct rctx *) pool_head; /* batches linked by work_next */
 static _Atomic long outstanding;	 /* malloc'd, not yet freed */
 
 /*
- * Our own call_rcu worker, so that rctx_shutdown can stop it (liburcu's
- * default worker lives until exit). Each thread points liburcu at it on
- * its first flush after the worker was (re)created: crdp_gen tells.
+ * The reclaimer: one thread of ours waits for grace periods on behalf of
+ * every freeing thread, taking all flushed batches at once (so one grace
+ * period serves many), and hands them to the pool. Not liburcu's call_rcu:
+ * its worker cannot be parked cheaply around fork (liburcu's pause polls
+ * a real-time worker that sleeps 10 ms: fork() took 8.5 ms instead of
+ * 0.3), and its default worker is never joined (docs/design.md).
  */
-static struct call_rcu_data *crdp;
-static _Atomic unsigned crdp_gen = 1;
-static RCTX_TLS unsigned my_crdp_gen;
-static pthread_mutex_t crdp_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(struct rctx *) gp_head; /* batches linked by gp_next */
+/* Held by the reclaimer for a round; guards the fields below it. */
+static pthread_mutex_t rcl_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t rcl_thread;
+static bool rcl_running;
+static _Atomic bool rcl_started;  /* flush's hint: rcl_running */
+static _Atomic bool rcl_stop;	  /* shutdown asks the reclaimer to exit */
+static _Atomic bool rcl_unparked; /* starting up: fork waits (fork.c) */
+static _Atomic bool rcl_sleeping; /* asleep on rcl_futex (B) */
+static _Atomic uint32_t rcl_futex;
+static _Atomic long rcl_batches; /* reclaimed by the thread (tests) */
+
+/* While batches keep coming the reclaimer polls at this period. */
+#define RCTX_RECLAIM_POLL (10 * RCTX_MSEC)
 
 /* A reclaimed batch: its first context heads the list through free_next. */
 static inline struct rctx *
@@ -85,18 +110,153 @@ pool_take(void)
 
 char rctx_rcu_token;
 
-static void
-batch_reclaimed(struct rcu_head *head)
+static long
+rcl_futex_op(int op, uint32_t val)
 {
-	struct rctx *b = rctx_container_of(head, struct rctx, rcu);
+	return syscall(SYS_futex, (uint32_t *)&rcl_futex, op, val, NULL, NULL,
+		       0);
+}
 
+/*
+ * One reclaim round (caller holds rcl_lock): every batch flushed so far
+ * waits out one grace period and joins the pool. Returns how many.
+ */
+static long
+reclaim_round(void)
+{
+	/* acquire: pairs with the release of gp_push's CAS (A) */
+	struct rctx *b =
+	    atomic_exchange_explicit(&gp_head, NULL, memory_order_acquire);
+
+	long n = 0;
+
+	if (b == NULL)
+		return 0;
+	synchronize_rcu();
 	/* For TSan only: a grace period has passed, so every reader that
-	 * could see these contexts has left its section (internal.h), and
-	 * the freeing thread's last writes precede call_rcu. */
+	 * could see these contexts has left its section (internal.h). */
 	rctx_tsan_acquire(&rctx_rcu_token);
-	rctx_tsan_acquire(b);
+	while (b) {
+		struct rctx *next = b->gp_next;
 
-	pool_push(b);
+		pool_push(b);
+		b = next;
+		n++;
+	}
+	return n;
+}
+
+static void *
+reclaimer(void *arg)
+{
+	sigset_t all;
+
+	(void)arg;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	/* release: pairs with the acquire in rctx_fork_park; past the
+	 * thread library's (and a sanitizer's) start-up allocations */
+	atomic_store_explicit(&rcl_unparked, false, memory_order_release);
+	for (;;) {
+		bool stop;
+		long worked = 0;
+
+		pthread_mutex_lock(&rcl_lock);
+		/* relaxed: written under rcl_lock, which we hold */
+		stop = atomic_load_explicit(&rcl_stop, memory_order_relaxed);
+		if (!stop)
+			worked = reclaim_round();
+		pthread_mutex_unlock(&rcl_lock);
+		if (stop)
+			break;
+		if (worked) {
+			/* relaxed: a statistic for tests */
+			atomic_fetch_add_explicit(&rcl_batches, worked,
+						  memory_order_relaxed);
+			/* Batches are coming: poll, so flushes need no wake. */
+			struct timespec ts = { 0, RCTX_RECLAIM_POLL };
+
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		/* acquire: pairs with the release increments (wake, stop) */
+		uint32_t seq =
+		    atomic_load_explicit(&rcl_futex, memory_order_acquire);
+		/* seq_cst: store half of (B) */
+		atomic_store_explicit(&rcl_sleeping, true,
+				      memory_order_seq_cst);
+		/* seq_cst: load half of (B); rcl_stop is ordered by seq */
+		if (atomic_load_explicit(&gp_head, memory_order_seq_cst) ==
+			NULL &&
+		    !atomic_load_explicit(&rcl_stop, memory_order_relaxed))
+			rcl_futex_op(FUTEX_WAIT_PRIVATE, seq);
+		/* relaxed: only a hint for flushes; (B) re-publishes it */
+		atomic_store_explicit(&rcl_sleeping, false,
+				      memory_order_relaxed);
+	}
+	return NULL;
+}
+
+static void
+rcl_wake(void)
+{
+	/* release: pairs with the reclaimer's acquire of rcl_futex */
+	atomic_fetch_add_explicit(&rcl_futex, 1, memory_order_release);
+	rcl_futex_op(FUTEX_WAKE_PRIVATE, 1);
+}
+
+/* Cold path: start the reclaimer (once, and again after shutdown/fork). */
+static void
+rcl_start(void)
+{
+	pthread_mutex_lock(&rcl_lock);
+	/* Its fork hooks go in before the thread exists. On failure (of
+	 * either) batches wait on gp_head and the next flush tries again. */
+	if (!rcl_running && rctx_fork_register() == 0) {
+		/* relaxed: the new thread is ordered by pthread_create */
+		atomic_store_explicit(&rcl_stop, false, memory_order_relaxed);
+		/* relaxed: under rcl_lock, which fork's prepare takes first */
+		atomic_store_explicit(&rcl_unparked, true,
+				      memory_order_relaxed);
+		if (pthread_create(&rcl_thread, NULL, reclaimer, NULL) == 0) {
+			rcl_running = true;
+			/* release: pairs with the acquire in gp_push */
+			atomic_store_explicit(&rcl_started, true,
+					      memory_order_release);
+		} else {
+			/* relaxed: no thread; under rcl_lock */
+			atomic_store_explicit(&rcl_unparked, false,
+					      memory_order_relaxed);
+		}
+	}
+	pthread_mutex_unlock(&rcl_lock);
+}
+
+/* Hand a batch to the reclaimer. */
+static void
+gp_push(struct rctx *b)
+{
+	/* relaxed: the CAS below publishes */
+	struct rctx *old = atomic_load_explicit(&gp_head, memory_order_relaxed);
+
+	do {
+		b->gp_next = old;
+		/* seq_cst: release publishes the links (A); store half of
+		 * (B) */
+	} while (!atomic_compare_exchange_weak_explicit(
+	    &gp_head, &old, b, memory_order_seq_cst, memory_order_relaxed));
+	/* acquire: pairs with the release in rcl_start */
+	if (RCTX_UNLIKELY(
+		!atomic_load_explicit(&rcl_started, memory_order_acquire))) {
+		rcl_start();
+		return;
+	}
+	/* seq_cst: load half of (B); the exchange makes one flush the
+	 * waker (relaxed: the futex increment orders the wake-up) */
+	if (atomic_load_explicit(&rcl_sleeping, memory_order_seq_cst) &&
+	    atomic_exchange_explicit(&rcl_sleeping, false,
+				     memory_order_relaxed))
+		rcl_wake();
 }
 
 static void
@@ -202,29 +362,6 @@ rctx_ctx_free_now(struct rctx *c)
 	}
 }
 
-/* Cold path: once per thread per worker generation (a lock is fine). */
-static void
-crdp_attach(void)
-{
-	unsigned gen;
-
-	pthread_mutex_lock(&crdp_lock);
-	/* Before the worker exists: its fork hooks must be in place (a
-	 * failure leaves them out until a later attach installs them). */
-	(void)rctx_fork_register();
-	/* RT: the worker polls for callbacks (every 10 ms while it has
-	 * none), so call_rcu never makes a system call to wake it; on a
-	 * virtual machine one futex wake costs as much as a thousand
-	 * derive/cancel cycles. */
-	if (crdp == NULL)
-		crdp = create_call_rcu_data(URCU_CALL_RCU_RT, -1);
-	/* relaxed: written under crdp_lock, which we hold */
-	gen = atomic_load_explicit(&crdp_gen, memory_order_relaxed);
-	pthread_mutex_unlock(&crdp_lock);
-	set_thread_call_rcu_data(crdp);
-	my_crdp_gen = gen;
-}
-
 void
 rctx_alloc_flush(void)
 {
@@ -232,15 +369,9 @@ rctx_alloc_flush(void)
 
 	if (b == NULL)
 		return;
-	/* relaxed: a stale generation only sends us through crdp_attach,
-	 * which takes the lock */
-	if (RCTX_UNLIKELY(my_crdp_gen != atomic_load_explicit(
-					     &crdp_gen, memory_order_relaxed)))
-		crdp_attach();
 	tcache.pend = NULL;
 	tcache.npend = 0;
-	rctx_tsan_release(b); /* pairs with batch_reclaimed (TSan only) */
-	call_rcu(&b->rcu, batch_reclaimed);
+	gp_push(b);
 }
 
 void
@@ -274,16 +405,23 @@ rctx_alloc_shutdown(void)
 	struct rctx *b;
 
 	rctx_alloc_flush();
-	rcu_barrier(); /* every batch in flight has reached the pool */
-	pthread_mutex_lock(&crdp_lock);
-	if (crdp != NULL) {
-		set_thread_call_rcu_data(NULL);
-		call_rcu_data_free(crdp);
-		crdp = NULL;
-		/* relaxed: read under the lock or as a hint (crdp_attach) */
-		atomic_fetch_add_explicit(&crdp_gen, 1, memory_order_relaxed);
+	pthread_mutex_lock(&rcl_lock);
+	bool joined = rcl_running;
+
+	if (rcl_running) {
+		/* relaxed: the reclaimer reads it under rcl_lock, or after
+		 * the acquire of rcl_futex that rcl_wake's release orders */
+		atomic_store_explicit(&rcl_stop, true, memory_order_relaxed);
+		rcl_running = false;
+		/* relaxed: shutdown needs quiescent threads (no flush) */
+		atomic_store_explicit(&rcl_started, false,
+				      memory_order_relaxed);
+		rcl_wake();
 	}
-	pthread_mutex_unlock(&crdp_lock);
+	pthread_mutex_unlock(&rcl_lock);
+	if (joined)
+		pthread_join(rcl_thread, NULL);
+	rctx_alloc_barrier(); /* every batch flushed has reached the pool */
 	free_list(tcache.free);
 	tcache.free = NULL;
 	tcache.nfree = 0;
@@ -296,36 +434,54 @@ rctx_alloc_shutdown(void)
 	}
 }
 
+void
+rctx_alloc_barrier(void)
+{
+	rctx_alloc_flush();
+	/* A round the reclaimer is in finishes first (the lock), then ours
+	 * takes whatever is left. */
+	pthread_mutex_lock(&rcl_lock);
+	(void)reclaim_round();
+	pthread_mutex_unlock(&rcl_lock);
+}
+
 /*
- * fork (called by fork.c's handlers): no thread is inside crdp_attach, and
- * every call_rcu worker is paused where it holds no lock. The child has no
- * worker: liburcu's hook starts a new default one, moves the callbacks
- * still queued (batches the parent had in flight) onto it and frees the
- * parent's workers' records, ours included; the child's next flush
- * attaches a worker of our own again.
+ * fork (called by fork.c's handlers): holding rcl_lock, the reclaimer is
+ * between rounds (asleep, polling, or blocked on the lock), so it holds no
+ * lock and no batch of its own; the wait covers a thread still starting.
+ * Every unreclaimed batch is on gp_head, in both processes. The child has
+ * no reclaimer: its next flush starts one.
  */
 void
 rctx_alloc_before_fork(void)
 {
-	pthread_mutex_lock(&crdp_lock);
-	call_rcu_before_fork();
+	pthread_mutex_lock(&rcl_lock);
+	rctx_fork_park(&rcl_unparked, rctx_now() + RCTX_FORK_PARK_WAIT);
 }
 
 void
 rctx_alloc_after_fork_parent(void)
 {
-	call_rcu_after_fork_parent();
-	pthread_mutex_unlock(&crdp_lock);
+	pthread_mutex_unlock(&rcl_lock);
 }
 
 void
 rctx_alloc_after_fork_child(void)
 {
-	call_rcu_after_fork_child();
-	crdp = NULL;
 	/* relaxed: the child is single-threaded here */
-	atomic_fetch_add_explicit(&crdp_gen, 1, memory_order_relaxed);
-	pthread_mutex_unlock(&crdp_lock); /* this thread took it */
+	rcl_running = false;
+	atomic_store_explicit(&rcl_started, false, memory_order_relaxed);
+	atomic_store_explicit(&rcl_unparked, false, memory_order_relaxed);
+	atomic_store_explicit(&rcl_sleeping, false, memory_order_relaxed);
+	atomic_store_explicit(&rcl_stop, false, memory_order_relaxed);
+	pthread_mutex_unlock(&rcl_lock); /* this thread took it */
+}
+
+long
+rctx_alloc_reclaimer_batches(void)
+{
+	/* relaxed: a statistic for tests */
+	return atomic_load_explicit(&rcl_batches, memory_order_relaxed);
 }
 
 long

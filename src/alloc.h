@@ -22,7 +22,9 @@ void rctx_ctx_free_now(struct rctx *c);
 /*
  * Give back a context other threads may still be reading inside an RCU
  * read-side critical section. It is reused only after a grace period.
- * Frees are batched: one call_rcu per RCTX_FREE_BATCH contexts.
+ * Frees are batched: the thread hands RCTX_FREE_BATCH contexts at a time
+ * to the library's reclaimer thread, which waits out a grace period for
+ * all batches at once.
  */
 void rctx_ctx_free_rcu(struct rctx *c);
 
@@ -30,11 +32,20 @@ void rctx_ctx_free_rcu(struct rctx *c);
 void rctx_alloc_flush(void);
 
 /*
+ * Flush, then wait until every batch flushed so far (by any thread) is
+ * back in the pool. Not inside an RCU read-side section (tests, shutdown).
+ */
+void rctx_alloc_barrier(void);
+
+/*
  * Wait for every deferred free, then return every cached context to the
  * system (rctx_shutdown). Other threads' caches are returned when they
  * exit.
  */
 void rctx_alloc_shutdown(void);
+
+/* Batches the reclaimer thread has returned to the pool (tests). */
+long rctx_alloc_reclaimer_batches(void);
 
 /* Contexts obtained from malloc and not yet returned to it (tests). */
 long rctx_alloc_outstanding(void);

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* fork(): the library's one set of atfork handlers, in a fixed order. */
 #include <pthread.h>
+#include <sched.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -14,18 +16,37 @@
  * lock but none of these threads, can allocate and start threads again.
  *
  * Prepare order matters, and runs from the most dependent part down:
- *  1. timer owners park first: a firing owner may still need RCU and the
- *     allocator, which the later steps lock;
- *  2. call_rcu workers pause (liburcu's call_rcu_before_fork): a worker
- *     may be waiting for a grace period, which needs urcu-bp's locks free;
+ *  1. timer owners park first: a firing owner frees contexts, which may
+ *     hand a batch to the reclaimer (step 2's lock);
+ *  2. the reclaimer parks (alloc.c): between rounds, so not inside a
+ *     grace period, which needs urcu-bp's locks free;
  *  3. urcu-bp's registry locks last.
  * The parent and the child undo it in the reverse order.
  *
- * An application must not call liburcu's call_rcu or urcu-bp fork hooks
- * itself: these handlers already do, and those locks are not recursive.
+ * An application must not call urcu-bp's fork hooks itself: these
+ * handlers already do, and its locks are not recursive.
  */
 static pthread_mutex_t rctx_fork_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic bool rctx_fork_installed;
+
+void
+rctx_fork_park(_Atomic bool *unparked, rctx_time_t give_up)
+{
+	unsigned spins = 0;
+
+	/* acquire: pairs with the thread's release store of false */
+	while (atomic_load_explicit(unparked, memory_order_acquire)) {
+		if (++spins < 64) {
+			sched_yield();
+			continue;
+		}
+		if (rctx_now() >= give_up)
+			return;
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = 50000 };
+
+		nanosleep(&ts, NULL);
+	}
+}
 
 static void
 rctx_fork_prepare(void)

@@ -186,7 +186,7 @@ struct rctx {
 
 	/* --- allocator --- */
 	struct rctx *free_next; /* cache / deferred-free lists */
-	struct rcu_head rcu;	/* batch head: deferred through RCU */
+	struct rctx *gp_next;	/* batch head: next batch waiting for RCU */
 };
 
 #ifdef RCTX_DEBUG

@@ -1732,27 +1732,12 @@ rctx_timer_shutdown(void)
  * every wheel that had a thread, so timers armed before fork fire in the
  * child too.
  */
-#define RCTX_FORK_PARK_WAIT RCTX_SEC
-
+/* Wait for tw's owner to park (not if we are it: fork from a callback). */
 static void
 rctx_tmr_park(struct rctx_twheel *tw, rctx_time_t give_up)
 {
-	unsigned spins = 0;
-
-	if (tw == rctx_tmr_self)
-		return;
-	/* Acquire: pairs with the owner's release stores of false. */
-	while (atomic_load_explicit(&tw->unparked, memory_order_acquire)) {
-		if (++spins < 64) {
-			sched_yield();
-			continue;
-		}
-		if (rctx_now() >= give_up)
-			return;
-		struct timespec ts = { .tv_sec = 0, .tv_nsec = 50000 };
-
-		nanosleep(&ts, NULL);
-	}
+	if (tw != rctx_tmr_self)
+		rctx_fork_park(&tw->unparked, give_up);
 }
 
 void

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -249,17 +250,18 @@ test_fork_during_churn(void **state)
 
 /*
  * Contexts freed through RCU in the child come back in the child. Their
- * reclaim callbacks need a call_rcu worker thread, and the parent's does
- * not survive fork: without the call_rcu fork hooks the child's frees are
- * never reclaimed and rcu_barrier (so rctx_shutdown) waits forever.
- * White-box: the allocator's deferred free is driven directly, because the
- * tree frees through RCU only when a cancel is walking the parent.
+ * reclaim needs the library's reclaimer thread, and the parent's does not
+ * survive fork: a child that kept using it (as with liburcu's call_rcu
+ * worker before the fork hooks) never reclaimed its frees, and waiting for
+ * them (rcu_barrier, so rctx_shutdown) hung. White-box: the allocator's
+ * deferred free is driven directly, because the tree frees through RCU
+ * only while a cancel is walking the parent.
  */
 #define ROUND 1000
 
 static struct rctx *ctxs[ROUND];
 
-/* Allocate and defer-free a round, then wait until it is reclaimed. */
+/* Allocate a round and defer-free it; flush it to the reclaimer. */
 static bool
 rcu_round(void)
 {
@@ -271,15 +273,29 @@ rcu_round(void)
 	for (int i = 0; i < ROUND; i++)
 		rctx_ctx_free_rcu(ctxs[i]);
 	rctx_alloc_flush();
-	rcu_barrier(); /* every batch freed so far is back in the pool */
 	return true;
+}
+
+/* Wait (no bound: the caller's alarm is one) for the reclaimer thread. */
+static void
+wait_reclaimer_beyond(long batches)
+{
+	while (rctx_alloc_reclaimer_batches() <= batches) {
+		struct timespec ts = { 0, RCTX_MSEC };
+
+		nanosleep(&ts, NULL);
+	}
 }
 
 static void
 test_fork_child_reclaims(void **state)
 {
 	(void)state;
-	/* The parent's call_rcu worker exists at fork. */
+	long before = rctx_alloc_reclaimer_batches();
+
+	/* The parent's reclaimer runs, and has batches waiting at fork. */
+	assert_true(rcu_round());
+	wait_reclaimer_beyond(before);
 	assert_true(rcu_round());
 
 	fflush(NULL);
@@ -289,23 +305,27 @@ test_fork_child_reclaims(void **state)
 		/* A hang (the bug) becomes a failure, never a slow pass. */
 		alarm(120);
 		long base = rctx_alloc_outstanding();
-		for (int r = 0; r < 20; r++) {
+		for (int r = 0; r < 5; r++) {
+			long seen = rctx_alloc_reclaimer_batches();
+
 			CHILD_CHECK(rcu_round());
-			long grew = rctx_alloc_outstanding() - base;
-			/* Reuse bounds it: one round in flight at most. */
-			if (grew > ROUND)
-				fprintf(stderr, "child: round %d: %ld more\n",
-					r, grew);
-			CHILD_CHECK(grew <= ROUND);
+			/* The child's own reclaimer brings them back. */
+			wait_reclaimer_beyond(seen);
 		}
+		/* So allocations reuse them: five rounds cost at most the
+		 * contexts of the two rounds still unreclaimed at a time. */
+		CHILD_CHECK(rctx_alloc_outstanding() - base <= 2 * ROUND);
 		rctx_shutdown(); /* waits for every deferred free */
+		CHILD_CHECK(rctx_alloc_outstanding() <= base);
 		_exit(0);
 	}
 	int status;
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
-	assert_true(rcu_round()); /* the parent's worker runs on */
+	before = rctx_alloc_reclaimer_batches();
+	assert_true(rcu_round()); /* the parent's reclaimer runs on */
+	wait_reclaimer_beyond(before);
 }
 
 static int

@@ -75,7 +75,7 @@ static void
 reclaim(void)
 {
 	rctx_alloc_flush();
-	rcu_barrier();
+	rctx_alloc_barrier();
 }
 
 /* Deterministic pseudo-random numbers (xorshift64*). */
