@@ -146,8 +146,11 @@ RCTX_API void rctx_release(rctx_t *ctx);
  * fork(): the library's own threads (timer owners, the reclaimer) are
  * parked across fork by its atfork handlers, so the child inherits no lock
  * they held; contexts and armed deadlines keep working in both processes,
- * and the child restarts the threads on first use. The application must
- * not call liburcu-bp's fork hooks itself (rctx does).
+ * and the child restarts the threads on first use. Freed contexts that the
+ * application's other threads keep cached for reuse (at most a few hundred
+ * per thread) stay with those threads, so the child never gets them back.
+ * The application must not call liburcu-bp's fork hooks itself (rctx
+ * does).
  */
 RCTX_API void rctx_shutdown(void);
 

@@ -259,6 +259,12 @@ gp_push(struct rctx *b)
 		rcl_wake();
 }
 
+/*
+ * At thread exit, and by timer owners after each cycle that freed: the
+ * thread's cache goes to the shared pool and batch, so that nothing is
+ * left where only this thread could reach it (fork: a parked owner holds
+ * no cache, and the child, which has no owner threads, loses nothing).
+ */
 static void
 thread_exit(void *arg)
 {
@@ -269,6 +275,12 @@ thread_exit(void *arg)
 	 * register again, and glibc then runs this destructor once more.
 	 */
 	tcache.registered = false;
+	rctx_alloc_thread_flush();
+}
+
+void
+rctx_alloc_thread_flush(void)
+{
 	rctx_alloc_flush();
 	/* Cached, already reclaimed contexts go back as one batch. */
 	if (tcache.free) {

@@ -32,6 +32,13 @@ void rctx_ctx_free_rcu(struct rctx *c);
 void rctx_alloc_flush(void);
 
 /*
+ * Give this thread's whole cache back: its pending batch to the reclaimer,
+ * its ready contexts to the pool (thread exit; timer owners, which free
+ * far more than they allocate, after each cycle).
+ */
+void rctx_alloc_thread_flush(void);
+
+/*
  * Flush, then wait until every batch flushed so far (by any thread) is
  * back in the pool. Not inside an RCU read-side section (tests, shutdown).
  */

@@ -124,6 +124,7 @@
 
 #include <urcu-bp.h>
 
+#include "alloc.h"
 #include "fault.h"
 #include "fork.h"
 #include "internal.h"
@@ -699,17 +700,20 @@ rctx_tw_thread(void *arg)
 				      memory_order_seq_cst);
 		took = rctx_tw_drain(tw);
 		due = rctx_tw_collect(tw, now);
-		if (due)
+		if (due || took)
 			/* Relaxed: under tw->lock, which fork's prepare takes
 			 * before it reads this (rctx_tmr_park). */
 			atomic_store_explicit(&tw->unparked, true,
 					      memory_order_relaxed);
 		pthread_mutex_unlock(&tw->lock);
 
-		if (due) {
+		if (due || took) {
 			rctx_tw_fire(due);
+			/* What fire and the drain's dead calls freed goes to
+			 * the shared pool: a parked owner holds no cache. */
+			rctx_alloc_thread_flush();
 			/* Release: pairs with the acquire in rctx_tmr_park;
-			 * fire's callbacks have returned. */
+			 * fire's callbacks and the flush have returned. */
 			atomic_store_explicit(&tw->unparked, false,
 					      memory_order_release);
 		}
