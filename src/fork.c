@@ -73,6 +73,18 @@ rctx_fork_child(void)
 	rctx_timer_after_fork_child();
 }
 
+/*
+ * Registered when the library is loaded, while the process normally has
+ * one thread: a fork racing the first thread start could otherwise catch
+ * rctx_fork_lock held, before any handler existed. The call at thread
+ * start remains, to retry after a failure here.
+ */
+__attribute__((constructor)) static void
+rctx_fork_load(void)
+{
+	(void)rctx_fork_register();
+}
+
 int
 rctx_fork_register(void)
 {
