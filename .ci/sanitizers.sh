@@ -108,17 +108,18 @@ else
 	skip libfuzzer "FUZZ_SECONDS=0"
 fi
 
-# 5. valgrind (memcheck) on every suite but stress (TSan and ASan run it;
-# valgrind runs one thread at a time, so its races would hardly race),
-# in a plain gcc build (valgrind 3.19 cannot read the DWARF 5 that clang 14
-# writes) with the debug checks on, so that the death tests run and every
-# free goes through the RCU reclaimer. Forked children are checked too.
+# 5. valgrind (memcheck) on every suite, in a plain gcc build (valgrind
+# 3.19 cannot read the DWARF 5 that clang 14 writes) with the debug checks
+# on, so that the death tests run and every free goes through the RCU
+# reclaimer. Forked children are checked too. The stress suite's races
+# hardly race under valgrind's one thread at a time (TSan and ASan run
+# them); here it is the memory check that counts.
 # --fair-sched: tests that race a spinning thread otherwise starve under
 # valgrind's one-thread-at-a-time lock (semantics: 9-11 min instead of 40 s).
 if command -v valgrind >/dev/null 2>&1; then
 	step vg-build 900 env CC=gcc CXX=g++ "${setup[@]}" "$prefix-vg" -Dbenchmarks=false \
 		-Dbuildtype=debugoptimized -Ddebug_checks=enabled -Db_sanitize=none
-	step valgrind 1200 meson test -C "$prefix-vg" --no-suite stress \
+	step valgrind 1200 meson test -C "$prefix-vg" \
 		--num-processes 1 --timeout-multiplier 10 --print-errorlogs \
 		--wrap='valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite --track-fds=no --fair-sched=yes --quiet'
 else
