@@ -56,6 +56,19 @@
 #define RSS_CHECKED 1
 #endif
 
+/*
+ * With the debug checks every free waits for a grace period (so that a use
+ * after release finds poisoned memory), and how many contexts are in
+ * flight then follows the reclaimer's timing: the count is not compared
+ * across epochs there (it grew from 6163 to 10501 once under ASan, in a
+ * debug build). A true leak still fails the check after rctx_shutdown.
+ */
+#ifdef RCTX_DEBUG
+#define CTX_CHECKED 0
+#else
+#define CTX_CHECKED 1
+#endif
+
 static pthread_barrier_t start, done;
 static _Atomic bool quit;
 static char keys[4];
@@ -207,7 +220,7 @@ test_soak(void **state)
 	if (RSS_CHECKED && max_rss > base_rss + RSS_TOLERANCE_KB)
 		fail_msg("resident memory grew from %ld kB to %ld kB", base_rss,
 			 max_rss);
-	if (max_ctx > base_ctx + CTX_TOLERANCE)
+	if (CTX_CHECKED && max_ctx > base_ctx + CTX_TOLERANCE)
 		fail_msg("contexts from malloc grew from %ld to %ld", base_ctx,
 			 max_ctx);
 	rctx_shutdown();
