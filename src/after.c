@@ -76,12 +76,6 @@ static RCTX_TLS unsigned my_gen;
 static pthread_key_t runner_key;
 static pthread_once_t runner_once = PTHREAD_ONCE_INIT;
 
-static long
-futex(_Atomic uint32_t *addr, int op, uint32_t val)
-{
-	return syscall(SYS_futex, (uint32_t *)addr, op, val, NULL, NULL, 0);
-}
-
 static void
 runner_exit(void *arg)
 {
@@ -163,7 +157,8 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 		atomic_fetch_add_explicit(&me->seq, 1, memory_order_seq_cst);
 		/* seq_cst: order B, pairs with the waiter's increment */
 		if (atomic_load_explicit(&me->waiters, memory_order_seq_cst))
-			futex(&me->seq, FUTEX_WAKE_PRIVATE, INT_MAX);
+			rctx_futex(&me->seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL,
+				   0);
 	}
 	if (ctx)
 		rctx_tree_release(ctx);
@@ -377,7 +372,7 @@ wait_not_running(struct rctx_after_impl *a)
 			if (atomic_load_explicit(&r->running,
 						 memory_order_seq_cst) != a)
 				break;
-			futex(&r->seq, FUTEX_WAIT_PRIVATE, s);
+			rctx_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, NULL, 0);
 		}
 		/* relaxed: only a hint for the runner's wake decision */
 		atomic_fetch_sub_explicit(&r->waiters, 1, memory_order_relaxed);
@@ -429,6 +424,19 @@ done_wait_claimed(struct rctx_after_impl *a)
 	}
 }
 
+/* An unregister that withdrew a before any canceller claimed it. */
+static bool
+unregister_won(struct rctx_after_impl *a)
+{
+	struct rctx *ctx = a->ctx;
+
+	/* relaxed: registration storage is the caller's */
+	atomic_store_explicit(&a->state, RCTX_AFTER_IDLE, memory_order_relaxed);
+	a->ctx = NULL;
+	rctx_tree_release(ctx);
+	return true;
+}
+
 bool
 rctx_after_unregister(rctx_after_t *reg)
 {
@@ -461,25 +469,11 @@ rctx_after_unregister(rctx_after_t *reg)
 		if (won)
 			ounlink(src, a);
 		ounlock(src);
-		if (won) {
-			struct rctx *ctx = a->ctx;
-
-			/* relaxed: registration storage is the caller's */
-			atomic_store_explicit(&a->state, RCTX_AFTER_IDLE,
-					      memory_order_relaxed);
-			a->ctx = NULL;
-			rctx_tree_release(ctx);
-			return true;
-		}
+		if (won)
+			return unregister_won(a);
 	} else if (st == RCTX_AFTER_PENDING &&
 		   claim(a->slot, (uintptr_t)a | RCTX_CSET_TAG_AFTER)) {
-		struct rctx *ctx = a->ctx;
-
-		atomic_store_explicit(&a->state, RCTX_AFTER_IDLE,
-				      memory_order_relaxed);
-		a->ctx = NULL;
-		rctx_tree_release(ctx);
-		return true;
+		return unregister_won(a);
 	}
 	/* fn was claimed by a canceller: from inside fn, return at once. */
 	me = my_runner;

@@ -6,9 +6,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-
 #include "alloc.h"
 #include "fault.h"
 #include "fork.h"
@@ -110,13 +107,6 @@ pool_take(void)
 
 char rctx_rcu_token;
 
-static long
-rcl_futex_op(int op, uint32_t val)
-{
-	return syscall(SYS_futex, (uint32_t *)&rcl_futex, op, val, NULL, NULL,
-		       0);
-}
-
 /*
  * One reclaim round (caller holds rcl_lock): every batch flushed so far
  * waits out one grace period and joins the pool. Returns how many.
@@ -189,7 +179,8 @@ reclaimer(void *arg)
 		if (atomic_load_explicit(&gp_head, memory_order_seq_cst) ==
 			NULL &&
 		    !atomic_load_explicit(&rcl_stop, memory_order_relaxed))
-			rcl_futex_op(FUTEX_WAIT_PRIVATE, seq);
+			rctx_futex(&rcl_futex, FUTEX_WAIT_PRIVATE, seq, NULL,
+				   0);
 		/* relaxed: only a hint for flushes; (B) re-publishes it */
 		atomic_store_explicit(&rcl_sleeping, false,
 				      memory_order_relaxed);
@@ -202,7 +193,7 @@ rcl_wake(void)
 {
 	/* release: pairs with the reclaimer's acquire of rcl_futex */
 	atomic_fetch_add_explicit(&rcl_futex, 1, memory_order_release);
-	rcl_futex_op(FUTEX_WAKE_PRIVATE, 1);
+	rctx_futex(&rcl_futex, FUTEX_WAKE_PRIVATE, 1, NULL, 0);
 }
 
 /* Cold path: start the reclaimer (once, and again after shutdown/fork). */

@@ -113,20 +113,27 @@ try_hint(struct rctx_cset *s, uintptr_t entry)
 	return h != NULL && try_slot(h, entry) ? h : NULL;
 }
 
-_Atomic uintptr_t *
-rctx_cset_insert_noalloc(struct rctx_cset *s, uintptr_t entry)
+/*
+ * The inline slots, then the hint: every insert tries these first. A bool
+ * and an out-parameter, so that an inline hit returns without a NULL test.
+ */
+static inline bool
+insert_fast(struct rctx_cset *s, uintptr_t entry, _Atomic uintptr_t **slot)
 {
-	_Atomic uintptr_t *h;
-
 	for (int i = 0; i < RCTX_CSET_INLINE; i++)
-		if (try_slot(&s->inl[i], entry))
-			return &s->inl[i];
-	if ((h = try_hint(s, entry)) != NULL)
-		return h;
-	/* acquire: pairs with the seq_cst CAS that published the table (B) */
-	for (struct rctx_ctable *t =
-		 atomic_load_explicit(&s->top, memory_order_acquire);
-	     t; t = t->prev) {
+		if (try_slot(&s->inl[i], entry)) {
+			*slot = &s->inl[i];
+			return true;
+		}
+	return (*slot = try_hint(s, entry)) != NULL;
+}
+
+/* Newest table first, then the older ones: under steady churn their
+ * freed slots are reused instead of growing again. */
+static inline _Atomic uintptr_t *
+probe_tables(struct rctx_ctable *t, uintptr_t entry)
+{
+	for (; t; t = t->prev) {
 		_Atomic uintptr_t *slot = probe_top(t, entry);
 
 		if (slot)
@@ -136,14 +143,23 @@ rctx_cset_insert_noalloc(struct rctx_cset *s, uintptr_t entry)
 }
 
 _Atomic uintptr_t *
+rctx_cset_insert_noalloc(struct rctx_cset *s, uintptr_t entry)
+{
+	_Atomic uintptr_t *h;
+
+	if (insert_fast(s, entry, &h))
+		return h;
+	/* acquire: pairs with the seq_cst CAS that published the table (B) */
+	return probe_tables(atomic_load_explicit(&s->top, memory_order_acquire),
+			    entry);
+}
+
+_Atomic uintptr_t *
 rctx_cset_insert(struct rctx_cset *s, uintptr_t entry)
 {
 	_Atomic uintptr_t *h;
 
-	for (int i = 0; i < RCTX_CSET_INLINE; i++)
-		if (try_slot(&s->inl[i], entry))
-			return &s->inl[i];
-	if ((h = try_hint(s, entry)) != NULL)
+	if (insert_fast(s, entry, &h))
 		return h;
 
 	for (;;) {
@@ -152,14 +168,8 @@ rctx_cset_insert(struct rctx_cset *s, uintptr_t entry)
 		struct rctx_ctable *t =
 		    atomic_load_explicit(&s->top, memory_order_acquire);
 
-		/* Newest table first, then the older ones: under steady churn
-		 * their freed slots are reused instead of growing again. */
-		for (struct rctx_ctable *u = t; u; u = u->prev) {
-			_Atomic uintptr_t *slot = probe_top(u, entry);
-
-			if (slot)
-				return slot;
-		}
+		if ((h = probe_tables(t, entry)) != NULL)
+			return h;
 		/* Every table is crowded along this probe: add one. */
 		struct rctx_ctable *n = table_new(t);
 

@@ -8,6 +8,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
 
 #include <urcu-bp.h>
 
@@ -54,6 +59,14 @@ rctx_rcu_read_unlock(void)
 {
 	rctx_tsan_release(&rctx_rcu_token);
 	rcu_read_unlock();
+}
+
+/* The futex system call on a 32-bit word (glibc has no wrapper). */
+static inline long
+rctx_futex(void *word, int op, uint32_t val, const struct timespec *ts,
+	   uint32_t mask)
+{
+	return syscall(SYS_futex, (uint32_t *)word, op, val, ts, NULL, mask);
 }
 
 #define RCTX_LIKELY(x)	 __builtin_expect(!!(x), 1)

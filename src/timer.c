@@ -348,13 +348,6 @@ rctx_timer_set_tick_shift(unsigned shift)
 
 /* ---- wake-ups ---------------------------------------------------------- */
 
-static long
-rctx_futex(_Atomic uint32_t *uaddr, int op, uint32_t val,
-	   const struct timespec *ts, uint32_t mask)
-{
-	return syscall(SYS_futex, (uint32_t *)uaddr, op, val, ts, NULL, mask);
-}
-
 static void
 rctx_tw_kick(struct rctx_twheel *tw)
 {

@@ -86,8 +86,8 @@ rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 			ts.tv_nsec = left % RCTX_SEC;
 			tsp = &ts;
 		}
-		syscall(SYS_futex, futex_word(c), FUTEX_WAIT_PRIVATE,
-			(uint32_t)s, tsp, NULL, 0);
+		rctx_futex(futex_word(c), FUTEX_WAIT_PRIVATE, (uint32_t)s, tsp,
+			   0);
 	}
 }
 
@@ -108,8 +108,7 @@ void
 rctx_wait_notify(struct rctx *c, uint64_t st, bool fd_written)
 {
 	if (st & RCTX_ST_WAITERS)
-		syscall(SYS_futex, futex_word(c), FUTEX_WAKE_PRIVATE, INT_MAX,
-			NULL, NULL, 0);
+		rctx_futex(futex_word(c), FUTEX_WAKE_PRIVATE, INT_MAX, NULL, 0);
 	if (!fd_written)
 		(void)signal_fd(c); /* an fd made meanwhile (B) */
 }

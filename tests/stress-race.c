@@ -16,23 +16,15 @@
 
 #include "rctx.h"
 
-/* Checks for worker threads: cmocka's asserts must stay on the main thread. */
-#define WCHECK(cond)                                                           \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
-				__LINE__, #cond);                              \
-			abort();                                               \
-		}                                                              \
-	} while (0)
+#include "stress-util.h"
+
+/* A failed check in a worker thread, with a message (see WCHECK). */
 #define WFAIL(...)                                                             \
 	do {                                                                   \
 		fprintf(stderr, __VA_ARGS__);                                  \
 		fputc('\n', stderr);                                           \
 		abort();                                                       \
 	} while (0)
-
-#include "stress-util.h"
 
 static char key;
 
