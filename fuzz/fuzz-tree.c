@@ -277,7 +277,13 @@ static bool
 fd_readable(int fd)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int rc = poll(&p, 1, 0);
+	int rc;
+
+	/* libFuzzer's -timeout runs on a periodic SIGALRM: EINTR is not
+	 * an answer, ask again. */
+	do
+		rc = poll(&p, 1, 0);
+	while (rc < 0 && errno == EINTR);
 	if (rc < 0)
 		fail("poll(%d): %s", fd, strerror(errno));
 	return rc == 1 && (p.revents & POLLIN);
