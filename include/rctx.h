@@ -4,6 +4,7 @@
 #define RCTX_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -184,6 +185,208 @@ RCTX_API rctx_time_t rctx_loop_next(rctx_loop_t *loop);
 RCTX_API int rctx_loop_timeout_ms(rctx_loop_t *loop);
 RCTX_API int rctx_loop_run(rctx_loop_t *loop, rctx_time_t now);
 RCTX_API void rctx_loop_free(rctx_loop_t *loop);
+
+/*
+ * ---- Deadlines across services (0.2) ----
+ *
+ * Time left, the gRPC grpc-timeout header, Envoy's millisecond timeout
+ * headers, ingress and egress budgets, and causes that have names and map
+ * to gRPC and HTTP statuses. Every function here is pure or an observer:
+ * none blocks, none allocates (the budgets' context constructors aside).
+ */
+
+#define RCTX_FOREVER INT64_MAX
+
+/*
+ * rctx_remaining - nanoseconds until ctx's effective deadline, against
+ * rctx_now(). NULL is treated as rctx_background().
+ * Returns: > 0 while time is left;
+ *          0 once the deadline has passed or ctx is done (for any reason);
+ *          RCTX_FOREVER if ctx has no deadline and is not done.
+ * Any thread; never blocks. Reads the state with acquire (as rctx_err).
+ */
+RCTX_API rctx_time_t rctx_remaining(const rctx_t *ctx);
+
+/* Room for any grpc-timeout value: 8 digits, a unit and a NUL. */
+#define RCTX_GRPC_TIMEOUT_SIZE 10
+
+/*
+ * rctx_grpc_timeout_format - write timeout (ns) as a grpc-timeout value
+ * (1 to 8 digits then H, M, S, m, u or n) in the finest unit that fits 8
+ * digits, rounded up within that unit; NUL-terminated.
+ * Returns: the length written (2 to 9);
+ *          -EINVAL if timeout <= 0 (nothing left: do not send the call)
+ *          or buf is NULL;
+ *          -ENOBUFS if size is below the length plus the NUL.
+ * Any thread; pure, no allocation.
+ */
+RCTX_API int rctx_grpc_timeout_format(rctx_time_t timeout, char *buf,
+				      size_t size);
+
+/*
+ * rctx_grpc_timeout_parse - read exactly len bytes of a grpc-timeout value
+ * (no NUL needed) into *timeout, in ns, saturating at INT64_MAX.
+ * Returns: 0 (a zero value in any unit gives 0);
+ *          -EINVAL for NULL value or timeout, an empty value, more than 8
+ *          digits, a sign, spaces, a missing or unknown unit or trailing
+ *          bytes; *timeout is then left untouched.
+ * Any thread; pure, no allocation.
+ */
+RCTX_API int rctx_grpc_timeout_parse(const char *value, size_t len,
+				     rctx_time_t *timeout);
+
+/*
+ * Envoy's x-envoy-upstream-rq-timeout-ms and x-envoy-expected-rq-timeout-ms
+ * carry a decimal count of milliseconds; Envoy reads "0" as "no timeout".
+ * RCTX_ENVOY_TIMEOUT_SIZE holds any value format writes (13 digits + NUL).
+ *
+ * rctx_envoy_timeout_format - write timeout (ns) in ms, rounded up (so
+ * never "0", which Envoy would read as no timeout); NUL-terminated.
+ * Returns: the length written (1 to 13);
+ *          -EINVAL if timeout <= 0 or buf is NULL;
+ *          -ENOBUFS if size is below the length plus the NUL.
+ * rctx_envoy_timeout_parse - read exactly len bytes: 1 to 20 ASCII digits,
+ * a count of ms up to UINT64_MAX; stores ns (saturating at INT64_MAX) in
+ * *timeout, and RCTX_FOREVER for "0".
+ * Returns: 0;
+ *          -EINVAL for NULL value or timeout, an empty value, any byte
+ *          that is not a digit, or a count beyond UINT64_MAX; *timeout is
+ *          then left untouched.
+ * Any thread; pure, no allocation.
+ */
+#define RCTX_ENVOY_TIMEOUT_SIZE 14
+RCTX_API int rctx_envoy_timeout_format(rctx_time_t timeout, char *buf,
+				       size_t size);
+RCTX_API int rctx_envoy_timeout_parse(const char *value, size_t len,
+				      rctx_time_t *timeout);
+
+/*
+ * Causes with names. A cause is still an int: the errno values, or a code
+ * that rctx_cause_register hands out (from RCTX_CAUSE_NAMED up), so a
+ * named cause goes wherever a cause goes (rctx_cancel_cause, the _cause
+ * constructors) and every descendant reads it back with rctx_cause.
+ * Each named cause has a kind, which says how a request that ended with
+ * it ends on the wire:
+ *
+ *   kind                       gRPC status            HTTP status
+ *   RCTX_CAUSE_KIND_CLIENT     CANCELLED (1)          499 (client closed)
+ *   RCTX_CAUSE_KIND_SERVER     CANCELLED (1)          503 (unavailable)
+ *   RCTX_CAUSE_KIND_DEADLINE   DEADLINE_EXCEEDED (4)  504 (gateway timeout)
+ *
+ * A context that is done with a cause that is not named maps by its
+ * error: ETIMEDOUT (or the cause ETIMEDOUT) as DEADLINE, else as CLIENT.
+ *
+ * Four named causes are built in. rctx_ingress gives its deadline
+ * RCTX_CAUSE_PEER_DEADLINE when the peer's timeout set it and
+ * RCTX_CAUSE_CAP_DEADLINE when the budget's cap did, so "which deadline
+ * fired?" has an answer: the request's (one of those two), or a sub-call's
+ * (the cause its _cause constructor was given).
+ */
+#define RCTX_CAUSE_KIND_CLIENT	 1
+#define RCTX_CAUSE_KIND_SERVER	 2
+#define RCTX_CAUSE_KIND_DEADLINE 3
+
+#define RCTX_CAUSE_NAMED	 0x10000
+#define RCTX_CAUSE_PEER_DEADLINE (RCTX_CAUSE_NAMED + 0) /* "peer deadline" */
+#define RCTX_CAUSE_CAP_DEADLINE	 (RCTX_CAUSE_NAMED + 1) /* "deadline cap" */
+#define RCTX_CAUSE_CLIENT_GONE	 (RCTX_CAUSE_NAMED + 2) /* "client gone" */
+#define RCTX_CAUSE_SHUTDOWN	 (RCTX_CAUSE_NAMED + 3) /* "shutting down" */
+
+/*
+ * rctx_cause_register - give a cause a name and a kind. The string is not
+ * copied: it must stay valid for as long as anyone reads the name (a
+ * string literal is the usual choice).
+ * Returns: the cause code (>= RCTX_CAUSE_NAMED); the same code again for a
+ *          name already registered with the same kind;
+ *          -EINVAL for a NULL or empty name or an unknown kind;
+ *          -EEXIST if the name is registered with another kind;
+ *          -ENOSPC once 256 names are registered.
+ * Any thread (registrations serialize on a mutex; readers never wait).
+ * Release: publishes the name; pairs with the acquire in rctx_cause_name.
+ */
+RCTX_API int rctx_cause_register(const char *name, int kind);
+
+/*
+ * rctx_cause_name - the name of a cause.
+ * Returns: the registered name of a named cause; the errno's symbolic name
+ *          ("ECANCELED", "ETIMEDOUT") for an errno value; NULL for 0 and
+ *          for codes that name nothing.
+ * Any thread; never blocks, never allocates.
+ * rctx_cause_kind - a named cause's kind; 0 for any other code.
+ * rctx_reason - rctx_cause_name(rctx_cause(ctx)): NULL while ctx is not
+ *          done. NULL ctx is treated as rctx_background().
+ */
+RCTX_API const char *rctx_cause_name(int cause);
+RCTX_API int rctx_cause_kind(int cause);
+RCTX_API const char *rctx_reason(const rctx_t *ctx);
+
+/*
+ * rctx_grpc_status, rctx_http_status - the status a server sends for a
+ * request whose context is ctx, by the table above.
+ * Returns: 0 while ctx is not done (gRPC OK; for HTTP, the handler's own
+ *          status); else 1 or 4 (gRPC), 499, 503 or 504 (HTTP).
+ * Any thread; NULL is treated as rctx_background(); never blocks.
+ */
+RCTX_API int rctx_grpc_status(const rctx_t *ctx);
+RCTX_API int rctx_http_status(const rctx_t *ctx);
+
+/*
+ * A budget policy for requests arriving from a peer (rctx_ingress):
+ *   cap:    the most time a request may get, whatever the peer asks;
+ *           0 for no cap.
+ *   margin: subtracted from the peer's timeout for the hop (the time the
+ *           request spent reaching us); 0 for none.
+ *   cause:  the cause the request's deadline fires with; 0 for the
+ *           built-in RCTX_CAUSE_PEER_DEADLINE or RCTX_CAUSE_CAP_DEADLINE,
+ *           whichever of the two set the deadline.
+ * Zero-initialize and set what you need.
+ */
+typedef struct rctx_budget {
+	rctx_time_t cap;
+	rctx_time_t margin;
+	int cause;
+} rctx_budget_t;
+
+/*
+ * rctx_ingress - derive a request context from a peer's timeout (ns;
+ * RCTX_FOREVER when the peer sent none). Its deadline is now plus the
+ * smaller of (timeout - margin) and cap; never later than parent's, so an
+ * untrusted peer can only shorten. With no timeout and no cap it is a
+ * plain rctx_with_cancel child. Little or no time left gives a context
+ * that is already done (ETIMEDOUT).
+ * rctx_ingress_grpc - the same from a grpc-timeout value of len bytes.
+ * Returns: 0 and *out, a new context holding one reference;
+ *          -EINVAL for a NULL argument, timeout < 0, cap or margin < 0,
+ *          or a malformed value (then nothing is made and *out is left
+ *          untouched);
+ *          -ENOMEM, -EAGAIN as the constructors (nothing made).
+ * Any thread.
+ */
+RCTX_API int rctx_ingress(rctx_t *parent, rctx_time_t timeout,
+			  const rctx_budget_t *budget, rctx_t **out);
+RCTX_API int rctx_ingress_grpc(rctx_t *parent, const char *value, size_t len,
+			       const rctx_budget_t *budget, rctx_t **out);
+
+/*
+ * rctx_egress - what is left of ctx for a call to send on, minus margin.
+ * Returns: 0 and *timeout (RCTX_FOREVER if ctx has no deadline: send no
+ *          timeout header);
+ *          -ETIMEDOUT: don't send, no time is left (margin included);
+ *          -ECANCELED: don't send, ctx was cancelled;
+ *          -EINVAL for a NULL ctx or timeout, or margin < 0.
+ * rctx_egress_grpc - the same, written as a grpc-timeout value into buf.
+ * Returns: the length written (2 to 9);
+ *          0 if ctx has no deadline (send no header; buf holds "" when
+ *          size > 0);
+ *          -ETIMEDOUT, -ECANCELED: don't send (as above);
+ *          -EINVAL for a NULL ctx or buf, or margin < 0;
+ *          -ENOBUFS if size is too small (RCTX_GRPC_TIMEOUT_SIZE is enough).
+ * Any thread; never blocks, never allocates.
+ */
+RCTX_API int rctx_egress(const rctx_t *ctx, rctx_time_t margin,
+			 rctx_time_t *timeout);
+RCTX_API int rctx_egress_grpc(const rctx_t *ctx, rctx_time_t margin, char *buf,
+			      size_t size);
 
 #ifdef __cplusplus
 }

@@ -256,3 +256,144 @@ rctx_shutdown(void)
 	rctx_alloc_shutdown();
 	rctx_after_shutdown();
 }
+
+/* ---- Deadlines across services (0.2): wire.c, cause.c ---- */
+#include "cause.h"
+#include "wire.h"
+
+RCTX_API rctx_time_t
+rctx_remaining(const rctx_t *ctx)
+{
+	return rctx_wire_remaining(observed(ctx, "rctx_remaining"), rctx_now());
+}
+
+RCTX_API int
+rctx_grpc_timeout_format(rctx_time_t timeout, char *buf, size_t size)
+{
+	rctx_validate_or_ret(timeout > 0 && buf != NULL, -EINVAL);
+	return rctx_wire_grpc_format(timeout, buf, size);
+}
+
+RCTX_API int
+rctx_grpc_timeout_parse(const char *value, size_t len, rctx_time_t *timeout)
+{
+	rctx_validate_or_ret(value != NULL && timeout != NULL, -EINVAL);
+	return rctx_wire_grpc_parse(value, len, timeout);
+}
+
+RCTX_API int
+rctx_envoy_timeout_format(rctx_time_t timeout, char *buf, size_t size)
+{
+	rctx_validate_or_ret(timeout > 0 && buf != NULL, -EINVAL);
+	return rctx_wire_envoy_format(timeout, buf, size);
+}
+
+RCTX_API int
+rctx_envoy_timeout_parse(const char *value, size_t len, rctx_time_t *timeout)
+{
+	rctx_validate_or_ret(value != NULL && timeout != NULL, -EINVAL);
+	return rctx_wire_envoy_parse(value, len, timeout);
+}
+
+RCTX_API int
+rctx_cause_register(const char *name, int kind)
+{
+	rctx_validate_or_ret(name != NULL && name[0] != '\0', -EINVAL);
+	rctx_validate_or_ret(kind >= RCTX_CAUSE_KIND_CLIENT &&
+				 kind <= RCTX_CAUSE_KIND_DEADLINE,
+			     -EINVAL);
+	return rctx_cause_add(name, kind);
+}
+
+RCTX_API const char *
+rctx_cause_name(int cause)
+{
+	return rctx_cause_lookup(cause);
+}
+
+RCTX_API int
+rctx_cause_kind(int cause)
+{
+	return rctx_cause_kind_of(cause);
+}
+
+RCTX_API const char *
+rctx_reason(const rctx_t *ctx)
+{
+	return rctx_cause_lookup(rctx_cause(ctx));
+}
+
+RCTX_API int
+rctx_grpc_status(const rctx_t *ctx)
+{
+	const struct rctx *src = observed(ctx, "rctx_grpc_status")->src;
+	uint64_t s = src ? rctx_state_load(src) : 0;
+
+	return rctx_st_err(s)
+		   ? rctx_cause_grpc(rctx_st_err(s), rctx_st_cause(s))
+		   : 0;
+}
+
+RCTX_API int
+rctx_http_status(const rctx_t *ctx)
+{
+	const struct rctx *src = observed(ctx, "rctx_http_status")->src;
+	uint64_t s = src ? rctx_state_load(src) : 0;
+
+	return rctx_st_err(s)
+		   ? rctx_cause_http(rctx_st_err(s), rctx_st_cause(s))
+		   : 0;
+}
+
+RCTX_API int
+rctx_ingress(rctx_t *parent, rctx_time_t timeout, const rctx_budget_t *budget,
+	     rctx_t **out)
+{
+	rctx_validate_or_ret(parent != NULL && budget != NULL && out != NULL,
+			     -EINVAL);
+	rctx_validate_or_ret(
+	    timeout >= 0 && budget->cap >= 0 && budget->margin >= 0, -EINVAL);
+	rctx_debug_check(parent, "rctx_ingress");
+	return rctx_wire_ingress(parent, timeout, budget, out);
+}
+
+RCTX_API int
+rctx_ingress_grpc(rctx_t *parent, const char *value, size_t len,
+		  const rctx_budget_t *budget, rctx_t **out)
+{
+	rctx_time_t timeout;
+
+	rctx_validate_or_ret(parent != NULL && value != NULL &&
+				 budget != NULL && out != NULL,
+			     -EINVAL);
+	rctx_validate_or_ret(rctx_wire_grpc_parse(value, len, &timeout) == 0,
+			     -EINVAL);
+	return rctx_ingress(parent, timeout, budget, out);
+}
+
+RCTX_API int
+rctx_egress(const rctx_t *ctx, rctx_time_t margin, rctx_time_t *timeout)
+{
+	rctx_validate_or_ret(ctx != NULL && timeout != NULL && margin >= 0,
+			     -EINVAL);
+	rctx_debug_check(ctx, "rctx_egress");
+	return rctx_wire_egress(ctx, margin, timeout);
+}
+
+RCTX_API int
+rctx_egress_grpc(const rctx_t *ctx, rctx_time_t margin, char *buf, size_t size)
+{
+	rctx_time_t left;
+	int ret;
+
+	rctx_validate_or_ret(buf != NULL, -EINVAL);
+	ret = rctx_egress(ctx, margin, &left);
+	if (ret < 0)
+		return ret;
+	if (left == RCTX_FOREVER) {
+		if (size > 0)
+			buf[0] = '\0';
+		return 0;
+	}
+	return rctx_wire_grpc_format(left, buf, size);
+}
