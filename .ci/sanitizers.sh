@@ -88,7 +88,7 @@ if [ "$fuzz_seconds" -gt 0 ]; then
 		-Db_sanitize=address,undefined -Db_lundef=false \
 		-Dbenchmarks=false -Dbuildtype=debugoptimized \
 		-Dc_args=-fsanitize=fuzzer-no-link
-	for t in tree wheel time; do
+	for t in tree wheel time grpc; do
 		bin=$src/$prefix-fuzz/fuzz/fuzz-$t
 		if [ ! -x "$bin" ]; then
 			skip "libfuzzer-$t" "no fuzz-$t target"
@@ -119,7 +119,7 @@ fi
 if command -v valgrind >/dev/null 2>&1; then
 	step vg-build 900 env CC=gcc CXX=g++ "${setup[@]}" "$prefix-vg" -Dbenchmarks=false \
 		-Dbuildtype=debugoptimized -Ddebug_checks=enabled -Db_sanitize=none
-	step valgrind 1200 meson test -C "$prefix-vg" \
+	step valgrind 1200 meson test -C "$prefix-vg" --no-suite interop \
 		--num-processes 1 --timeout-multiplier 10 --print-errorlogs \
 		--wrap='valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite --track-fds=no --fair-sched=yes --quiet'
 else
