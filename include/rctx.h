@@ -300,7 +300,7 @@ RCTX_API int rctx_envoy_timeout_parse(const char *value, size_t len,
  *          name already registered with the same kind;
  *          -EINVAL for a NULL or empty name or an unknown kind;
  *          -EEXIST if the name is registered with another kind;
- *          -ENOSPC once 256 names are registered.
+ *          -ENOSPC once all 256 names (4 built in) are taken.
  * Any thread (registrations serialize on a mutex; readers never wait).
  * Release: publishes the name; pairs with the acquire in rctx_cause_name.
  */
