@@ -7,8 +7,9 @@
 #   tests/consumer/run.sh PREFIX WORKDIR [STEP...]
 #
 # PREFIX is the installation prefix (/usr for the Debian packages). STEP
-# names which steps to run (default: all): cflags rpath ld-path static
-# cmake meson. Prints "step consumer-NAME: PASS|FAIL (N s)" per step and
+# names which steps to run (default: cflags rpath ld-path static cmake
+# meson; "system" runs a program with neither rpath nor LD_LIBRARY_PATH,
+# for a prefix the dynamic loader knows, such as /usr after ldconfig). Prints "step consumer-NAME: PASS|FAIL (N s)" per step and
 # exits non-zero if one failed; logs go to WORKDIR/NAME.log.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,6 +49,11 @@ step_ld-path() {
 	# shellcheck disable=SC2046
 	cc -o "$work/app-plain" "$here/app.c" $(pc --cflags --libs) &&
 		LD_LIBRARY_PATH=$(pc --variable=libdir) "$work/app-plain"
+}
+step_system() {
+	# shellcheck disable=SC2046
+	cc -o "$work/app-system" "$here/app.c" $(pc --cflags --libs) &&
+		env -u LD_LIBRARY_PATH "$work/app-system"
 }
 # Fully static: every library rctx needs must come from --libs --static.
 step_static() {
