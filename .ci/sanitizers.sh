@@ -66,7 +66,7 @@ export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1"
 
 # 1. ThreadSanitizer: the stress suite (stress_scale=1 keeps it short).
 step tsan-build 900 "${setup[@]}" "$prefix-tsan" -Db_sanitize=thread \
-	-Db_lundef=false -Dbenchmarks=false -Dbuildtype=debugoptimized
+	-Db_lundef=false -Dtests=enabled -Dbenchmarks=disabled -Dbuildtype=debugoptimized
 step tsan-stress 600 meson test -C "$prefix-tsan" --suite stress \
 	--num-processes 1 --print-errorlogs
 
@@ -74,7 +74,7 @@ step tsan-stress 600 meson test -C "$prefix-tsan" --suite stress \
 # fork included; the fuzz corpora replay in step 3), in a
 # debug build so that the debug checks (test-debug) are compiled in.
 step asan-build 900 "${setup[@]}" "$prefix-asan" -Db_sanitize=address,undefined \
-	-Db_lundef=false -Dbenchmarks=false -Dbuildtype=debug
+	-Db_lundef=false -Dtests=enabled -Dbenchmarks=disabled -Dbuildtype=debug
 step asan-units 900 meson test -C "$prefix-asan" \
 	--no-suite fuzz --num-processes 2 --print-errorlogs
 
@@ -86,7 +86,7 @@ step fuzz-replay 300 meson test -C "$prefix-asan" --suite fuzz \
 if [ "$fuzz_seconds" -gt 0 ]; then
 	step fuzz-build 900 "${setup[@]}" "$prefix-fuzz" -Dfuzzing=enabled \
 		-Db_sanitize=address,undefined -Db_lundef=false \
-		-Dbenchmarks=false -Dbuildtype=debugoptimized \
+		-Dtests=enabled -Dbenchmarks=disabled -Dbuildtype=debugoptimized \
 		-Dc_args=-fsanitize=fuzzer-no-link
 	for t in tree wheel time grpc; do
 		bin=$src/$prefix-fuzz/fuzz/fuzz-$t
@@ -117,7 +117,7 @@ fi
 # --fair-sched: tests that race a spinning thread otherwise starve under
 # valgrind's one-thread-at-a-time lock (semantics: 9-11 min instead of 40 s).
 if command -v valgrind >/dev/null 2>&1; then
-	step vg-build 900 env CC=gcc CXX=g++ "${setup[@]}" "$prefix-vg" -Dbenchmarks=false \
+	step vg-build 900 env CC=gcc CXX=g++ "${setup[@]}" "$prefix-vg" -Dtests=enabled -Dbenchmarks=disabled \
 		-Dbuildtype=debugoptimized -Ddebug_checks=enabled -Db_sanitize=none
 	step valgrind 1200 meson test -C "$prefix-vg" --no-suite interop \
 		--num-processes 1 --timeout-multiplier 10 --print-errorlogs \

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* One test per numbered behaviour of shared/SEMANTICS.md (1 to 28). */
+/* One test per numbered behaviour of docs/semantics.md (1 to 28). */
 
 #include <errno.h>
 #include <poll.h>
@@ -2086,7 +2086,7 @@ test_s21_stop_after_done_seen_is_false(void **state)
 	duo_stop(&d);
 	free(kids);
 	if (bad)
-		fail_msg("KNOWN DEFECT /work/defects/stop-after-done-wins.md: "
+		fail_msg("KNOWN DEFECT (stop-after-done-wins): "
 			 "in %ld of %ld rounds rctx_after_stop, called after "
 			 "rctx_done() was seen true, returned true and fn "
 			 "never ran",
@@ -2424,7 +2424,7 @@ test_s25_register_on_full_set_does_not_allocate(void **state)
 		rctx_release(kids[i]);
 	rctx_release(c);
 	if (r != 0 || calls != 0)
-		fail_msg("KNOWN DEFECT /work/defects/after-func-allocates.md: "
+		fail_msg("KNOWN DEFECT (after-func-allocates): "
 			 "rctx_after_func on a context with %zu children "
 			 "(capacity %zu) returned %d after %lu allocation(s)",
 			 cnt0, cap0, r, calls);
@@ -2707,16 +2707,15 @@ test_s27_fd_readable_once_done(void **state)
 	/* Known defects, reported by name so the suite keeps showing them. */
 	if (early)
 		fail_msg(
-		    "KNOWN DEFECT /work/defects/fd-readable-before-done.md: "
+		    "KNOWN DEFECT (fd-readable-before-done): "
 		    "the fd polled readable while rctx_done() was false in "
 		    "%ld of %ld rounds",
 		    early, rounds + 1);
 	if (bad || wide_bad)
-		fail_msg(
-		    "KNOWN DEFECT /work/defects/fd-readable-after-done.md: "
-		    "rctx_done() was true but the fd not yet readable in "
-		    "%ld of %ld narrow and %ld of %d wide rounds",
-		    bad, rounds, wide_bad, (int)WIDE_ROUNDS);
+		fail_msg("KNOWN DEFECT (fd-readable-after-done): "
+			 "rctx_done() was true but the fd not yet readable in "
+			 "%ld of %ld narrow and %ld of %d wide rounds",
+			 bad, rounds, wide_bad, (int)WIDE_ROUNDS);
 }
 
 /* ------------------------------------------- references and lifetime */
