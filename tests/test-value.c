@@ -12,11 +12,8 @@
 #include <cmocka.h>
 
 #include "fault.h"
+#include "util.h"
 #include "value.h"
-
-#ifndef RCTX_STRESS_SCALE
-#define RCTX_STRESS_SCALE 1
-#endif
 
 /* Keys are addresses in this array; key(i) for i < NKEYS. */
 #define NKEYS 8192
@@ -34,18 +31,6 @@ static void *
 val(size_t depth)
 {
 	return (void *)(uintptr_t)((depth << 4) | 8);
-}
-
-static uint64_t
-rnd(uint64_t *st)
-{
-	uint64_t x = *st;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*st = x;
-	return x * 0x2545f4914f6cdd1dull;
 }
 
 /*
@@ -143,7 +128,7 @@ static void
 test_distinct_keys(void **state)
 {
 	enum { N = 3000 };
-	uint64_t seed = 42;
+	uint64_t seed = rnd_seed(0);
 	rctx_t **ctx;
 
 	(void)state;
@@ -191,7 +176,7 @@ static void
 test_shadowing(void **state)
 {
 	enum { N = 1500 };
-	uint64_t seed = 7;
+	uint64_t seed = rnd_seed(1);
 	rctx_t **ctx = value_chain(N, few_keys, &seed, true);
 
 	(void)state;
@@ -248,7 +233,7 @@ static void
 test_mixed_layers(void **state)
 {
 	enum { N = 2500 };
-	uint64_t seed = 99;
+	uint64_t seed = rnd_seed(2);
 	rctx_t **ctx = calloc(N, sizeof(*ctx));
 	rctx_t *p = rctx_background();
 	size_t nvalue = 0, ntimer = 0, ncancel = 0, nwithout = 0;
@@ -325,7 +310,7 @@ struct looker {
 	size_t id;
 	struct query *q;
 	size_t nq;
-	pthread_barrier_t *start;
+	struct gate *start;
 	size_t wrong;
 };
 
@@ -335,7 +320,7 @@ looker_main(void *arg)
 	struct looker *l = arg;
 	size_t n = l->nq;
 
-	pthread_barrier_wait(l->start);
+	gate_pass(l->start);
 	/* Each thread its own order: deepest first, shallowest first,
 	 * or strided from an offset, so builds collide at every level. */
 	for (size_t k = 0; k < n; k++) {
@@ -370,7 +355,7 @@ static void
 test_concurrent_lookups(void **state)
 {
 	size_t rounds = 12 * RCTX_STRESS_SCALE;
-	uint64_t seed = 1234;
+	uint64_t seed = rnd_seed(3);
 	size_t nq = CDEPTH * QPER;
 	struct query *q = calloc(nq, sizeof(*q));
 
@@ -378,8 +363,7 @@ test_concurrent_lookups(void **state)
 	assert_non_null(q);
 	for (size_t r = 0; r < rounds; r++) {
 		rctx_t **ctx = value_chain(CDEPTH, mixed_key, &seed, true);
-		pthread_barrier_t start;
-		pthread_t t[LOOKERS];
+		struct gate start;
 		struct looker l[LOOKERS];
 
 		/* the model's answers, computed before any index exists */
@@ -400,20 +384,15 @@ test_concurrent_lookups(void **state)
 			}
 			assert_int_equal(rctx_value_index_bytes(ctx[d]), 0);
 		}
-		assert_int_equal(pthread_barrier_init(&start, NULL, LOOKERS),
-				 0);
+		gate_init(&start, LOOKERS);
 		for (size_t i = 0; i < LOOKERS; i++) {
 			l[i] = (struct looker){
 				.id = i + r, .q = q, .nq = nq, .start = &start
 			};
-			assert_int_equal(
-			    pthread_create(&t[i], NULL, looker_main, &l[i]), 0);
 		}
-		for (size_t i = 0; i < LOOKERS; i++) {
-			assert_int_equal(pthread_join(t[i], NULL), 0);
+		tg_run(LOOKERS, looker_main, l, sizeof(l[0]));
+		for (size_t i = 0; i < LOOKERS; i++)
 			assert_int_equal(l[i].wrong, 0);
-		}
-		pthread_barrier_destroy(&start);
 		/* and once more, single-threaded, over the built indexes */
 		for (size_t i = 0; i < nq; i++)
 			assert_ptr_equal(rctx_value(q[i].ctx, q[i].key),
@@ -434,7 +413,7 @@ static void
 test_key_cap(void **state)
 {
 	enum { N = 5000 };
-	uint64_t seed = 5;
+	uint64_t seed = rnd_seed(4);
 	rctx_t **ctx = value_chain(N, distinct_key, NULL, false);
 	const size_t last = RCTX_VINDEX_MAX_KEYS; /* last indexed depth */
 
@@ -512,14 +491,6 @@ test_fault_index(void **state)
 }
 #endif
 
-static int
-teardown(void **state)
-{
-	(void)state;
-	rctx_shutdown();
-	return 0;
-}
-
 int
 main(void)
 {
@@ -534,5 +505,5 @@ main(void)
 #endif
 	};
 
-	return cmocka_run_group_tests(tests, NULL, teardown);
+	return RUN_TESTS(tests);
 }
