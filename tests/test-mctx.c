@@ -29,14 +29,6 @@ teardown(void **state)
 	return 0;
 }
 
-static bool
-readable(int fd)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
-}
-
 /* ------------------------------------------------------------- roots */
 
 static void

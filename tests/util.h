@@ -4,6 +4,7 @@
 #define RCTX_TEST_UTIL_H
 
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -109,7 +110,55 @@ rnd_below(uint64_t *s, uint64_t n)
 	return rnd(s) % n;
 }
 
+/* ---------------------------------------------------------- contexts */
+
+static inline bool
+readable(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+/* Block until fd is readable; false only if it never becomes so (the
+ * bound is a hang guard, not a timing assertion). */
+static inline bool
+becomes_readable(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, 60 * 1000) == 1 && (p.revents & POLLIN);
+}
+
+static inline uint32_t
+refs_of(rctx_t *c)
+{
+	/* relaxed: read while no other thread touches c */
+	return atomic_load_explicit(&c->refs, memory_order_relaxed);
+}
+
+/* Let every context freed so far reach the allocator's pool. */
+static inline void
+reclaim(void)
+{
+	rctx_alloc_flush();
+	rctx_alloc_barrier();
+}
+
+/* An after-func that counts its runs in the _Atomic int at arg. */
+static inline void
+count_fn(void *arg)
+{
+	atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
 /* ------------------------------------------------------------- threads */
+
+static inline void
+xpthread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	WCHECK(pthread_create(t, NULL, fn, arg) == 0);
+}
 
 #define TG_MAX 64
 
