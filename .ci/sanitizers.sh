@@ -115,7 +115,7 @@ fi
 # hardly race under valgrind's one thread at a time (TSan and ASan run
 # them); here it is the memory check that counts.
 # --fair-sched: tests that race a spinning thread otherwise starve under
-# valgrind's one-thread-at-a-time lock (semantics: 9-11 min instead of 40 s).
+# valgrind's one-thread-at-a-time lock (the SEMANTICS tests: 9-11 min instead of 40 s).
 if command -v valgrind >/dev/null 2>&1; then
 	step vg-build 900 env CC=gcc CXX=g++ "${setup[@]}" "$prefix-vg" -Dtests=enabled -Dbenchmarks=disabled \
 		-Dbuildtype=debugoptimized -Ddebug_checks=enabled -Db_sanitize=none

@@ -42,7 +42,7 @@
 
 /* Checks for worker threads: cmocka's asserts must stay on the main thread. */
 
-#include "stress-util.h"
+#include "util.h"
 
 #define NTHREADS	4
 #define NODES		600
@@ -80,15 +80,6 @@ static struct sreg regs[NTHREADS][REGS_PER_THREAD];
 static int nregs[NTHREADS];
 static _Atomic long total_ops;
 static char key;
-
-static uint64_t
-rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
 
 /* A published node, or -1 (none yet, or an unpublished claim). */
 static int
@@ -465,18 +456,13 @@ test_cascade(void **state)
 {
 	(void)state;
 	for (int round = 0; round < ROUNDS; round++) {
-		pthread_t th[NTHREADS];
 		struct targ ta[NTHREADS];
 
 		for (int t = 0; t < NTHREADS; t++) {
 			ta[t].t = t;
-			ta[t].seed =
-			    0x9e3779b97f4a7c15ull * (round * 8 + t + 1);
-			assert_int_equal(
-			    pthread_create(&th[t], NULL, worker, &ta[t]), 0);
+			ta[t].seed = rnd_seed((uint64_t)round * 8 + t);
 		}
-		for (int t = 0; t < NTHREADS; t++)
-			assert_int_equal(pthread_join(th[t], NULL), 0);
+		tg_run(NTHREADS, worker, ta, sizeof(ta[0]));
 		/* seq_cst: after join, see the comment in check_round */
 		int n = atomic_load(&nclaimed);
 		if (n > NODES)
@@ -485,8 +471,7 @@ test_cascade(void **state)
 		check_round(n);
 		finish_round(n);
 	}
-	rctx_shutdown();
-	assert_int_equal(rctx_alloc_outstanding(), 0);
+	assert_true(shutdown_clean());
 	printf("# stress-cascade: %ld operations in %d rounds\n",
 	       atomic_load(&total_ops), ROUNDS);
 }
@@ -497,5 +482,5 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cascade),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 }

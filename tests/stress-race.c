@@ -16,7 +16,7 @@
 
 #include "rctx.h"
 
-#include "stress-util.h"
+#include "util.h"
 
 /* A failed check in a worker thread, with a message (see WCHECK). */
 #define WFAIL(...)                                                             \
@@ -27,29 +27,6 @@
 	} while (0)
 
 static char key;
-
-static uint64_t
-rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-/* A two-party start line, so both sides run at the same moment. */
-struct gate {
-	_Atomic int arrived;
-};
-
-static void
-gate_pass(struct gate *g, int parties)
-{
-	/* seq_cst: a plain counter barrier; pairs with the other parties */
-	atomic_fetch_add(&g->arrived, 1);
-	while (atomic_load(&g->arrived) < parties)
-		sched_yield();
-}
 
 /* ---- SEMANTICS 4: derive racing cancel ------------------------------- */
 
@@ -69,7 +46,7 @@ dr_deriver(void *arg)
 {
 	struct dr *d = arg;
 
-	gate_pass(&d->gate, 2);
+	gate_pass(&d->gate);
 	for (int i = 0; i < DR_CHILDREN; i++) {
 		rctx_t *p = i & 1 ? d->vparent : d->parent;
 		switch (i % 4) {
@@ -104,8 +81,9 @@ test_derive_vs_cancel(void **state)
 		d.parent = rctx_with_cancel(rctx_background());
 		d.vparent = rctx_with_value(d.parent, &key, &d);
 		d.cause = 1000 + r;
+		gate_init(&d.gate, 2);
 		assert_int_equal(pthread_create(&th, NULL, dr_deriver, &d), 0);
-		gate_pass(&d.gate, 2);
+		gate_pass(&d.gate);
 		/* Let the deriver get a little way in, by round. */
 		for (volatile int spin = 0; spin < (r % 32) * 50; spin++)
 			;
@@ -167,7 +145,7 @@ tree_canceller(void *arg)
 		order[i] = order[j];
 		order[j] = x;
 	}
-	gate_pass(&t->gate, TREE_THREADS);
+	gate_pass(&t->gate);
 	for (int k = 0; k < TREE_N; k++) {
 		int i = order[k];
 		int rc =
@@ -194,14 +172,14 @@ static void
 test_cancel_every_node(void **state)
 {
 	(void)state;
-	uint64_t seed = 0x243f6a8885a308d3ull;
+	uint64_t seed = rnd_seed(0);
 
 	for (int r = 0; r < TREE_ROUNDS; r++) {
 		struct tree *t = calloc(1, sizeof(*t));
-		pthread_t th[TREE_THREADS];
 		struct tree_arg ta[TREE_THREADS];
 
 		assert_non_null(t);
+		gate_init(&t->gate, TREE_THREADS);
 		for (int i = 0; i < TREE_N; i++) {
 			int p = i == 0 ? -1 : (int)(rnd(&seed) % (uint64_t)i);
 			rctx_t *pc = p < 0 ? rctx_background() : t->node[p];
@@ -220,13 +198,10 @@ test_cancel_every_node(void **state)
 		for (int k = 0; k < TREE_THREADS; k++) {
 			ta[k].t = t;
 			ta[k].thread = k;
-			ta[k].seed = rnd(&seed) | 1;
-			assert_int_equal(pthread_create(&th[k], NULL,
-							tree_canceller, &ta[k]),
-					 0);
+			ta[k].seed =
+			    rnd_seed(1 + (uint64_t)r * TREE_THREADS + k);
 		}
-		for (int k = 0; k < TREE_THREADS; k++)
-			assert_int_equal(pthread_join(th[k], NULL), 0);
+		tg_run(TREE_THREADS, tree_canceller, ta, sizeof(ta[0]));
 		for (int i = 0; i < TREE_N; i++) {
 			int err = rctx_err(t->node[i]);
 			int cause = rctx_cause(t->node[i]);
@@ -289,7 +264,7 @@ pair_reader(void *arg)
 {
 	struct pair *p = arg;
 
-	gate_pass(&p->gate, 2);
+	gate_pass(&p->gate);
 	while (!rctx_done(p->val)) {
 		for (int i = 0; i < 64; i++) {
 			check_seen(p->c, ECANCELED, p->cause);
@@ -314,8 +289,9 @@ test_err_cause_together(void **state)
 		p.child = rctx_with_cancel(p.c);
 		p.val = rctx_with_value(p.child, &key, NULL);
 		p.cause = r % 2 ? 77 + r : 0 - r - 1;
+		gate_init(&p.gate, 2);
 		assert_int_equal(pthread_create(&th, NULL, pair_reader, &p), 0);
-		gate_pass(&p.gate, 2);
+		gate_pass(&p.gate);
 		assert_int_equal(rctx_cancel_cause(p.c, p.cause), 0);
 		assert_int_equal(pthread_join(th, NULL), 0);
 		assert_int_equal(rctx_cause(p.val), p.cause);
@@ -440,14 +416,6 @@ timer_stop(void **state)
 	return 0;
 }
 
-static int
-teardown(void **state)
-{
-	(void)state;
-	rctx_shutdown();
-	return 0;
-}
-
 int
 main(void)
 {
@@ -463,5 +431,5 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_overlapping_cancels,
 						timer_start, timer_stop),
 	};
-	return cmocka_run_group_tests(tests, NULL, teardown);
+	return RUN_TESTS(tests);
 }

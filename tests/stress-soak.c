@@ -30,7 +30,7 @@
 
 /* Checks for worker threads: cmocka's asserts must stay on the main thread. */
 
-#include "stress-util.h"
+#include "util.h"
 
 #define WORKERS		 2
 #define WARMUP_EPOCHS	 4
@@ -83,15 +83,6 @@ rss_kb(void)
 	assert_int_equal(fscanf(f, "%ld %ld", &size, &res), 2);
 	fclose(f);
 	return res * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static uint64_t
-rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
 }
 
 static void
@@ -157,7 +148,7 @@ iteration(uint64_t *s)
 static void *
 worker(void *arg)
 {
-	uint64_t s = (uintptr_t)arg * 0x9e3779b97f4a7c15ull + 1;
+	uint64_t s = rnd_seed((uintptr_t)arg);
 
 	for (;;) {
 		pthread_barrier_wait(&start);
@@ -175,7 +166,7 @@ static void
 test_soak(void **state)
 {
 	(void)state;
-	pthread_t th[WORKERS];
+	struct tgroup g = { .n = 0 };
 	long base_rss = 0, base_ctx = 0, max_rss = 0, max_ctx = 0;
 	rctx_time_t t0 = rctx_now();
 	int epoch;
@@ -183,9 +174,7 @@ test_soak(void **state)
 	assert_int_equal(pthread_barrier_init(&start, NULL, WORKERS + 1), 0);
 	assert_int_equal(pthread_barrier_init(&done, NULL, WORKERS + 1), 0);
 	for (int i = 0; i < WORKERS; i++)
-		assert_int_equal(pthread_create(&th[i], NULL, worker,
-						(void *)(uintptr_t)(i + 1)),
-				 0);
+		tg_add(&g, worker, (void *)(uintptr_t)(i + 1));
 	for (epoch = 0; epoch < WARMUP_EPOCHS + EPOCHS; epoch++) {
 		if (epoch > WARMUP_EPOCHS && rctx_now() - t0 > TIME_LIMIT)
 			break;
@@ -206,8 +195,7 @@ test_soak(void **state)
 	/* seq_cst: pairs with the load in worker after the barrier */
 	atomic_store(&quit, true);
 	pthread_barrier_wait(&start);
-	for (int i = 0; i < WORKERS; i++)
-		assert_int_equal(pthread_join(th[i], NULL), 0);
+	tg_join(&g, NULL);
 	pthread_barrier_destroy(&start);
 	pthread_barrier_destroy(&done);
 
@@ -223,8 +211,7 @@ test_soak(void **state)
 	if (CTX_CHECKED && max_ctx > base_ctx + CTX_TOLERANCE)
 		fail_msg("contexts from malloc grew from %ld to %ld", base_ctx,
 			 max_ctx);
-	rctx_shutdown();
-	assert_int_equal(rctx_alloc_outstanding(), 0);
+	assert_true(shutdown_clean());
 }
 
 int
@@ -233,5 +220,5 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_soak),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 }

@@ -16,7 +16,7 @@
 
 #include "timer.h"
 
-#include "stress-util.h"
+#include "util.h"
 
 #define THREADS 3
 #define SLOTS	256
@@ -92,15 +92,6 @@ s_dead(struct rctx_timer *t)
 		bad("dead twice");
 }
 
-static uint64_t
-rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 static void
 cancel(struct st *x)
 {
@@ -159,7 +150,7 @@ worker(void *arg)
 	int id = (int)(intptr_t)arg, next = (id + 1) % THREADS;
 	struct st *pool = calloc(SLOTS, sizeof(*pool));
 	bool used[SLOTS] = { false };
-	uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(id + 1);
+	uint64_t s = rnd_seed((uint64_t)id);
 	long it;
 
 	if (!pool)
@@ -230,19 +221,16 @@ worker(void *arg)
 static void
 test_stress_timers(void **state)
 {
-	pthread_t th[THREADS];
+	struct tgroup g = { .n = 0 };
 	void *pools[THREADS];
-	uint64_t s = 7;
+	uint64_t s = rnd_seed(THREADS);
 	int i, j;
 
 	(void)state;
 	rctx_timer_setup(s_fire, s_dead);
 	for (i = 0; i < THREADS; i++)
-		assert_int_equal(
-		    pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i),
-		    0);
-	for (i = 0; i < THREADS; i++)
-		assert_int_equal(pthread_join(th[i], &pools[i]), 0);
+		tg_add(&g, worker, (void *)(intptr_t)i);
+	tg_join(&g, pools);
 	/* Release what is still boxed, then every timer must die. */
 	for (i = 0; i < THREADS; i++)
 		take_box(i, &s);
@@ -343,9 +331,10 @@ test_stress_loops(void **state)
 {
 	struct start st = { NULL, PTHREAD_MUTEX_INITIALIZER,
 			    PTHREAD_COND_INITIALIZER };
-	pthread_t th[THREADS], lt, ct;
+	struct tgroup g = { .n = 0 };
+	pthread_t lt, ct;
 	void *pools[THREADS];
-	uint64_t s = 11;
+	uint64_t s = rnd_seed(THREADS + 1);
 	int i, j;
 
 	(void)state;
@@ -361,11 +350,8 @@ test_stress_loops(void **state)
 	pthread_mutex_unlock(&st.mu);
 	assert_int_equal(pthread_create(&ct, NULL, churn_loop, NULL), 0);
 	for (i = 0; i < THREADS; i++)
-		assert_int_equal(
-		    pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i),
-		    0);
-	for (i = 0; i < THREADS; i++)
-		assert_int_equal(pthread_join(th[i], &pools[i]), 0);
+		tg_add(&g, worker, (void *)(intptr_t)i);
+	tg_join(&g, pools);
 	for (i = 0; i < THREADS; i++)
 		take_box(i, &s);
 	for (i = 0; i < THREADS; i++) {
@@ -397,5 +383,5 @@ main(void)
 		cmocka_unit_test(test_stress_loops),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 }

@@ -13,10 +13,7 @@
 
 #include "children.h"
 #include "fault.h"
-
-#ifndef RCTX_STRESS_SCALE
-#define RCTX_STRESS_SCALE 1
-#endif
+#include "util.h"
 
 /*
  * Entries are fake pointers: multiples of 16 from a base that no real
@@ -44,19 +41,6 @@ checked(struct rctx_cset *s)
 
 	if (!rctx_cset_check(s, &why))
 		fail_msg("cset check failed: %s", why);
-}
-
-/* Small deterministic generator (xorshift64*), so failures replay. */
-static uint64_t
-rnd(uint64_t *st)
-{
-	uint64_t x = *st;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*st = x;
-	return x * 0x2545f4914f6cdd1dull;
 }
 
 /* foreach collectors */
@@ -472,7 +456,7 @@ test_model(void **state)
 	static const unsigned bias[] = { 90, 50, 10, 70, 30, 50, 5, 95, 50 };
 	size_t steps = 6000 * RCTX_STRESS_SCALE;
 	_Atomic uintptr_t **slot = calloc(POOL, sizeof(*slot));
-	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	uint64_t seed = rnd_seed(0);
 	struct rctx_cset s;
 	size_t live = 0;
 
@@ -531,7 +515,7 @@ test_model(void **state)
 
 static struct rctx_cset stress_set;
 static _Atomic bool stress_stop;
-static pthread_barrier_t stress_start;
+static struct gate stress_start;
 
 struct worker {
 	size_t id;
@@ -552,7 +536,7 @@ static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
-	uint64_t seed = 0x1234567ull + w->id * 0x9e37ull;
+	uint64_t seed = rnd_seed(1 + w->id);
 
 	for (size_t i = 0; i < PINNED; i++) {
 		w->slot[i] =
@@ -560,7 +544,7 @@ worker_main(void *arg)
 		if (w->slot[i] == NULL)
 			w->failures++;
 	}
-	pthread_barrier_wait(&stress_start);
+	gate_pass(&stress_start);
 	for (size_t k = 0; k < w->ops; k++) {
 		size_t i = PINNED + rnd(&seed) % (PER_WORKER - PINNED);
 		uintptr_t e = worker_entry(w->id, i);
@@ -608,7 +592,7 @@ walker_main(void *arg)
 {
 	struct walk_stats *ws = arg;
 
-	pthread_barrier_wait(&stress_start);
+	gate_pass(&stress_start);
 	/* relaxed: a stop flag; the join publishes the results. At least
 	 * a few walks even if the workers finish before this thread runs
 	 * (a loaded machine): the check must never depend on speed. */
@@ -633,27 +617,24 @@ test_concurrent(void **state)
 {
 	static struct worker w[WORKERS];
 	static struct walk_stats ws;
-	pthread_t tw[WORKERS], tk;
+	struct tgroup g;
+	pthread_t tk;
 
 	(void)state;
 	rctx_cset_init(&stress_set);
 	atomic_store(&stress_stop, false);
-	assert_int_equal(pthread_barrier_init(&stress_start, NULL, WORKERS + 1),
-			 0);
+	gate_init(&stress_start, WORKERS + 1);
 	memset(&ws, 0, sizeof(ws));
 	for (size_t i = 0; i < WORKERS; i++) {
 		memset(&w[i], 0, sizeof(w[i]));
 		w[i].id = i;
 		w[i].ops = 300000 * RCTX_STRESS_SCALE;
-		assert_int_equal(
-		    pthread_create(&tw[i], NULL, worker_main, &w[i]), 0);
 	}
+	tg_start(&g, WORKERS, worker_main, w, sizeof(w[0]));
 	assert_int_equal(pthread_create(&tk, NULL, walker_main, &ws), 0);
-	for (size_t i = 0; i < WORKERS; i++)
-		assert_int_equal(pthread_join(tw[i], NULL), 0);
+	tg_join(&g, NULL);
 	atomic_store(&stress_stop, true);
 	assert_int_equal(pthread_join(tk, NULL), 0);
-	pthread_barrier_destroy(&stress_start);
 
 	assert_true(ws.walks >= 1);
 	assert_int_equal(ws.bad, 0);
@@ -713,5 +694,5 @@ main(void)
 		cmocka_unit_test(test_concurrent),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 }

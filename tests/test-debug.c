@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "rctx.h"
+#include "util.h"
 
 #ifdef RCTX_DEBUG
 /*
@@ -165,6 +166,6 @@ main(void)
 		cmocka_unit_test(test_cancel_after_release),
 		cmocka_unit_test(test_no_false_alarm),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 #endif
 }

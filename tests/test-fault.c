@@ -27,6 +27,7 @@
 #include "alloc.h"
 #include "fault.h"
 #include "rctx.h"
+#include "util.h"
 
 #ifdef RCTX_FAULT_INJECTION
 #define MAXC  64
@@ -298,6 +299,6 @@ main(void)
 		cmocka_unit_test(test_eventfd),
 		cmocka_unit_test(test_thread),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 #endif
 }

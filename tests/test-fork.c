@@ -20,7 +20,7 @@
 
 #include "rctx.h"
 
-#include "../src/alloc.h" /* white-box: rctx_alloc_outstanding */
+#include "util.h" /* white-box: rctx_alloc_outstanding */
 
 /* Generous bound for a wait that must end (never a timing assertion). */
 #define LONG_WAIT (10 * RCTX_SEC)
@@ -342,14 +342,6 @@ test_fork_child_reclaims(void **state)
 	wait_reclaimer_beyond(before);
 }
 
-static int
-teardown(void **state)
-{
-	(void)state;
-	rctx_shutdown();
-	return 0;
-}
-
 int
 main(void)
 {
@@ -359,5 +351,5 @@ main(void)
 		cmocka_unit_test(test_fork_during_churn),
 		cmocka_unit_test(test_fork_child_reclaims),
 	};
-	return cmocka_run_group_tests(tests, NULL, teardown);
+	return RUN_TESTS(tests);
 }

@@ -17,6 +17,7 @@
 
 #include "fault.h"
 #include "timer.h"
+#include "util.h"
 
 uint64_t rctx_timer_wakeups(void);
 
@@ -140,7 +141,7 @@ test_stepped_clock(void **state)
 	struct lt *v = calloc(N, sizeof(*v));
 	rctx_loop_t *loop = rctx_loop_new();
 	rctx_time_t base = rctx_now(), now, tick = (rctx_time_t)1 << 20;
-	unsigned seed = 12345;
+	uint64_t seed = rnd_seed(0);
 	int i, fired = 0;
 
 	(void)state;
@@ -149,14 +150,15 @@ test_stepped_clock(void **state)
 	for (i = 0; i < N; i++) {
 		rctx_timer_init(&v[i].t);
 		assert_int_equal(
-		    rctx_timer_arm(&v[i].t,
-				   base + (rand_r(&seed) % 500000) * RCTX_USEC),
+		    rctx_timer_arm(
+			&v[i].t, base + (rctx_time_t)rnd_below(&seed, 500000) *
+					    RCTX_USEC),
 		    0);
 		if (i % 5 == 0)
 			rctx_timer_cancel(&v[i].t);
 	}
 	for (now = base; fired < N - N / 5;
-	     now += (rand_r(&seed) % 3000) * RCTX_USEC) {
+	     now += (rctx_time_t)rnd_below(&seed, 3000) * RCTX_USEC) {
 		rctx_time_t next = rctx_loop_next(loop), min = INT64_MAX;
 
 		for (i = 0; i < N; i++)
@@ -509,5 +511,5 @@ main(void)
 #endif
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 }

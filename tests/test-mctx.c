@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "mctx.h"
+#include "util.h"
 
 #define HOUR (3600 * MCTX_SEC)
 
@@ -26,14 +27,6 @@ teardown(void **state)
 	(void)state;
 	mctx_shutdown();
 	return 0;
-}
-
-static bool
-readable(int fd)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
 /* ------------------------------------------------------------- roots */
@@ -952,7 +945,7 @@ enum { TREE_N = 100, TREE_THREADS = 4 };
 struct tree_run {
 	mctx_t **nodes;
 	atomic_int *wins;
-	unsigned seed;
+	uint64_t seed;
 };
 
 static void *
@@ -964,7 +957,7 @@ tree_cancel_main(void *p)
 	for (int i = 0; i < TREE_N; i++)
 		order[i] = i;
 	for (int i = TREE_N - 1; i > 0; i--) {
-		int j = (int)(rand_r(&t->seed) % (unsigned)(i + 1));
+		int j = (int)rnd_below(&t->seed, (uint64_t)(i + 1));
 		int x = order[i];
 
 		order[i] = order[j];
@@ -990,13 +983,12 @@ test_race_tree_cancel(void **state)
 		mctx_t *nodes[TREE_N];
 		atomic_int wins[TREE_N];
 		struct tree_run runs[TREE_THREADS];
-		pthread_t th[TREE_THREADS];
-		unsigned seed = 1234u + (unsigned)round;
+		uint64_t seed = rnd_seed((uint64_t)round);
 
 		nodes[0] = mctx_with_cancel(mctx_background());
 		atomic_init(&wins[0], 0);
 		for (int i = 1; i < TREE_N; i++) {
-			mctx_t *p = nodes[rand_r(&seed) % (unsigned)i];
+			mctx_t *p = nodes[rnd_below(&seed, (uint64_t)i)];
 
 			nodes[i] = i % 3 ? mctx_with_cancel(p)
 					 : mctx_with_timeout(p, HOUR);
@@ -1004,14 +996,9 @@ test_race_tree_cancel(void **state)
 		}
 		for (int t = 0; t < TREE_THREADS; t++) {
 			runs[t] = (struct tree_run){ nodes, wins,
-						     seed + (unsigned)t };
-			assert_int_equal(pthread_create(&th[t], NULL,
-							tree_cancel_main,
-							&runs[t]),
-					 0);
+						     rnd_seed(1000 + t) };
 		}
-		for (int t = 0; t < TREE_THREADS; t++)
-			pthread_join(th[t], NULL);
+		tg_run(TREE_THREADS, tree_cancel_main, runs, sizeof(runs[0]));
 		assert_int_equal(atomic_load(&wins[0]), 1);
 		for (int i = 0; i < TREE_N; i++) {
 			int cause = mctx_cause(nodes[i]);
@@ -1060,5 +1047,5 @@ main(void)
 		cmocka_unit_test_teardown(test_race_tree_cancel, teardown),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, teardown);
+	return RUN_TESTS(tests);
 }

@@ -18,10 +18,7 @@
 
 #include "fault.h"
 #include "timer.h"
-
-#ifndef RCTX_STRESS_SCALE
-#define RCTX_STRESS_SCALE 1
-#endif
+#include "util.h"
 
 /* Test-visible statistics of timer.c. */
 uint64_t rctx_timer_wakeups(void);
@@ -202,13 +199,14 @@ xt_main(void *arg)
 	long id = (long)arg, i;
 	long lo = id * XT_PER, hi = lo + XT_PER;
 	long olo = ((id + 1) % XT_THREADS) * XT_PER, ohi = olo + XT_PER;
-	unsigned seed = (unsigned)id * 7919u + 1;
+	uint64_t seed = rnd_seed((uint64_t)id);
 	rctx_time_t now = rctx_now();
 
 	for (i = lo; i < hi; i++) {
 		rctx_timer_init(&xt_v[i].t);
 		if (rctx_timer_arm(&xt_v[i].t,
-				   now + (rand_r(&seed) % 40) * RCTX_MSEC))
+				   now + (rctx_time_t)rnd_below(&seed, 40) *
+					     RCTX_MSEC))
 			atomic_fetch_add(&n_bad, 1);
 	}
 	pthread_barrier_wait(&xt_bar);
@@ -235,7 +233,7 @@ xt_main(void *arg)
 static void
 test_cross_thread(void **state)
 {
-	pthread_t th[XT_THREADS];
+	struct tgroup g = { .n = 0 };
 	long n = XT_THREADS * XT_PER, i, want_fire = 0;
 
 	(void)state;
@@ -244,10 +242,8 @@ test_cross_thread(void **state)
 	assert_non_null(xt_v);
 	pthread_barrier_init(&xt_bar, NULL, XT_THREADS);
 	for (i = 0; i < XT_THREADS; i++)
-		assert_int_equal(
-		    pthread_create(&th[i], NULL, xt_main, (void *)i), 0);
-	for (i = 0; i < XT_THREADS; i++)
-		pthread_join(th[i], NULL);
+		tg_add(&g, xt_main, (void *)i);
+	tg_join(&g, NULL);
 	for (i = 0; i < n; i++)
 		if (i % 3 == 2)
 			want_fire++;
@@ -598,5 +594,5 @@ main(void)
 		cmocka_unit_test_teardown(test_fork_no_arm, teardown),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Value cache: every lookup checked against a model that walks the chain. */
+/* Values: the cache against a model of the chain; SEMANTICS 17-18. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,11 +12,8 @@
 #include <cmocka.h>
 
 #include "fault.h"
+#include "util.h"
 #include "value.h"
-
-#ifndef RCTX_STRESS_SCALE
-#define RCTX_STRESS_SCALE 1
-#endif
 
 /* Keys are addresses in this array; key(i) for i < NKEYS. */
 #define NKEYS 8192
@@ -34,18 +31,6 @@ static void *
 val(size_t depth)
 {
 	return (void *)(uintptr_t)((depth << 4) | 8);
-}
-
-static uint64_t
-rnd(uint64_t *st)
-{
-	uint64_t x = *st;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*st = x;
-	return x * 0x2545f4914f6cdd1dull;
 }
 
 /*
@@ -143,7 +128,7 @@ static void
 test_distinct_keys(void **state)
 {
 	enum { N = 3000 };
-	uint64_t seed = 42;
+	uint64_t seed = rnd_seed(0);
 	rctx_t **ctx;
 
 	(void)state;
@@ -191,7 +176,7 @@ static void
 test_shadowing(void **state)
 {
 	enum { N = 1500 };
-	uint64_t seed = 7;
+	uint64_t seed = rnd_seed(1);
 	rctx_t **ctx = value_chain(N, few_keys, &seed, true);
 
 	(void)state;
@@ -248,7 +233,7 @@ static void
 test_mixed_layers(void **state)
 {
 	enum { N = 2500 };
-	uint64_t seed = 99;
+	uint64_t seed = rnd_seed(2);
 	rctx_t **ctx = calloc(N, sizeof(*ctx));
 	rctx_t *p = rctx_background();
 	size_t nvalue = 0, ntimer = 0, ncancel = 0, nwithout = 0;
@@ -325,7 +310,7 @@ struct looker {
 	size_t id;
 	struct query *q;
 	size_t nq;
-	pthread_barrier_t *start;
+	struct gate *start;
 	size_t wrong;
 };
 
@@ -335,7 +320,7 @@ looker_main(void *arg)
 	struct looker *l = arg;
 	size_t n = l->nq;
 
-	pthread_barrier_wait(l->start);
+	gate_pass(l->start);
 	/* Each thread its own order: deepest first, shallowest first,
 	 * or strided from an offset, so builds collide at every level. */
 	for (size_t k = 0; k < n; k++) {
@@ -370,7 +355,7 @@ static void
 test_concurrent_lookups(void **state)
 {
 	size_t rounds = 12 * RCTX_STRESS_SCALE;
-	uint64_t seed = 1234;
+	uint64_t seed = rnd_seed(3);
 	size_t nq = CDEPTH * QPER;
 	struct query *q = calloc(nq, sizeof(*q));
 
@@ -378,8 +363,7 @@ test_concurrent_lookups(void **state)
 	assert_non_null(q);
 	for (size_t r = 0; r < rounds; r++) {
 		rctx_t **ctx = value_chain(CDEPTH, mixed_key, &seed, true);
-		pthread_barrier_t start;
-		pthread_t t[LOOKERS];
+		struct gate start;
 		struct looker l[LOOKERS];
 
 		/* the model's answers, computed before any index exists */
@@ -400,20 +384,15 @@ test_concurrent_lookups(void **state)
 			}
 			assert_int_equal(rctx_value_index_bytes(ctx[d]), 0);
 		}
-		assert_int_equal(pthread_barrier_init(&start, NULL, LOOKERS),
-				 0);
+		gate_init(&start, LOOKERS);
 		for (size_t i = 0; i < LOOKERS; i++) {
 			l[i] = (struct looker){
 				.id = i + r, .q = q, .nq = nq, .start = &start
 			};
-			assert_int_equal(
-			    pthread_create(&t[i], NULL, looker_main, &l[i]), 0);
 		}
-		for (size_t i = 0; i < LOOKERS; i++) {
-			assert_int_equal(pthread_join(t[i], NULL), 0);
+		tg_run(LOOKERS, looker_main, l, sizeof(l[0]));
+		for (size_t i = 0; i < LOOKERS; i++)
 			assert_int_equal(l[i].wrong, 0);
-		}
-		pthread_barrier_destroy(&start);
 		/* and once more, single-threaded, over the built indexes */
 		for (size_t i = 0; i < nq; i++)
 			assert_ptr_equal(rctx_value(q[i].ctx, q[i].key),
@@ -434,7 +413,7 @@ static void
 test_key_cap(void **state)
 {
 	enum { N = 5000 };
-	uint64_t seed = 5;
+	uint64_t seed = rnd_seed(4);
 	rctx_t **ctx = value_chain(N, distinct_key, NULL, false);
 	const size_t last = RCTX_VINDEX_MAX_KEYS; /* last indexed depth */
 
@@ -512,12 +491,214 @@ test_fault_index(void **state)
 }
 #endif
 
-static int
-teardown(void **state)
+/* --------------------------- SEMANTICS 17-18: lookups, as users see them */
+
+static int key_a, key_b, key_c, key_d;
+static int val_1, val_2, val_3;
+
+#define HOUR (3600 * RCTX_SEC)
+
+/*
+ * SEMANTICS 17: "Keys compare by pointer. The nearest ancestor with the
+ * key wins (so a child can shadow a key, also with a NULL value). Missing
+ * keys give NULL. Lookups pass through cancel, timer and without_cancel
+ * layers and still work after cancellation."
+ */
+static void
+test_s17_value_lookup_rules(void **state)
 {
+	static const char k1[] = "same", k2[] = "same";
+	rctx_t *root = rctx_with_cancel(rctx_background());
+	rctx_t *v1 = rctx_with_value(root, k1, &val_1);
+	rctx_t *v2 = rctx_with_value(v1, k2, &val_2);
+	rctx_t *c = rctx_with_cancel(v2);
+	rctx_t *t = rctx_with_deadline(c, rctx_now() + HOUR);
+	rctx_t *w = rctx_without_cancel(t);
+	rctx_t *v3 = rctx_with_value(w, &key_a, &val_1);
+	rctx_t *sh = rctx_with_value(v3, &key_a, &val_3); /* shadow */
+	rctx_t *nul = rctx_with_value(sh, k1, NULL);	  /* NULL shadow */
+	rctx_t *deep = rctx_retain(nul);
+
 	(void)state;
-	rctx_shutdown();
-	return 0;
+	assert_ptr_not_equal(k1, k2);
+	assert_ptr_equal(rctx_value(v2, k1), &val_1);
+	assert_ptr_equal(rctx_value(v2, k2), &val_2);
+	assert_ptr_equal(rctx_value(v1, k2), NULL);
+	assert_null(rctx_value(root, k1));
+	assert_ptr_equal(rctx_value(c, k1), &val_1);
+	assert_ptr_equal(rctx_value(t, k2), &val_2);
+	assert_ptr_equal(rctx_value(w, k1), &val_1);
+	assert_ptr_equal(rctx_value(v3, &key_a), &val_1);
+	assert_ptr_equal(rctx_value(sh, &key_a), &val_3);
+	assert_ptr_equal(rctx_value(v3, &key_a), &val_1); /* parent intact */
+	assert_null(rctx_value(nul, k1));
+	assert_ptr_equal(rctx_value(nul, k2), &val_2);
+	assert_null(rctx_value(nul, &key_b));
+	assert_null(rctx_value(nul, NULL));
+	/* deeper than the index stride, through mixed layers */
+	for (int i = 0; i < 40; i++) {
+		void *val = (void *)(intptr_t)(i + 1);
+		rctx_t *n = i % 3 ? rctx_with_value(deep, &key_c, val)
+				  : rctx_with_cancel(deep);
+
+		rctx_release(deep);
+		deep = n;
+	}
+	assert_null(rctx_value(deep, k1));
+	assert_ptr_equal(rctx_value(deep, k2), &val_2);
+	assert_ptr_equal(rctx_value(deep, &key_a), &val_3);
+	assert_ptr_equal(rctx_value(deep, &key_c), (void *)(intptr_t)39);
+	assert_null(rctx_value(deep, &key_d));
+	/* after cancellation */
+	assert_int_equal(rctx_cancel(root), 0);
+	assert_true(rctx_done(t));
+	assert_ptr_equal(rctx_value(t, k1), &val_1);
+	assert_ptr_equal(rctx_value(c, k2), &val_2);
+	assert_ptr_equal(rctx_value(deep, &key_a), &val_3);
+	assert_null(rctx_value(deep, k1));
+	rctx_t *all[] = { deep, nul, sh, v3, w, t, c, v2, v1, root };
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		rctx_release(all[i]);
+}
+
+/* Behaviour 18: lookups at depth from several threads. */
+enum { V18_DEPTH = 2500, V18_KEYS = 61, V18_TREES = 2, V18_THREADS = 3 };
+
+static char v18_keys[V18_KEYS + 2];
+
+struct v18 {
+	rctx_t *node[V18_TREES][V18_DEPTH];
+	int key[V18_DEPTH]; /* key index set at each depth, -1: none */
+	long lookups;
+	int bad;
+};
+
+/* Model: the value node d of tree t answers for key k. */
+static void *
+v18_expect(const struct v18 *v, int tree, int d, int k)
+{
+	for (; d >= 0; d--) {
+		if (v->key[d] != k)
+			continue;
+		if (k == V18_KEYS) /* the NULL shadow key */
+			return d >= 2000 ? NULL
+					 : (void *)(intptr_t)((tree << 20) | d);
+		return (void *)(intptr_t)((tree << 20) | d);
+	}
+	return NULL;
+}
+
+struct v18_arg {
+	struct v18 *v;
+	uint64_t seed;
+};
+
+static void *
+v18_thread(void *p)
+{
+	struct v18_arg *a = p;
+	struct v18 *v = a->v;
+
+	for (long i = 0; i < v->lookups; i++) {
+		int tree = (int)(rnd(&a->seed) % V18_TREES);
+		int d = (int)(rnd(&a->seed) % V18_DEPTH);
+		int k = (int)(rnd(&a->seed) % (V18_KEYS + 2));
+
+		if (i % 4 == 0)
+			d = V18_DEPTH - 1 - (int)(rnd(&a->seed) % 16);
+		if (rctx_value(v->node[tree][d], &v18_keys[k]) !=
+		    v18_expect(v, tree, d, k))
+			v->bad++;
+	}
+	return NULL;
+}
+
+/*
+ * SEMANTICS 18: "Lookups return the same answers no matter how often they
+ * are repeated or from which thread (the per-depth cache must never serve
+ * a stale or foreign answer), at any depth (2,000 and more)."
+ */
+static void
+test_s18_lookups_any_thread_any_depth(void **state)
+{
+	struct v18 *v = calloc(1, sizeof(*v));
+	struct v18_arg args[V18_THREADS];
+	pthread_t th[V18_THREADS];
+	uint64_t seed = rnd_seed(18);
+
+	(void)state;
+	assert_non_null(v);
+	/* The same key layout in two trees with different values; key
+	 * V18_KEYS gets a value near the top and a NULL shadow at depth
+	 * 2000; key V18_KEYS + 1 is never set. Every fifth node is a
+	 * cancel layer (no key). */
+	for (int d = 0; d < V18_DEPTH; d++) {
+		if (d % 5 == 4)
+			v->key[d] = -1;
+		else if (d == 10 || d == 2000)
+			v->key[d] = V18_KEYS;
+		else
+			v->key[d] = (int)(rnd(&seed) % V18_KEYS);
+	}
+	for (int t = 0; t < V18_TREES; t++) {
+		rctx_t *top = rctx_with_cancel(rctx_background());
+
+		for (int d = 0; d < V18_DEPTH; d++) {
+			int k = v->key[d];
+			void *val = (d == 2000)
+					? NULL
+					: (void *)(intptr_t)((t << 20) | d);
+
+			v->node[t][d] =
+			    k < 0 ? rctx_with_cancel(top)
+				  : rctx_with_value(top, &v18_keys[k], val);
+			assert_non_null(v->node[t][d]);
+			rctx_release(top);
+			top = v->node[t][d];
+			rctx_retain(top);
+		}
+		rctx_release(top);
+	}
+	/* Single-threaded first, deepest first (so caches are built from
+	 * the bottom), and every answer twice. */
+	for (int t = 0; t < V18_TREES; t++)
+		for (int d = V18_DEPTH - 1; d >= 0; d -= 7)
+			for (int k = 0; k < V18_KEYS + 2; k += 3)
+				for (int rep = 0; rep < 2; rep++)
+					if (rctx_value(v->node[t][d],
+						       &v18_keys[k]) !=
+					    v18_expect(v, t, d, k))
+						fail_msg("tree %d depth %d "
+							 "key %d",
+							 t, d, k);
+	assert_null(rctx_value(v->node[0][V18_DEPTH - 1], &v18_keys[V18_KEYS]));
+	assert_non_null(rctx_value(v->node[0][1999], &v18_keys[V18_KEYS]));
+	assert_null(
+	    rctx_value(v->node[1][V18_DEPTH - 1], &v18_keys[V18_KEYS + 1]));
+	/* Then from several threads at once. */
+	v->lookups = SCALED(100000);
+	for (int i = 0; i < V18_THREADS; i++) {
+		args[i] =
+		    (struct v18_arg){ .v = v,
+				      .seed = rnd_seed(1800 + (uint64_t)i) };
+		xpthread_create(&th[i], v18_thread, &args[i]);
+	}
+	for (int i = 0; i < V18_THREADS; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(v->bad, 0);
+	/* Still the same after cancelling the trees. */
+	assert_int_equal(rctx_cancel(v->node[0][4]), 0);
+	assert_int_equal(rctx_cancel(v->node[1][4]), 0);
+	for (int t = 0; t < V18_TREES; t++)
+		for (int d = V18_DEPTH - 1; d >= 0; d -= 13)
+			for (int k = 0; k < V18_KEYS + 2; k++)
+				assert_ptr_equal(
+				    rctx_value(v->node[t][d], &v18_keys[k]),
+				    v18_expect(v, t, d, k));
+	for (int t = 0; t < V18_TREES; t++)
+		for (int d = V18_DEPTH - 1; d >= 0; d--)
+			rctx_release(v->node[t][d]);
+	free(v);
 }
 
 int
@@ -529,10 +710,12 @@ main(void)
 		cmocka_unit_test(test_mixed_layers),
 		cmocka_unit_test(test_concurrent_lookups),
 		cmocka_unit_test(test_key_cap),
+		cmocka_unit_test(test_s17_value_lookup_rules),
+		cmocka_unit_test(test_s18_lookups_any_thread_any_depth),
 #ifdef RCTX_FAULT_INJECTION
 		cmocka_unit_test(test_fault_index),
 #endif
 	};
 
-	return cmocka_run_group_tests(tests, NULL, teardown);
+	return RUN_TESTS(tests);
 }

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "util.h"
 #include "wheel.h"
 
 #define NODES 64
@@ -406,16 +407,6 @@ struct model {
 	uint64_t rng;
 };
 
-static uint64_t
-rnd(struct model *m)
-{
-	uint64_t z = (m->rng += UINT64_C(0x9e3779b97f4a7c15));
-
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
-}
-
 static bool
 before(const struct model *m, int a, int b)
 {
@@ -491,7 +482,7 @@ pick_expiry(struct model *m)
 {
 	rctx_time_t now = m->w.now;
 	rctx_time_t tick = (rctx_time_t)1 << m->w.tick_shift;
-	uint64_t r = rnd(m);
+	uint64_t r = rnd(&m->rng);
 	rctx_time_t room = INT64_MAX - now, d;
 
 	if (room == 0)
@@ -499,30 +490,31 @@ pick_expiry(struct model *m)
 
 	switch (r % 16) {
 	case 0:
-		return now - (rctx_time_t)(rnd(m) % 1000); /* past / now */
+		return now -
+		       (rctx_time_t)(rnd(&m->rng) % 1000); /* past / now */
 	case 1:
 		return INT64_MAX;
 	case 2:
-		return now + (rctx_time_t)(rnd(m) % (uint64_t)room);
+		return now + (rctx_time_t)(rnd(&m->rng) % (uint64_t)room);
 	case 3: /* exactly on a tick boundary */
-		d = (rctx_time_t)(rnd(m) % 200) * tick;
+		d = (rctx_time_t)(rnd(&m->rng) % 200) * tick;
 		return d > room ? INT64_MAX : (now & ~(tick - 1)) + d;
 	case 4:
 	case 5:
 	case 6:
-		d = (rctx_time_t)(rnd(m) % (uint64_t)(4 * tick));
+		d = (rctx_time_t)(rnd(&m->rng) % (uint64_t)(4 * tick));
 		break;
 	case 7:
 	case 8:
 	case 9:
-		d = (rctx_time_t)(rnd(m) % (uint64_t)(300 * tick));
+		d = (rctx_time_t)(rnd(&m->rng) % (uint64_t)(300 * tick));
 		break;
 	case 10:
 	case 11:
-		d = (rctx_time_t)(rnd(m) % (uint64_t)(20000 * tick));
+		d = (rctx_time_t)(rnd(&m->rng) % (uint64_t)(20000 * tick));
 		break;
 	default:
-		d = (rctx_time_t)(rnd(m) >> (rnd(m) % 64));
+		d = (rctx_time_t)(rnd(&m->rng) >> (rnd(&m->rng) % 64));
 		break;
 	}
 	return d > room ? INT64_MAX : now + d;
@@ -591,7 +583,7 @@ model_advance(struct model *m, rctx_time_t now, bool rearm)
 	}
 	/* The re-entrancy pattern: re-arm some just-fired timers. */
 	for (int id = 0; id < MNODES && rearm; id++)
-		if (m->seen[id] && rnd(m) % 2)
+		if (m->seen[id] && rnd(&m->rng) % 2)
 			model_arm(m, id, pick_expiry(m));
 	return n;
 }
@@ -645,13 +637,13 @@ run_model(uint64_t seed, rctx_time_t start, unsigned shift, bool precise,
 	rctx_time_t tick = (rctx_time_t)1 << shift;
 
 	assert_non_null(m);
-	m->rng = seed;
+	m->rng = rnd_seed(seed);
 	rctx_wheel_init(&m->w, start, shift, precise);
 	for (int i = 0; i < MNODES; i++)
 		rctx_wheel_timer_init(&m->t[i]);
 	for (long step = 0; step < steps; step++) {
-		uint64_t r = rnd(m) % 100;
-		int id = (int)(rnd(m) % MNODES);
+		uint64_t r = rnd(&m->rng) % 100;
+		int id = (int)(rnd(&m->rng) % MNODES);
 		rctx_time_t now = m->w.now, d;
 
 		if (r < 40) {
@@ -664,24 +656,24 @@ run_model(uint64_t seed, rctx_time_t start, unsigned shift, bool precise,
 				model_cancel(m, id);
 			model_arm(m, id, pick_expiry(m));
 		} else if (r < 93) {
-			switch (rnd(m) % 8) {
+			switch (rnd(&m->rng) % 8) {
 			case 0:
-				d = -(rctx_time_t)(rnd(m) % 100);
+				d = -(rctx_time_t)(rnd(&m->rng) % 100);
 				break;
 			case 1:
 				d = 0;
 				break;
 			case 2:
-				d = (rctx_time_t)(rnd(m) %
+				d = (rctx_time_t)(rnd(&m->rng) %
 						  (uint64_t)(200000 * tick));
 				break;
 			case 3:
-				d = (rnd(m) % 64) == 0
-					? (rctx_time_t)(rnd(m) >> 20)
+				d = (rnd(&m->rng) % 64) == 0
+					? (rctx_time_t)(rnd(&m->rng) >> 20)
 					: tick;
 				break;
 			default:
-				d = (rctx_time_t)(rnd(m) %
+				d = (rctx_time_t)(rnd(&m->rng) %
 						  (uint64_t)(3 * tick));
 				break;
 			}
@@ -760,5 +752,5 @@ main(void)
 		cmocka_unit_test(test_model),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 }
