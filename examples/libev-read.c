@@ -15,7 +15,9 @@
  * after-func may run on any thread: here, the cancelling one) and the
  * async callback stops the read. Read 1 is cancelled from another thread;
  * read 2 has a 20 ms deadline armed on the loop thread, which the driver
- * fires. Neither peer writes until its read was stopped, and the byte
+ * plans before libev blocks and fires; read 3's 20 ms deadline is armed on
+ * another thread (in rctx 0.1 it lands on this loop and wakes it through
+ * the loop's fd). No peer writes until its read was stopped, and the byte
  * written then must still be unread at the end: the stopped read took
  * nothing although the loop polled on.
  */
@@ -40,7 +42,8 @@ struct read_op {
 
 static struct ev_loop *ev;
 static ev_timer guard;
-static struct read_op ops[2];
+static struct read_op ops[3];
+static pthread_t armer;
 
 static void
 on_read(struct ev_loop *loop, ev_io *w, int revents)
@@ -63,7 +66,9 @@ on_ctx_done(void *arg)
 	ev_async_send(ev, &op->wake);
 }
 
-static void start_read(struct read_op *op, rctx_t *ctx);
+static void start_read(struct read_op *op);
+static void bind_read(struct read_op *op, rctx_t *ctx);
+static void *arm_elsewhere(void *arg);
 
 /* Loop thread: the context is done; the read stops here. */
 static void
@@ -82,24 +87,38 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
 	CHECK(write(op->sv[1], "x", 1) == 1); /* too late for the read */
 	if (op == &ops[0]) {
 		/* Read 2: armed on this thread, fired by the driver. */
-		start_read(&ops[1], rctx_with_timeout(rctx_background(),
-						      20 * RCTX_MSEC));
+		start_read(&ops[1]);
+		bind_read(&ops[1],
+			  rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC));
+		return;
+	}
+	if (op == &ops[1]) {
+		/* Read 3: its deadline is armed on another thread. */
+		start_read(&ops[2]);
+		CHECK(pthread_create(&armer, NULL, arm_elsewhere, &ops[2]) ==
+		      0);
 		return;
 	}
 	ev_timer_stop(loop, &guard); /* nothing is left: ev_run returns */
 }
 
 static void
-start_read(struct read_op *op, rctx_t *ctx)
+start_read(struct read_op *op)
 {
-	CHECK(ctx != NULL);
-	op->ctx = ctx;
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, op->sv) == 0);
 	ev_io_init(&op->io, on_read, op->sv[0], EV_READ);
 	ev_async_init(&op->wake, on_wake);
 	op->io.data = op->wake.data = op;
 	ev_io_start(ev, &op->io);
 	ev_async_start(ev, &op->wake);
+}
+
+/* Any thread: bind the read to ctx; its end stops the read. */
+static void
+bind_read(struct read_op *op, rctx_t *ctx)
+{
+	CHECK(ctx != NULL);
+	op->ctx = ctx; /* read by on_wake, after the after-func ran */
 	CHECK(rctx_after_func(ctx, &op->after, on_ctx_done, op) == 0);
 }
 
@@ -117,6 +136,13 @@ static void *
 canceller(void *arg)
 {
 	CHECK(rctx_cancel(arg) == 0);
+	return NULL;
+}
+
+static void *
+arm_elsewhere(void *arg)
+{
+	bind_read(arg, rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC));
 	return NULL;
 }
 
@@ -144,14 +170,17 @@ main(void)
 	ev_timer_init(&guard, on_guard, 30., 0.);
 	ev_timer_start(ev, &guard);
 	/* Read 1, cancelled from another thread. */
-	start_read(&ops[0], rctx_with_cancel(rctx_background()));
+	start_read(&ops[0]);
+	bind_read(&ops[0], rctx_with_cancel(rctx_background()));
 	CHECK(pthread_create(&t, NULL, canceller, ops[0].ctx) == 0);
 	ev_run(ev, 0);
 	CHECK(pthread_join(t, NULL) == 0);
+	CHECK(pthread_join(armer, NULL) == 0);
 
 	CHECK(ops[0].err == ECANCELED);
 	CHECK(ops[1].err == ETIMEDOUT);
-	for (int i = 0; i < 2; i++) {
+	CHECK(ops[2].err == ETIMEDOUT);
+	for (int i = 0; i < 3; i++) {
 		CHECK(ops[i].got == 0);
 		/* The byte written after the stop is still unread. */
 		CHECK(recv(ops[i].sv[0], &c, 1, MSG_DONTWAIT | MSG_PEEK) == 1);
@@ -159,7 +188,7 @@ main(void)
 		close(ops[i].sv[1]);
 		rctx_release(ops[i].ctx);
 	}
-	printf("read 1: cancelled; read 2: deadline exceeded, not early\n");
+	printf("read 1: cancelled; reads 2, 3: deadline exceeded, not early\n");
 	CHECK(rctx_ev_stop(drv) == 0);
 	ev_loop_destroy(ev);
 	rctx_shutdown();

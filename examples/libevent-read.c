@@ -17,10 +17,12 @@
  * safe once evthread_use_pthreads ran; the after-func may run on any
  * thread: here, the cancelling one) and that event's callback stops the
  * read. Read 1 is cancelled from another thread; read 2 has a 20 ms
- * deadline armed by a callback on the loop thread, which the driver
- * fires. Neither peer writes until its read was stopped, and the byte
- * written then must still be unread at the end: the stopped read took
- * nothing although the loop polled on.
+ * deadline armed by a callback on the loop thread, which the driver plans
+ * between iterations of rctx_event_dispatch and fires; read 3's 20 ms
+ * deadline is armed on another thread (in rctx 0.1 it lands on this loop
+ * and wakes it through the loop's fd). No peer writes until its read was
+ * stopped, and the byte written then must still be unread at the end: the
+ * stopped read took nothing although the loop polled on.
  */
 #define CHECK(c)                                                               \
 	do {                                                                   \
@@ -42,7 +44,8 @@ struct read_op {
 };
 
 static struct event_base *base;
-static struct read_op ops[2];
+static struct read_op ops[3];
+static pthread_t armer;
 
 static void
 on_read(evutil_socket_t fd, short what, void *arg)
@@ -64,7 +67,9 @@ on_ctx_done(void *arg)
 	event_active(op->wake, EV_READ, 0);
 }
 
-static void start_read(struct read_op *op, rctx_t *ctx);
+static void start_read(struct read_op *op);
+static void bind_read(struct read_op *op, rctx_t *ctx);
+static void *arm_elsewhere(void *arg);
 
 /* Loop thread: the context is done; the read stops here. */
 static void
@@ -83,24 +88,38 @@ on_wake(evutil_socket_t fd, short what, void *arg)
 	CHECK(write(op->sv[1], "x", 1) == 1); /* too late for the read */
 	if (op == &ops[0]) {
 		/* Read 2: armed on this thread, planned between iterations. */
-		start_read(&ops[1], rctx_with_timeout(rctx_background(),
-						      20 * RCTX_MSEC));
+		start_read(&ops[1]);
+		bind_read(&ops[1],
+			  rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC));
 		return;
 	}
-	/* Poll once more with both reads stopped, then return. */
+	if (op == &ops[1]) {
+		/* Read 3: its deadline is armed on another thread. */
+		start_read(&ops[2]);
+		CHECK(pthread_create(&armer, NULL, arm_elsewhere, &ops[2]) ==
+		      0);
+		return;
+	}
+	/* Poll once more with the reads stopped, then return. */
 	CHECK(event_base_loopexit(base, &(struct timeval){ 0, 1000 }) == 0);
 }
 
 static void
-start_read(struct read_op *op, rctx_t *ctx)
+start_read(struct read_op *op)
 {
-	CHECK(ctx != NULL);
-	op->ctx = ctx;
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, op->sv) == 0);
 	op->rd = event_new(base, op->sv[0], EV_READ | EV_PERSIST, on_read, op);
 	op->wake = event_new(base, -1, 0, on_wake, op);
 	CHECK(op->rd != NULL && op->wake != NULL);
 	CHECK(event_add(op->rd, NULL) == 0);
+}
+
+/* Any thread: bind the read to ctx; its end stops the read. */
+static void
+bind_read(struct read_op *op, rctx_t *ctx)
+{
+	CHECK(ctx != NULL);
+	op->ctx = ctx; /* read by on_wake, after the after-func ran */
 	CHECK(rctx_after_func(ctx, &op->after, on_ctx_done, op) == 0);
 }
 
@@ -118,6 +137,13 @@ static void *
 canceller(void *arg)
 {
 	CHECK(rctx_cancel(arg) == 0);
+	return NULL;
+}
+
+static void *
+arm_elsewhere(void *arg)
+{
+	bind_read(arg, rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC));
 	return NULL;
 }
 
@@ -152,14 +178,17 @@ main(void)
 	CHECK(guard != NULL);
 	CHECK(event_add(guard, &hang) == 0);
 	/* Read 1, cancelled from another thread. */
-	start_read(&ops[0], rctx_with_cancel(rctx_background()));
+	start_read(&ops[0]);
+	bind_read(&ops[0], rctx_with_cancel(rctx_background()));
 	CHECK(pthread_create(&t, NULL, canceller, ops[0].ctx) == 0);
 	CHECK(rctx_event_dispatch(drv) == 0);
 	CHECK(pthread_join(t, NULL) == 0);
+	CHECK(pthread_join(armer, NULL) == 0);
 
 	CHECK(ops[0].err == ECANCELED);
 	CHECK(ops[1].err == ETIMEDOUT);
-	for (int i = 0; i < 2; i++) {
+	CHECK(ops[2].err == ETIMEDOUT);
+	for (int i = 0; i < 3; i++) {
 		CHECK(ops[i].got == 0);
 		/* The byte written after the stop is still unread. */
 		CHECK(recv(ops[i].sv[0], &c, 1, MSG_DONTWAIT | MSG_PEEK) == 1);
@@ -169,7 +198,7 @@ main(void)
 		close(ops[i].sv[1]);
 		rctx_release(ops[i].ctx);
 	}
-	printf("read 1: cancelled; read 2: deadline exceeded, not early\n");
+	printf("read 1: cancelled; reads 2, 3: deadline exceeded, not early\n");
 	event_free(guard);
 	CHECK(rctx_event_stop(drv) == 0);
 	event_base_free(base);

@@ -55,7 +55,7 @@ wait_for(uint64_t ud)
 			CHECK(mine == 0 || mine == 1);
 			io_uring_cqe_seen(&ring, cqe);
 			if (mine)
-				continue; /* its cancels go with the next submit */
+				continue; /* the bridge's: cancels go next */
 			CHECK(data == ud);
 			return res;
 		}

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* rctx-uring: context deadlines and cancellation for io_uring (librctx-uring). */
+/* rctx-uring: context deadlines and cancels for io_uring (librctx-uring). */
 #ifndef RCTX_URING_H
 #define RCTX_URING_H
 
