@@ -44,6 +44,7 @@ struct read_op {
 };
 
 static struct event_base *base;
+static rctx_event_t *drv;
 static struct read_op ops[3];
 static pthread_t armer;
 
@@ -68,6 +69,17 @@ on_ctx_done(void *arg)
 }
 
 static void start_read(struct read_op *op);
+
+/* From a callback: rctx_event_dispatch returns 0 and frees the driver. */
+static void
+on_finish(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	CHECK(rctx_event_dispatch(drv) == -EBUSY); /* not inside itself */
+	CHECK(rctx_event_stop(drv) == 0);
+}
 static void bind_read(struct read_op *op, rctx_t *ctx);
 static void *arm_elsewhere(void *arg);
 
@@ -100,8 +112,9 @@ on_wake(evutil_socket_t fd, short what, void *arg)
 		      0);
 		return;
 	}
-	/* Poll once more with the reads stopped, then return. */
-	CHECK(event_base_loopexit(base, &(struct timeval){ 0, 1000 }) == 0);
+	/* Poll once more with the reads stopped, then stop the driver. */
+	CHECK(event_base_once(base, -1, EV_TIMEOUT, on_finish, NULL,
+			      &(struct timeval){ 0, 1000 }) == 0);
 }
 
 static void
@@ -150,7 +163,6 @@ arm_elsewhere(void *arg)
 int
 main(void)
 {
-	rctx_event_t *drv;
 	struct timeval hang = { 30, 0 };
 	struct event *guard;
 	pthread_t t;
@@ -200,7 +212,6 @@ main(void)
 	}
 	printf("read 1: cancelled; reads 2, 3: deadline exceeded, not early\n");
 	event_free(guard);
-	CHECK(rctx_event_stop(drv) == 0);
 	event_base_free(base);
 	libevent_global_shutdown();
 	rctx_shutdown();

@@ -49,9 +49,11 @@ RCTX_API int rctx_event_update(rctx_event_t *drv);
  * rctx_event_dispatch - event_base_dispatch with the timer re-planned
  *   before every wait: it runs event_base_loop(base, EVLOOP_ONCE) and
  *   rctx_event_update in turn.
- * Returns: 0 after event_base_loopexit or event_base_loopbreak;
+ * Returns: 0 after event_base_loopexit, event_base_loopbreak or
+ *            rctx_event_stop (from a callback; the driver is freed then);
  *          1 when the base has no event left;
  *          -EINVAL for a NULL driver; -EPERM on another thread;
+ *          -EBUSY when called from inside itself;
  *          a negative errno (-EIO if none) when libevent failed.
  * The driver's thread.
  */
@@ -60,7 +62,7 @@ RCTX_API int rctx_event_dispatch(rctx_event_t *drv);
 /*
  * rctx_event_stop - delete and free the events, free the rctx loop (its
  *   pending deadlines move to other loops or to library threads) and the
- *   driver.
+ *   driver (from a callback under rctx_event_dispatch: when that returns).
  * Returns: 0;
  *          -EINVAL for a NULL driver;
  *          -EPERM when called on another thread than rctx_event_start's.

@@ -48,6 +48,8 @@ struct rctx_event {
 	rctx_loop_t *loop;
 	rctx_time_t armed; /* the expiry the timer is set for; -1: none */
 	pthread_t owner;
+	bool dispatching; /* inside rctx_event_dispatch */
+	bool stopped;	  /* rctx_event_stop ran there: dispatch frees drv */
 };
 
 static void
@@ -176,19 +178,28 @@ rctx_event_dispatch(rctx_event_t *drv)
 
 	if (err)
 		return err;
+	if (drv->dispatching)
+		return -EBUSY;
+	drv->dispatching = true;
 	for (;;) {
 		rctx_event_plan(drv); /* event.C */
 		errno = 0;
 		r = event_base_loop(drv->base, EVLOOP_ONCE);
 		if (r < 0)
-			return errno ? -errno : -EIO;
-		if (r > 0)
-			return 1;
-		/* Both flags hold until the next event_base_loop starts. */
-		if (event_base_got_exit(drv->base) ||
-		    event_base_got_break(drv->base))
-			return 0;
+			r = errno ? -errno : -EIO;
+		else if (drv->stopped ||
+			 /* Both hold until the next event_base_loop starts. */
+			 event_base_got_exit(drv->base) ||
+			 event_base_got_break(drv->base))
+			r = 0;
+		else if (r == 0)
+			continue;
+		break;
 	}
+	drv->dispatching = false;
+	if (drv->stopped)
+		free(drv);
+	return r;
 }
 
 int
@@ -201,6 +212,9 @@ rctx_event_stop(rctx_event_t *drv)
 	event_free(drv->fd); /* deletes it if pending */
 	event_free(drv->timer);
 	rctx_loop_free(drv->loop);
-	free(drv);
+	if (drv->dispatching)
+		drv->stopped = true; /* rctx_event_dispatch returns, frees */
+	else
+		free(drv);
 	return 0;
 }
