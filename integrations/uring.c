@@ -154,10 +154,13 @@ rctx_uring_take(struct rctx_uring *br)
 {
 	struct rctx_uring_w *list, *rev = NULL, **tail;
 
-	/* Relaxed: a cheap look before the exchange. */
-	if (!atomic_load_explicit(&br->stack, memory_order_relaxed))
-		return;
-	/* Acquire: pairs with the release CAS in rctx_uring_on_done. */
+	/*
+	 * Acquire: pairs with the release CAS in rctx_uring_on_done. An RMW
+	 * reads the last value in the stack's modification order, so every
+	 * push that happened before this call (the one whose eventfd write
+	 * the owner drained, or whose after-func rctx_after_stop waited for
+	 * in rctx_uring_unwatch) is taken.
+	 */
 	list = atomic_exchange_explicit(&br->stack, NULL, memory_order_acquire);
 	while (list) {
 		struct rctx_uring_w *next = list->next;
