@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "fault.h"
 #include "fork.h"
 
@@ -455,20 +456,20 @@ rctx_alloc_barrier(void)
  * Every unreclaimed batch is on gp_head, in both processes. The child has
  * no reclaimer: its next flush starts one.
  */
-void
+static void
 rctx_alloc_before_fork(void)
 {
 	pthread_mutex_lock(&rcl_lock);
-	rctx_fork_park(&rcl_unparked, rctx_now() + RCTX_FORK_PARK_WAIT);
+	rctx_fork_park(&rcl_unparked, rctx_clock_now() + RCTX_FORK_PARK_WAIT);
 }
 
-void
+static void
 rctx_alloc_after_fork_parent(void)
 {
 	pthread_mutex_unlock(&rcl_lock);
 }
 
-void
+static void
 rctx_alloc_after_fork_child(void)
 {
 	/* relaxed: the child is single-threaded here */
@@ -478,6 +479,19 @@ rctx_alloc_after_fork_child(void)
 	atomic_store_explicit(&rcl_sleeping, false, memory_order_relaxed);
 	atomic_store_explicit(&rcl_stop, false, memory_order_relaxed);
 	pthread_mutex_unlock(&rcl_lock); /* this thread took it */
+}
+
+static const struct rctx_fork_hooks rctx_alloc_fork_hooks = {
+	.prepare = rctx_alloc_before_fork,
+	.parent = rctx_alloc_after_fork_parent,
+	.child = rctx_alloc_after_fork_child,
+};
+
+/* At load, like fork.c's own handler: a fork may come at any time. */
+__attribute__((constructor)) static void
+rctx_alloc_load(void)
+{
+	rctx_fork_hooks_set(RCTX_FORK_SLOT_ALLOC, &rctx_alloc_fork_hooks);
 }
 
 long

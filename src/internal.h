@@ -16,8 +16,9 @@
 
 #include <urcu-bp.h>
 
+#include "clock.h"
 #include "rctx.h"
-#include "timer.h"
+#include "timer-types.h"
 
 /*
  * Thread-locals use the initial-exec model: the library is linked at

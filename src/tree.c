@@ -10,6 +10,7 @@
 #include "alloc.h"
 #include "children.h"
 #include "fault.h"
+#include "timer.h"
 #include "tree.h"
 #include "value.h"
 #include "wait.h"
@@ -102,6 +103,10 @@ static void
 tree_setup(void)
 {
 	rctx_timer_setup(timer_fire, timer_dead);
+	/* What a timer owner's callbacks freed goes back to the pool. */
+	rctx_timer_set_cycle_hook(rctx_alloc_thread_flush);
+	/* A fork child that only waits restarts its timer threads. */
+	rctx_wait_set_sleep_hook(rctx_timer_poke);
 }
 
 void
@@ -251,7 +256,7 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 	if (rctx_st_err(rctx_state_load(c)))
 		return c; /* born done under a done parent */
 	if (now == RCTX_NOW_UNKNOWN)
-		now = rctx_now();
+		now = rctx_clock_now();
 	if (deadline <= now) {
 		(void)rctx_tree_cancel(c, RCTX_ST_TIMEDOUT,
 				       cause ? cause : ETIMEDOUT);
@@ -330,21 +335,6 @@ struct walk {
 	size_t nassist, cap;
 	struct rctx *assist_inl[ASSIST_INLINE];
 };
-
-uint64_t
-rctx_state_settle(const struct rctx *c)
-{
-	unsigned spins = 0;
-	uint64_t s;
-
-	/* acquire: pairs with the release store that clears PENDING */
-	while ((s = atomic_load_explicit(&((struct rctx *)c)->state,
-					 memory_order_acquire)) &
-	       RCTX_ST_PENDING)
-		if (++spins % 64 == 0)
-			sched_yield();
-	return s;
-}
 
 /*
  * Make c done: CAS its state from *s to ns (false, *s updated, if it

@@ -2,6 +2,7 @@
 /* Waiting for done: a futex on the state word, and a lazy eventfd. */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -9,7 +10,6 @@
 #include <unistd.h>
 
 #include "fault.h"
-#include "tree.h"
 #include "wait.h"
 
 /*
@@ -47,19 +47,38 @@ futex_word(struct rctx *c)
 	return (uint32_t *)(void *)&c->state;
 }
 
-static rctx_time_t
-sat_add(rctx_time_t a, rctx_time_t b)
+/* Called before each sleep; the core installs rctx_timer_poke. */
+static _Atomic(void (*)(void)) sleep_hook;
+
+void
+rctx_wait_set_sleep_hook(void (*fn)(void))
 {
-	if (b > 0 && a > INT64_MAX - b)
-		return INT64_MAX;
-	return a + b;
+	/* release: publishes the hook; pairs with the acquire in
+	 * rctx_wait_src */
+	atomic_store_explicit(&sleep_hook, fn, memory_order_release);
+}
+
+uint64_t
+rctx_state_settle(const struct rctx *c)
+{
+	unsigned spins = 0;
+	uint64_t s;
+
+	/* acquire: B, pairs with the release store that clears PENDING in
+	 * tree.c's publish_done */
+	while ((s = atomic_load_explicit(&((struct rctx *)c)->state,
+					 memory_order_acquire)) &
+	       RCTX_ST_PENDING)
+		if (++spins % 64 == 0)
+			sched_yield();
+	return s;
 }
 
 int
 rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 {
 	rctx_time_t end =
-	    timeout < 0 ? INT64_MAX : sat_add(rctx_now(), timeout);
+	    timeout < 0 ? INT64_MAX : rctx_clock_add(rctx_clock_now(), timeout);
 
 	for (;;) {
 		uint64_t s = rctx_state_load(c);
@@ -76,9 +95,14 @@ rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 				continue;
 			s |= RCTX_ST_WAITERS;
 		}
-		rctx_timer_poke(); /* a fork child restarts its timer threads */
+		/* acquire: pairs with rctx_wait_set_sleep_hook's release */
+		void (*hook)(void) =
+		    atomic_load_explicit(&sleep_hook, memory_order_acquire);
+
+		if (hook)
+			hook(); /* a fork child restarts its timer threads */
 		if (end != INT64_MAX) {
-			rctx_time_t left = end - rctx_now();
+			rctx_time_t left = end - rctx_clock_now();
 
 			if (left <= 0)
 				return 0;
