@@ -12,6 +12,7 @@
 #include "after.h"
 #include "children.h"
 #include "fault.h"
+#include "registry.h"
 #include "tree.h"
 
 _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
@@ -61,76 +62,26 @@ _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
  */
 
 struct rctx_runner {
+	struct rctx_reg_rec rec; /* first: registry record (registry.c) */
 	_Atomic(void *) running; /* registration whose fn runs here */
 	_Atomic uint32_t seq;	 /* bumped when running is cleared */
 	_Atomic uint32_t waiters;
-	_Atomic uint32_t owned; /* a live thread uses this record */
-	struct rctx_runner *next;
 };
 
-static _Atomic(struct rctx_runner *) runners;
 static RCTX_TLS unsigned in_cascade; /* running a cascade's after-funcs */
-static _Atomic unsigned runner_gen;  /* bumped by shutdown */
-static RCTX_TLS struct rctx_runner *my_runner;
-static RCTX_TLS unsigned my_gen;
-static pthread_key_t runner_key;
-static pthread_once_t runner_once = PTHREAD_ONCE_INIT;
-
-static void
-runner_exit(void *arg)
-{
-	struct rctx_runner *r = arg;
-
-	/* release: a later owner of the record sees it idle; pairs with the
-	 * acquire CAS in runner_self */
-	atomic_store_explicit(&r->owned, 0, memory_order_release);
-}
-
-static void
-runner_make_key(void)
-{
-	(void)pthread_key_create(&runner_key, runner_exit);
-}
+static struct rctx_reg runner_reg =
+    RCTX_REG_INIT(RCTX_REG_RUNNER, sizeof(struct rctx_runner), NULL);
 
 /* This thread's runner record, or NULL when none could be had. */
 static struct rctx_runner *
 runner_self(void)
 {
-	/* relaxed: the generation only tells whether shutdown freed the
-	 * records; shutdown requires every other thread to be quiet */
-	unsigned gen = atomic_load_explicit(&runner_gen, memory_order_relaxed);
-	struct rctx_runner *r;
+	struct rctx_reg_rec *rec = rctx_reg_mine(&runner_reg);
 
-	if (RCTX_LIKELY(my_runner != NULL && my_gen == gen))
-		return my_runner;
-	/* acquire: pairs with the release CAS that pushed each record */
-	for (r = atomic_load_explicit(&runners, memory_order_acquire); r;
-	     r = r->next) {
-		uint32_t zero = 0;
-
-		/* acquire: pairs with the release store in runner_exit */
-		if (atomic_compare_exchange_strong_explicit(
-			&r->owned, &zero, 1, memory_order_acquire,
-			memory_order_relaxed))
-			goto got;
-	}
-	r = rctx_calloc(1, sizeof(*r));
-	if (r == NULL)
-		return NULL;
-	atomic_init(&r->owned, 1);
-	/* relaxed: the CAS below publishes */
-	r->next = atomic_load_explicit(&runners, memory_order_relaxed);
-	/* release: publishes the record's fields; pairs with the acquire
-	 * loads of runners */
-	while (!atomic_compare_exchange_weak_explicit(
-	    &runners, &r->next, r, memory_order_release, memory_order_relaxed))
-		;
-got:
-	(void)pthread_once(&runner_once, runner_make_key);
-	(void)pthread_setspecific(runner_key, r);
-	my_runner = r;
-	my_gen = gen;
-	return r;
+	if (RCTX_LIKELY(rec != NULL))
+		return (struct rctx_runner *)rec;
+	return (struct rctx_runner *)rctx_reg_claim(&runner_reg, NULL, NULL,
+						    NULL);
 }
 
 /* Run a claimed registration's fn; we own it. */
@@ -353,10 +304,10 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 static void
 wait_not_running(struct rctx_after_impl *a)
 {
-	/* acquire: pairs with the release CAS that pushed each record */
+	/* rctx_reg_first's acquire pairs with the push (registry.A) */
 	for (struct rctx_runner *r =
-		 atomic_load_explicit(&runners, memory_order_acquire);
-	     r; r = r->next) {
+		 (struct rctx_runner *)rctx_reg_first(&runner_reg);
+	     r; r = (struct rctx_runner *)r->rec.next) {
 		/* seq_cst: order A, sees an announcement made before the
 		 * claim CAS our failed CAS read */
 		if (atomic_load_explicit(&r->running, memory_order_seq_cst) !=
@@ -476,7 +427,7 @@ rctx_after_unregister(rctx_after_t *reg)
 		return unregister_won(a);
 	}
 	/* fn was claimed by a canceller: from inside fn, return at once. */
-	me = my_runner;
+	me = (struct rctx_runner *)rctx_reg_mine(&runner_reg);
 	if (me != NULL &&
 	    /* relaxed: our own thread wrote it */
 	    atomic_load_explicit(&me->running, memory_order_relaxed) == a)
@@ -488,19 +439,13 @@ rctx_after_unregister(rctx_after_t *reg)
 void
 rctx_after_shutdown(void)
 {
-	/* acquire: pairs with the pushes; no thread uses rctx any more */
-	struct rctx_runner *r =
-	    atomic_exchange_explicit(&runners, NULL, memory_order_acquire);
+	/* no thread uses rctx any more (registry.I2) */
+	struct rctx_reg_rec *r = rctx_reg_take_all(&runner_reg);
 
 	while (r) {
-		struct rctx_runner *n = r->next;
+		struct rctx_reg_rec *n = r->next;
 
 		free(r);
 		r = n;
 	}
-	/* relaxed: see runner_self */
-	atomic_fetch_add_explicit(&runner_gen, 1, memory_order_relaxed);
-	my_runner = NULL;
-	(void)pthread_once(&runner_once, runner_make_key);
-	(void)pthread_setspecific(runner_key, NULL);
 }
