@@ -5,12 +5,12 @@
 
 #include "internal.h"
 
-/* Wait out a PENDING state word (a canceller writing the eventfd, B). */
+/* Wait out a PENDING state word (a canceller writing the eventfd, wait.B). */
 uint64_t rctx_state_settle(const struct rctx *c);
 
 /*
  * Load a cancelable context's state word, as observers see it: never
- * PENDING, so done and "the eventfd is readable" agree (wait.c B).
+ * PENDING, so done and "the eventfd is readable" agree (wait.B).
  */
 static inline uint64_t
 rctx_state_load(const struct rctx *c)
