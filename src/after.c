@@ -9,6 +9,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <ck_backoff.h>
+
 #include "after.h"
 #include "children.h"
 #include "fault.h"
@@ -158,17 +160,24 @@ rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry)
 	run_claimed(a, me);
 }
 
+/* Past this backoff ceiling a waiter for olock yields instead of spinning. */
+#define OLOCK_SPIN_MAX (CK_BACKOFF_INITIALIZER << 4)
+
 static void
 olock(struct rctx *c)
 {
-	unsigned spins = 0;
+	ck_backoff_t backoff = CK_BACKOFF_INITIALIZER;
 
 	/* acquire: pairs with the release in ounlock; the critical section
-	 * is a few pointer stores, so spin, yielding now and then */
-	while (
-	    atomic_flag_test_and_set_explicit(&c->olock, memory_order_acquire))
-		if (++spins % 64 == 0)
+	 * is a few pointer stores, so spin with ck's exponential backoff
+	 * (a local loop, no shared access), then yield */
+	while (atomic_flag_test_and_set_explicit(&c->olock,
+						 memory_order_acquire)) {
+		if (backoff < OLOCK_SPIN_MAX)
+			ck_backoff_eb(&backoff);
+		else
 			sched_yield();
+	}
 }
 
 static void
