@@ -54,7 +54,7 @@ RCTX_API rctx_t *rctx_todo(void);
  *          could not be started (parent left unchanged).
  * Any thread. A child of a done parent is returned already done. A child
  * registering under a parent that another thread is cancelling is either
- * cancelled by that cancel or born done (see docs/design.md, order B).
+ * cancelled by that cancel or born done (tree.B in src/tree.c).
  */
 RCTX_API rctx_t *rctx_with_cancel(rctx_t *parent);
 RCTX_API rctx_t *rctx_with_deadline(rctx_t *parent, rctx_time_t deadline);

@@ -20,12 +20,12 @@
  *       as top, and tables are freed only by rctx_cset_destroy.
  *
  * Ordering
- *  children.A Insert is a seq_cst CAS 0 -> entry. The caller then does a seq_cst
- *      load of the owner's state; a canceller does a seq_cst CAS on that
+ *  children.A Insert is a seq_cst CAS 0 -> entry. The caller then does a
+ *      seq_cst load of the owner's state; a canceller does a seq_cst CAS on that
  *      state and then seq_cst loads of the slots. Either the canceller's
  *      walk sees the entry or the inserter sees the cancel (tree.B).
- *  children.B A new table is published by a seq_cst CAS on s->top after its
- *      slots are zeroed; readers load top with acquire (paired).
+ *  children.B A new table is published by a seq_cst CAS on s->top after
+ *      its slots are zeroed; readers load top with acquire (paired).
  *
  * Progress: insert is lock-free (a failed CAS means another insert
  * succeeded); removal is wait-free; foreach is wait-free per slot.
