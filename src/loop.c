@@ -27,7 +27,7 @@
  *      store) after it is filled; rctx_loop_pick_rcu reads it with
  *      rcu_dereference. Growing in place stores loop[n] then n, both
  *      release; the picker loads n with acquire first.
- *  loop.B (the F of 0.1) Arms to loops and re-queues by rctx_timer_release
+ *  loop.B Arms to loops and re-queues by rctx_timer_release
  *      run inside an RCU read-side section that begins before the route
  *      is chosen (release: before its CAS); rctx_loop_destroy unpublishes
  *      the loop and waits for grace periods before draining, so no push

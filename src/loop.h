@@ -25,7 +25,7 @@ void rctx_loop_destroy(struct rctx_loop *loop);
 /* True if a loop may exist (a hint: the service lock re-checks). */
 bool rctx_loop_any(void);
 
-/* True once a loop was ever created (release needs RCU: loop.F). */
+/* True once a loop was ever created (release needs RCU: loop.B). */
 bool rctx_loop_ever(void);
 
 /*
