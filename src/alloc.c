@@ -182,7 +182,7 @@ reclaimer(void *arg)
 		    !atomic_load_explicit(&rcl_stop, memory_order_relaxed))
 			rctx_futex(&rcl_futex, FUTEX_WAIT_PRIVATE, seq, NULL,
 				   0);
-		/* relaxed: only a hint for flushes; (alloc.B) re-publishes it */
+		/* relaxed: only a hint for flushes; alloc.B re-publishes it */
 		atomic_store_explicit(&rcl_sleeping, false,
 				      memory_order_relaxed);
 	}

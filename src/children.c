@@ -21,8 +21,8 @@
  *
  * Ordering
  *  children.A Insert is a seq_cst CAS 0 -> entry. The caller then does a
- *      seq_cst load of the owner's state; a canceller does a seq_cst CAS on that
- *      state and then seq_cst loads of the slots. Either the canceller's
+ *      seq_cst load of the owner's state; a canceller does a seq_cst CAS on
+ *      that state and then seq_cst loads of the slots. Either the canceller's
  *      walk sees the entry or the inserter sees the cancel (tree.B).
  *  children.B A new table is published by a seq_cst CAS on s->top after
  *      its slots are zeroed; readers load top with acquire (paired).
@@ -149,7 +149,8 @@ rctx_cset_insert_noalloc(struct rctx_cset *s, uintptr_t entry)
 
 	if (insert_fast(s, entry, &h))
 		return h;
-	/* acquire: pairs with the seq_cst CAS that published the table (children.B) */
+	/* acquire: pairs with the seq_cst CAS that published the table
+	 * (children.B) */
 	return probe_tables(atomic_load_explicit(&s->top, memory_order_acquire),
 			    entry);
 }
