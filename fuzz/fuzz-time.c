@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "mctx.h"
 #include "rctx.h"
 #include "wheel.h"
@@ -289,16 +290,6 @@ next_byte(void)
 }
 
 static int64_t
-sat_add(int64_t a, int64_t b)
-{
-	if (b > 0 && a > INT64_MAX - b)
-		return INT64_MAX;
-	if (b < 0 && a < INT64_MIN - b)
-		return INT64_MIN;
-	return a + b;
-}
-
-static int64_t
 min64(int64_t a, int64_t b)
 {
 	return a < b ? a : b;
@@ -342,7 +333,8 @@ next_time(void)
 	case 12:
 		return INT64_MAX - (int64_t)(raw >> 40);
 	case 13:
-		return sat_add(S.vnow, (int64_t)(raw % ((uint64_t)1 << 34)));
+		return rctx_clock_add(S.vnow,
+				      (int64_t)(raw % ((uint64_t)1 << 34)));
 	case 14:
 		return small;
 	default:
@@ -441,8 +433,8 @@ op_derive(int what)
 		x->c = timeout ? S.lib->with_timeout(pc, v, use_cause, dc)
 			       : S.lib->with_deadline(pc, v, use_cause, dc);
 		int64_t t1 = rctx_now();
-		int64_t lo = timeout ? sat_add(t0, v) : v;
-		int64_t hi = timeout ? sat_add(t1, v) : v;
+		int64_t lo = timeout ? rctx_clock_add(t0, v) : v;
+		int64_t hi = timeout ? rctx_clock_add(t1, v) : v;
 		if (TOLERATE_CLAMPED_TIMEOUT && timeout && v <= 0)
 			hi = t1;
 		x->has_dl = true;
@@ -549,7 +541,7 @@ op_advance(void)
 		/* Land on a node's deadline, or just before it. */
 		struct node *x = &S.node[v < 0 ? (uint64_t) - (v + 1) % S.n
 					       : (uint64_t)v % S.n];
-		to = how & 2 ? x->dl_hi : sat_add(x->dl_lo, -1);
+		to = how & 2 ? x->dl_hi : rctx_clock_add(x->dl_lo, -1);
 	} else {
 		to = v;
 	}
@@ -590,7 +582,7 @@ op_advance(void)
 		if (!x->own)
 			continue;
 		int tc = x->dcause ? x->dcause : ETIMEDOUT;
-		if (sat_add(x->own_hi, LATE) <= S.vnow)
+		if (rctx_clock_add(x->own_hi, LATE) <= S.vnow)
 			CHECK(err == ETIMEDOUT && cause == tc,
 			      "node %d: deadline %lld due at %lld: %d/%d", i,
 			      (long long)x->own_hi, (long long)S.vnow, err,
@@ -624,10 +616,10 @@ check_loop(void)
 	}
 	int64_t next = S.lib->loop_next(S.loop);
 	/* Overdue timers (armed behind the virtual clock) are due now. */
-	if (live != INT64_MAX && sat_add(live, LATE) < S.vnow)
+	if (live != INT64_MAX && rctx_clock_add(live, LATE) < S.vnow)
 		live = S.vnow;
 	else if (live != INT64_MAX)
-		live = sat_add(live, LATE);
+		live = rctx_clock_add(live, LATE);
 	if (live != INT64_MAX)
 		CHECK(next != -1 && next <= live,
 		      "loop_next %lld, live deadline at %lld", (long long)next,

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "mctx.h"
 #include "rctx.h"
 #include "wheel.h"
@@ -135,16 +136,6 @@ next_byte(void)
 	if (S.p == S.end)
 		return 0;
 	return *S.p++;
-}
-
-static rctx_time_t
-sat_add(rctx_time_t a, rctx_time_t b)
-{
-	if (b > 0 && a > INT64_MAX - b)
-		return INT64_MAX;
-	if (b < 0 && a < INT64_MIN - b)
-		return INT64_MIN;
-	return a + b;
 }
 
 /* ---- model ---- */
@@ -538,8 +529,8 @@ op_derive(int what)
 			m = mctx_with_timeout_cause(pm, arg, dc);
 		em = errno;
 		t1 = rctx_now();
-		lo = timeout ? sat_add(t0, arg) : arg;
-		hi = timeout ? sat_add(t1, arg) : arg;
+		lo = timeout ? rctx_clock_add(t0, arg) : arg;
+		hi = timeout ? rctx_clock_add(t1, arg) : arg;
 		if (TOLERATE_CLAMPED_TIMEOUT && timeout && arg <= 0)
 			hi = t1;
 		/* The effective deadline is the earlier of own and parent's. */
@@ -820,10 +811,10 @@ op_advance(void)
 		if (next != INT64_MAX) {
 			rctx_time_t nr = rctx_loop_next(S.rl);
 			rctx_time_t nm = mctx_loop_next(S.ml);
-			CHECK(nr != -1 && nr <= sat_add(next, LATE),
+			CHECK(nr != -1 && nr <= rctx_clock_add(next, LATE),
 			      "rctx_loop_next %lld, live deadline at %lld",
 			      (long long)nr, (long long)next);
-			CHECK(nm != -1 && nm <= sat_add(next, LATE),
+			CHECK(nm != -1 && nm <= rctx_clock_add(next, LATE),
 			      "mctx_loop_next %lld, live deadline at %lld",
 			      (long long)nm, (long long)next);
 		}

@@ -55,7 +55,7 @@ RCTX_API rctx_t *rctx_todo(void);
  *          could not be started (parent left unchanged).
  * Any thread. A child of a done parent is returned already done. A child
  * registering under a parent that another thread is cancelling is either
- * cancelled by that cancel or born done (see docs/design.md, order B).
+ * cancelled by that cancel or born done (tree.B in src/tree.c).
  */
 RCTX_API rctx_t *rctx_with_cancel(rctx_t *parent);
 RCTX_API rctx_t *rctx_with_deadline(rctx_t *parent, rctx_time_t deadline);
@@ -79,8 +79,12 @@ RCTX_API int rctx_cancel(rctx_t *ctx);
 RCTX_API int rctx_cancel_cause(rctx_t *ctx, int cause);
 
 /*
- * Observers. NULL is treated as rctx_background(). Never block.
- * rctx_err: 0, ECANCELED or ETIMEDOUT (one acquire load).
+ * Observers. NULL is treated as rctx_background(). Lock-free: one acquire
+ * load of the context's state, except while a cancel of a context that
+ * has an eventfd (rctx_fd) is publishing: then observers spin briefly
+ * (yielding every 64 rounds) until the canceller has written the fd, so
+ * that "done" and "the fd is readable" agree. They never sleep.
+ * rctx_err: 0, ECANCELED or ETIMEDOUT.
  * rctx_cause: 0 while not done, else the cause.
  * rctx_done: rctx_err(ctx) != 0.
  * rctx_deadline: true and *deadline set if ctx has one; false otherwise.
@@ -168,15 +172,23 @@ RCTX_API void rctx_shutdown(void);
  * rctx_loop_fd - an fd that polls readable when a deadline earlier than
  *   the loop's planned wake-up was armed from another thread; poll it with
  *   the loop's other fds.
+ *   Returns: the fd; -EINVAL for a NULL loop. Any thread.
  * rctx_loop_next - the absolute time at which the next deadline is due,
- *   rounded up to the wheel's tick (2^20 ns), or -1 if none. Owner only.
- * rctx_loop_timeout_ms - the same, as an epoll_wait timeout from now
- *   (rounded up, -1 for none). Owner thread only.
- * rctx_loop_run - fire every deadline due at now, rounded down to the
- *   tick (never one whose deadline is after now). Returns how many fired.
+ *   rounded up to the wheel's tick (2^20 ns).
+ *   Returns: that time (>= 0); -1 if none; -EINVAL for a NULL loop.
  *   Owner thread only.
+ * rctx_loop_timeout_ms - the same, as an epoll_wait timeout from now.
+ *   Returns: milliseconds (>= 0, rounded up); -1 for none; -EINVAL for a
+ *   NULL loop (check it: epoll_wait would take it as "forever").
+ *   Owner thread only.
+ * rctx_loop_run - fire every deadline due at now, rounded down to the
+ *   tick (never one whose deadline is after now).
+ *   Returns: how many fired; -EINVAL for a NULL loop. Owner thread only.
  * rctx_loop_free - drop the loop; its pending deadlines move to the
- *   remaining loops, or to library threads if none remain. Owner only.
+ *   remaining loops, or to library threads if none remain. NULL: no-op.
+ *   Owner thread only.
+ * Ordering: a deadline whose arm (on any thread) returned before a call
+ * to rctx_loop_next or rctx_loop_run began is taken by that call.
  */
 typedef struct rctx_loop rctx_loop_t;
 RCTX_API rctx_loop_t *rctx_loop_new(void);

@@ -9,9 +9,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <ck_backoff.h>
+
 #include "after.h"
 #include "children.h"
 #include "fault.h"
+#include "registry.h"
 #include "tree.h"
 
 _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
@@ -19,40 +22,49 @@ _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
 
 /*
  * A registration is an entry of its context's children set, tagged so the
- * cascade tells it from a child. Its slot is the single arbiter: whoever
- * CASes the slot from the entry to 0 owns the registration. The stopper
- * that wins returns true; the canceller (or registerer, if the context was
- * done by then) that wins runs fn.
- *
- * A stopper that loses must not return while fn runs on another thread,
- * yet fn may free the registration, so nothing may be written to it after
- * fn returns. So the thread that runs fn announces it in its own runner
- * record (running = reg) BEFORE its claiming CAS, and clears it after fn
- * returns; a losing stopper waits until no runner record names reg.
- *
- * Ordering
- *  (A) running = reg (seq_cst) precedes the claim CAS (acq_rel). A stopper
- *      whose CAS fails read the claimer's CAS result, so it sees the
- *      announcement when it scans the records.
- *  (B) The runner clears running (seq_cst) then reads waiters (seq_cst);
- *      a waiter bumps waiters (seq_cst) then reads running (seq_cst): one
- *      of them sees the other, so no waiter sleeps through the end of fn.
- *  (C) The registerer writes the fields, then inserts with a seq_cst CAS;
- *      the claimer's acq_rel CAS reads that entry and so sees the fields.
- *
+ * cascade tells it from a child. A stopper that loses must not return
+ * while fn runs on another thread, yet fn may free the registration, so
+ * the thread that runs fn announces it in its own runner record (a
+ * per-thread record of registry.c: running = reg) BEFORE its claiming
+ * CAS, and clears it after fn returns; a losing stopper waits until no
+ * runner record names reg.
  *
  * Overflow. Registering must never allocate, but the children set grows
  * by allocating a table. So a registration that finds no free slot in the
  * set as it is goes onto the context's overflow list instead, linked
- * through its own storage, under a spin bit in the context (olock). List
- * membership is then the arbiter: the canceller (or the registrant, if it
- * sees the context done after pushing) that unlinks it runs fn, a stopper
- * that unlinks it returns true. A claimer announces itself (A) before it
- * drops the lock, so a stopper that finds the registration gone sees it.
- *  (D) The push is a seq_cst store followed by a seq_cst load of the
- *      state; the canceller's leaf check loads aover (seq_cst) after its
- *      seq_cst state CAS: either the canceller takes the slow path and
- *      drains the list, or the registrant sees the context done.
+ * through its own storage, under a spin bit in the context (olock).
+ *
+ * Invariants
+ *  I1. One arbiter per registration: its slot (whoever CASes it from the
+ *      entry to 0 owns the registration), or for an overflowed one its
+ *      list membership (whoever unlinks it under olock). The stopper that
+ *      wins returns true; the canceller (or the registrant, if the
+ *      context was done by then) that wins runs fn. Exactly one wins.
+ *  I2. Nothing is written to a registration after its fn returns (fn may
+ *      free it).
+ *  I3. A stopper that loses returns only once no runner record names the
+ *      registration (so fn has returned), unless it is called from fn
+ *      itself.
+ *
+ * Ordering
+ *  after.A running = reg (seq_cst, rctx_after_fire) precedes the claim CAS
+ *      (acq_rel, claim). A stopper whose CAS fails read the claimer's CAS
+ *      result (acquire), so it sees the announcement when it scans the
+ *      records (wait_not_running). An overflow claimer announces itself
+ *      before it drops olock, so a stopper that finds the registration
+ *      gone sees it.
+ *  after.B The runner clears running (seq_cst) then reads waiters
+ *      (seq_cst, run_claimed); a waiter bumps waiters (seq_cst) then reads
+ *      running (seq_cst, wait_not_running): one of them sees the other,
+ *      so no waiter sleeps through the end of fn.
+ *  after.C The registerer writes the fields, then inserts with a seq_cst
+ *      CAS (rctx_after_register); the claimer's acq_rel CAS (claim) reads
+ *      that entry and so sees the fields.
+ *  after.D Overflow: the push is a seq_cst store followed by a seq_cst
+ *      load of the state; the canceller's leaf check loads aover
+ *      (seq_cst, tree.c) after its seq_cst state CAS: either the canceller
+ *      takes the slow path and drains the list, or the registrant sees the
+ *      context done.
  *
  * Progress: register and a winning stop are lock-free while the set has a
  * free slot; on a crowded context they take its spin bit for a few
@@ -61,76 +73,26 @@ _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
  */
 
 struct rctx_runner {
+	struct rctx_reg_rec rec; /* first: registry record (registry.c) */
 	_Atomic(void *) running; /* registration whose fn runs here */
 	_Atomic uint32_t seq;	 /* bumped when running is cleared */
 	_Atomic uint32_t waiters;
-	_Atomic uint32_t owned; /* a live thread uses this record */
-	struct rctx_runner *next;
 };
 
-static _Atomic(struct rctx_runner *) runners;
 static RCTX_TLS unsigned in_cascade; /* running a cascade's after-funcs */
-static _Atomic unsigned runner_gen;  /* bumped by shutdown */
-static RCTX_TLS struct rctx_runner *my_runner;
-static RCTX_TLS unsigned my_gen;
-static pthread_key_t runner_key;
-static pthread_once_t runner_once = PTHREAD_ONCE_INIT;
-
-static void
-runner_exit(void *arg)
-{
-	struct rctx_runner *r = arg;
-
-	/* release: a later owner of the record sees it idle; pairs with the
-	 * acquire CAS in runner_self */
-	atomic_store_explicit(&r->owned, 0, memory_order_release);
-}
-
-static void
-runner_make_key(void)
-{
-	(void)pthread_key_create(&runner_key, runner_exit);
-}
+static struct rctx_reg runner_reg =
+    RCTX_REG_INIT(RCTX_REG_RUNNER, sizeof(struct rctx_runner), NULL);
 
 /* This thread's runner record, or NULL when none could be had. */
 static struct rctx_runner *
 runner_self(void)
 {
-	/* relaxed: the generation only tells whether shutdown freed the
-	 * records; shutdown requires every other thread to be quiet */
-	unsigned gen = atomic_load_explicit(&runner_gen, memory_order_relaxed);
-	struct rctx_runner *r;
+	struct rctx_reg_rec *rec = rctx_reg_mine(&runner_reg);
 
-	if (RCTX_LIKELY(my_runner != NULL && my_gen == gen))
-		return my_runner;
-	/* acquire: pairs with the release CAS that pushed each record */
-	for (r = atomic_load_explicit(&runners, memory_order_acquire); r;
-	     r = r->next) {
-		uint32_t zero = 0;
-
-		/* acquire: pairs with the release store in runner_exit */
-		if (atomic_compare_exchange_strong_explicit(
-			&r->owned, &zero, 1, memory_order_acquire,
-			memory_order_relaxed))
-			goto got;
-	}
-	r = rctx_calloc(1, sizeof(*r));
-	if (r == NULL)
-		return NULL;
-	atomic_init(&r->owned, 1);
-	/* relaxed: the CAS below publishes */
-	r->next = atomic_load_explicit(&runners, memory_order_relaxed);
-	/* release: publishes the record's fields; pairs with the acquire
-	 * loads of runners */
-	while (!atomic_compare_exchange_weak_explicit(
-	    &runners, &r->next, r, memory_order_release, memory_order_relaxed))
-		;
-got:
-	(void)pthread_once(&runner_once, runner_make_key);
-	(void)pthread_setspecific(runner_key, r);
-	my_runner = r;
-	my_gen = gen;
-	return r;
+	if (RCTX_LIKELY(rec != NULL))
+		return (struct rctx_runner *)rec;
+	return (struct rctx_runner *)rctx_reg_claim(&runner_reg, NULL, NULL,
+						    NULL);
 }
 
 /* Run a claimed registration's fn; we own it. */
@@ -142,20 +104,22 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 	struct rctx *ctx = a->ctx;
 
 	/* relaxed: read only by stop on the registering side, which also
-	 * synchronised through the slot CAS (A) */
+	 * synchronised through the slot CAS (after.A) */
 	atomic_store_explicit(&a->state, RCTX_AFTER_FIRED,
 			      memory_order_relaxed);
-	/* fn sees the context as observers do: done, fd readable (wait.c
-	 * B); a registrant may have claimed on a PENDING word */
+	/* fn sees the context as observers do: done, fd readable
+	 * (wait.B); a registrant may have claimed on a PENDING word */
 	if (a->src != NULL)
 		(void)rctx_state_load(a->src);
 	fn(arg); /* may free a: it is not touched after this */
 	if (me) {
-		/* seq_cst: order B, pairs with the waiter's increment */
+		/* seq_cst: after.B, pairs with the waiters increment in
+		 * wait_not_running */
 		atomic_store_explicit(&me->running, NULL, memory_order_seq_cst);
-		/* seq_cst: order B; also makes futex waiters' value stale */
+		/* seq_cst: after.B; also makes futex waiters' value stale */
 		atomic_fetch_add_explicit(&me->seq, 1, memory_order_seq_cst);
-		/* seq_cst: order B, pairs with the waiter's increment */
+		/* seq_cst: after.B, pairs with the waiters increment in
+		 * wait_not_running */
 		if (atomic_load_explicit(&me->waiters, memory_order_seq_cst))
 			rctx_futex(&me->seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL,
 				   0);
@@ -167,9 +131,12 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 static inline bool
 claim(_Atomic uintptr_t *slot, uintptr_t entry)
 {
-	/* acq_rel: acquire pairs with the registerer's seq_cst insert (C);
-	 * release pairs with a stopper's failed CAS (A). relaxed on failure
-	 * for the claimer; the stopper re-reads with its own ordering */
+	/* acq_rel: acquire pairs with the registerer's seq_cst insert in
+	 * rctx_after_register (after.C); release pairs with the acquire of a
+	 * stopper's failed claim in rctx_after_unregister (after.A).
+	 * Acquire on failure: the failing side (a stopper) has read the
+	 * winner's CAS, so its scan in wait_not_running sees the winner's
+	 * announcement (after.A) */
 	return atomic_compare_exchange_strong_explicit(
 	    slot, &entry, 0, memory_order_acq_rel, memory_order_acquire);
 }
@@ -181,7 +148,7 @@ rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry)
 	struct rctx_runner *me = runner_self();
 
 	if (me)
-		/* seq_cst: announce before claiming (A) */
+		/* seq_cst: announce before claiming (after.A) */
 		atomic_store_explicit(&me->running, a, memory_order_seq_cst);
 	if (!claim(slot, entry)) {
 		if (me)
@@ -193,17 +160,24 @@ rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry)
 	run_claimed(a, me);
 }
 
+/* Past this backoff ceiling a waiter for olock yields instead of spinning. */
+#define OLOCK_SPIN_MAX (CK_BACKOFF_INITIALIZER << 4)
+
 static void
 olock(struct rctx *c)
 {
-	unsigned spins = 0;
+	ck_backoff_t backoff = CK_BACKOFF_INITIALIZER;
 
 	/* acquire: pairs with the release in ounlock; the critical section
-	 * is a few pointer stores, so spin, yielding now and then */
-	while (
-	    atomic_flag_test_and_set_explicit(&c->olock, memory_order_acquire))
-		if (++spins % 64 == 0)
+	 * is a few pointer stores, so spin with ck's exponential backoff
+	 * (a local loop, no shared access), then yield */
+	while (atomic_flag_test_and_set_explicit(&c->olock,
+						 memory_order_acquire)) {
+		if (backoff < OLOCK_SPIN_MAX)
+			ck_backoff_eb(&backoff);
+		else
 			sched_yield();
+	}
 }
 
 static void
@@ -240,7 +214,7 @@ oclaim(struct rctx *src, struct rctx_after_impl *a, struct rctx_runner *me)
 		return false;
 	ounlink(src, a);
 	if (me)
-		/* seq_cst: order A, visible to a stopper that locks next */
+		/* seq_cst: after.A, visible to a stopper that locks next */
 		atomic_store_explicit(&me->running, a, memory_order_seq_cst);
 	return true;
 }
@@ -250,8 +224,8 @@ rctx_after_fire_overflow(struct rctx *c)
 {
 	struct rctx_runner *me;
 
-	/* acquire: pairs with the push's seq_cst store; a push we miss
-	 * sees c done and claims itself (D) */
+	/* acquire: pairs with the seq_cst store in register_overflow; a
+	 * push we miss sees c done and claims itself (after.D) */
 	if (atomic_load_explicit(&c->aover, memory_order_acquire) == NULL)
 		return;
 	me = runner_self();
@@ -282,10 +256,12 @@ register_overflow(struct rctx *src, struct rctx_after_impl *a)
 	if (a->onext)
 		a->onext->opprev = &a->onext;
 	a->opprev = (struct rctx_after_impl **)(void *)&src->aover;
-	/* seq_cst: order D, pairs with the canceller's leaf check */
+	/* seq_cst: after.D, pairs with the aover loads of tree.c's
+	 * cascade (leaf check) and mark_child */
 	atomic_store_explicit(&src->aover, a, memory_order_seq_cst);
 	ounlock(src);
-	/* seq_cst: order D, pairs with the canceller's state CAS */
+	/* seq_cst: after.D, pairs with the state CAS in tree.c's
+	 * publish_done */
 	if (!rctx_st_err(
 		atomic_load_explicit(&src->state, memory_order_seq_cst)))
 		return;
@@ -325,7 +301,7 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 		struct rctx_runner *me = runner_self();
 
 		if (me)
-			/* seq_cst: lets fn's own stop see it runs (A) */
+			/* seq_cst: lets fn's own stop see it runs (after.A) */
 			atomic_store_explicit(&me->running, a,
 					      memory_order_seq_cst);
 		run_claimed(a, me);
@@ -333,7 +309,7 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 	}
 	rctx_ref_get(ctx);
 	a->ctx = ctx;
-	/* relaxed: published by the seq_cst insert below (C) */
+	/* relaxed: published by the seq_cst insert below (after.C) */
 	atomic_store_explicit(&a->state, RCTX_AFTER_PENDING,
 			      memory_order_relaxed);
 	slot = rctx_cset_insert_noalloc(&src->children, entry);
@@ -342,7 +318,7 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 		return 0;
 	}
 	a->slot = slot;
-	/* seq_cst: order B of tree.c: the seq_cst insert above, then this
+	/* seq_cst: tree.B: the seq_cst insert above, then this
 	 * seq_cst load, so a cancel whose walk missed our entry is seen */
 	if (rctx_st_err(
 		atomic_load_explicit(&src->state, memory_order_seq_cst)))
@@ -353,16 +329,17 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 static void
 wait_not_running(struct rctx_after_impl *a)
 {
-	/* acquire: pairs with the release CAS that pushed each record */
+	/* rctx_reg_first's acquire pairs with the push (registry.A) */
 	for (struct rctx_runner *r =
-		 atomic_load_explicit(&runners, memory_order_acquire);
-	     r; r = r->next) {
-		/* seq_cst: order A, sees an announcement made before the
+		 (struct rctx_runner *)rctx_reg_first(&runner_reg);
+	     r; r = (struct rctx_runner *)r->rec.next) {
+		/* seq_cst: after.A, sees an announcement made before the
 		 * claim CAS our failed CAS read */
 		if (atomic_load_explicit(&r->running, memory_order_seq_cst) !=
 		    a)
 			continue;
-		/* seq_cst: order B, pairs with the runner's clear */
+		/* seq_cst: after.B, pairs with the clear of running in
+		 * run_claimed */
 		atomic_fetch_add_explicit(&r->waiters, 1, memory_order_seq_cst);
 		for (;;) {
 			/* seq_cst: read seq before running, so a clear after
@@ -408,7 +385,7 @@ done_wait_claimed(struct rctx_after_impl *a)
 		bool listed;
 
 		if (a->slot != NULL) {
-			/* acquire: pairs with the claimer's acq_rel CAS */
+			/* acquire: pairs with the acq_rel CAS in claim */
 			listed = atomic_load_explicit(a->slot,
 						      memory_order_acquire) ==
 				 ((uintptr_t)a | RCTX_CSET_TAG_AFTER);
@@ -453,7 +430,7 @@ rctx_after_unregister(rctx_after_t *reg)
 				      memory_order_relaxed);
 		return true;
 	}
-	/* acquire: pairs with the state CAS that made src done (tree.c C) */
+	/* acquire: pairs with the state CAS that made src done (tree.C) */
 	if (st == RCTX_AFTER_PENDING &&
 	    rctx_st_err(
 		atomic_load_explicit(&a->src->state, memory_order_acquire)) &&
@@ -476,7 +453,7 @@ rctx_after_unregister(rctx_after_t *reg)
 		return unregister_won(a);
 	}
 	/* fn was claimed by a canceller: from inside fn, return at once. */
-	me = my_runner;
+	me = (struct rctx_runner *)rctx_reg_mine(&runner_reg);
 	if (me != NULL &&
 	    /* relaxed: our own thread wrote it */
 	    atomic_load_explicit(&me->running, memory_order_relaxed) == a)
@@ -488,19 +465,13 @@ rctx_after_unregister(rctx_after_t *reg)
 void
 rctx_after_shutdown(void)
 {
-	/* acquire: pairs with the pushes; no thread uses rctx any more */
-	struct rctx_runner *r =
-	    atomic_exchange_explicit(&runners, NULL, memory_order_acquire);
+	/* no thread uses rctx any more (registry.I2) */
+	struct rctx_reg_rec *r = rctx_reg_take_all(&runner_reg);
 
 	while (r) {
-		struct rctx_runner *n = r->next;
+		struct rctx_reg_rec *n = r->next;
 
 		free(r);
 		r = n;
 	}
-	/* relaxed: see runner_self */
-	atomic_fetch_add_explicit(&runner_gen, 1, memory_order_relaxed);
-	my_runner = NULL;
-	(void)pthread_once(&runner_once, runner_make_key);
-	(void)pthread_setspecific(runner_key, NULL);
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "fault.h"
 #include "fork.h"
 
@@ -21,12 +22,12 @@
  *       (gp_head, or taken by a reclaim round), the global pool.
  *
  * Ordering
- *  (A) Batches enter the global pool by a release CAS on pool_head and
+ *  alloc.A Batches enter the global pool by a release CAS on pool_head and
  *      leave it by an acquire exchange of the whole list, so the thread
  *      that takes a batch sees the links written by the thread that made
  *      it. Taking the whole list at once makes the stack immune to ABA.
  *      gp_head works the same way.
- *  (B) The reclaimer sleeps only after it has published rcl_sleeping and
+ *  alloc.B The reclaimer sleeps only after it has published rcl_sleeping and
  *      then seen gp_head empty; a flush pushes on gp_head and then reads
  *      rcl_sleeping (all seq_cst), so one of the two sees the other: a
  *      pushed batch is never left with the reclaimer asleep.
@@ -66,7 +67,7 @@ static bool rcl_running;
 static _Atomic bool rcl_started;  /* flush's hint: rcl_running */
 static _Atomic bool rcl_stop;	  /* shutdown asks the reclaimer to exit */
 static _Atomic bool rcl_unparked; /* starting up: fork waits (fork.c) */
-static _Atomic bool rcl_sleeping; /* asleep on rcl_futex (B) */
+static _Atomic bool rcl_sleeping; /* asleep on rcl_futex (alloc.B) */
 static _Atomic uint32_t rcl_futex;
 static _Atomic long rcl_batches; /* reclaimed by the thread (tests) */
 
@@ -89,7 +90,7 @@ pool_push(struct rctx *batch)
 	do {
 		batch->work_next = old;
 		/* release: publishes the batch links; pairs with the acquire
-		 * exchange in pool_take (A) */
+		 * exchange in pool_take (alloc.A) */
 	} while (!atomic_compare_exchange_weak_explicit(&pool_head, &old, batch,
 							memory_order_release,
 							memory_order_relaxed));
@@ -101,7 +102,7 @@ pool_take(void)
 	/* relaxed pre-check: an empty pool needs no exchange */
 	if (atomic_load_explicit(&pool_head, memory_order_relaxed) == NULL)
 		return NULL;
-	/* acquire: pairs with the release CAS in pool_push (A) */
+	/* acquire: pairs with the release CAS in pool_push (alloc.A) */
 	return atomic_exchange_explicit(&pool_head, NULL, memory_order_acquire);
 }
 
@@ -114,7 +115,7 @@ char rctx_rcu_token;
 static long
 reclaim_round(void)
 {
-	/* acquire: pairs with the release of gp_push's CAS (A) */
+	/* acquire: pairs with the release of gp_push's CAS (alloc.A) */
 	struct rctx *b =
 	    atomic_exchange_explicit(&gp_head, NULL, memory_order_acquire);
 
@@ -172,16 +173,16 @@ reclaimer(void *arg)
 		/* acquire: pairs with the release increments (wake, stop) */
 		uint32_t seq =
 		    atomic_load_explicit(&rcl_futex, memory_order_acquire);
-		/* seq_cst: store half of (B) */
+		/* seq_cst: store half of alloc.B */
 		atomic_store_explicit(&rcl_sleeping, true,
 				      memory_order_seq_cst);
-		/* seq_cst: load half of (B); rcl_stop is ordered by seq */
+		/* seq_cst: load half of alloc.B; rcl_stop is ordered by seq */
 		if (atomic_load_explicit(&gp_head, memory_order_seq_cst) ==
 			NULL &&
 		    !atomic_load_explicit(&rcl_stop, memory_order_relaxed))
 			rctx_futex(&rcl_futex, FUTEX_WAIT_PRIVATE, seq, NULL,
 				   0);
-		/* relaxed: only a hint for flushes; (B) re-publishes it */
+		/* relaxed: only a hint for flushes; alloc.B re-publishes it */
 		atomic_store_explicit(&rcl_sleeping, false,
 				      memory_order_relaxed);
 	}
@@ -232,8 +233,8 @@ gp_push(struct rctx *b)
 
 	do {
 		b->gp_next = old;
-		/* seq_cst: release publishes the links (A); store half of
-		 * (B) */
+		/* seq_cst: release publishes the links (alloc.A); store half of
+		 * (alloc.B) */
 	} while (!atomic_compare_exchange_weak_explicit(
 	    &gp_head, &old, b, memory_order_seq_cst, memory_order_relaxed));
 	/* acquire: pairs with the release in rcl_start */
@@ -242,7 +243,7 @@ gp_push(struct rctx *b)
 		rcl_start();
 		return;
 	}
-	/* seq_cst: load half of (B); the exchange makes one flush the
+	/* seq_cst: load half of alloc.B; the exchange makes one flush the
 	 * waker (relaxed: the futex increment orders the wake-up) */
 	if (atomic_load_explicit(&rcl_sleeping, memory_order_seq_cst) &&
 	    atomic_exchange_explicit(&rcl_sleeping, false,
@@ -455,20 +456,20 @@ rctx_alloc_barrier(void)
  * Every unreclaimed batch is on gp_head, in both processes. The child has
  * no reclaimer: its next flush starts one.
  */
-void
+static void
 rctx_alloc_before_fork(void)
 {
 	pthread_mutex_lock(&rcl_lock);
-	rctx_fork_park(&rcl_unparked, rctx_now() + RCTX_FORK_PARK_WAIT);
+	rctx_fork_park(&rcl_unparked, rctx_clock_now() + RCTX_FORK_PARK_WAIT);
 }
 
-void
+static void
 rctx_alloc_after_fork_parent(void)
 {
 	pthread_mutex_unlock(&rcl_lock);
 }
 
-void
+static void
 rctx_alloc_after_fork_child(void)
 {
 	/* relaxed: the child is single-threaded here */
@@ -478,6 +479,19 @@ rctx_alloc_after_fork_child(void)
 	atomic_store_explicit(&rcl_sleeping, false, memory_order_relaxed);
 	atomic_store_explicit(&rcl_stop, false, memory_order_relaxed);
 	pthread_mutex_unlock(&rcl_lock); /* this thread took it */
+}
+
+static const struct rctx_fork_hooks rctx_alloc_fork_hooks = {
+	.prepare = rctx_alloc_before_fork,
+	.parent = rctx_alloc_after_fork_parent,
+	.child = rctx_alloc_after_fork_child,
+};
+
+/* At load, like fork.c's own handler: a fork may come at any time. */
+__attribute__((constructor)) static void
+rctx_alloc_load(void)
+{
+	rctx_fork_hooks_set(RCTX_FORK_SLOT_ALLOC, &rctx_alloc_fork_hooks);
 }
 
 long

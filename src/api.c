@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* The public API: argument checks in one place, then dispatch. */
 #include <errno.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "after.h"
 #include "alloc.h"
 #include "internal.h"
+#include "loop.h"
 #include "timer.h"
 #include "tree.h"
 #include "value.h"
@@ -13,21 +15,26 @@
 
 /*
  * One macro checks every argument (dav1d's validate_input_or_ret): on a
- * false condition the function returns `ret`, with errno set for the
- * constructors that return NULL.
+ * false condition the function does `fail` (returns -EINVAL, or sets errno
+ * and returns NULL for a constructor). In debug builds (RCTX_DEBUG) it
+ * first prints the check that failed and the function to stderr.
  */
-#define rctx_validate_or_ret(cond, ret)                                        \
-	do {                                                                   \
-		if (RCTX_UNLIKELY(!(cond)))                                    \
-			return (ret);                                          \
-	} while (0)
-#define rctx_validate_or_null(cond, err)                                       \
+#ifdef RCTX_DEBUG
+#define rctx_validate_report(check)                                            \
+	fprintf(stderr, "rctx: %s: check failed: %s\n", __func__, check)
+#else
+#define rctx_validate_report(check) ((void)0)
+#endif
+#define rctx_validate(cond, ...)                                               \
 	do {                                                                   \
 		if (RCTX_UNLIKELY(!(cond))) {                                  \
-			errno = (err);                                         \
-			return NULL;                                           \
+			rctx_validate_report(#cond);                           \
+			__VA_ARGS__;                                           \
 		}                                                              \
 	} while (0)
+#define rctx_validate_or_ret(cond, ret) rctx_validate(cond, return (ret))
+#define rctx_validate_or_null(cond, err)                                       \
+	rctx_validate(cond, errno = (err); return NULL)
 
 /* Observers treat NULL as background and check liveness in debug builds. */
 static inline const struct rctx *
@@ -45,23 +52,10 @@ cancelable(const struct rctx *c)
 	return c->kind == RCTX_KIND_CANCEL || c->kind == RCTX_KIND_TIMER;
 }
 
-static rctx_time_t
-sat_add(rctx_time_t a, rctx_time_t b)
-{
-	if (b > 0 && a > INT64_MAX - b)
-		return INT64_MAX;
-	if (b < 0 && a < INT64_MIN - b)
-		return INT64_MIN;
-	return a + b;
-}
-
 RCTX_API rctx_time_t
 rctx_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (rctx_time_t)ts.tv_sec * RCTX_SEC + ts.tv_nsec;
+	return rctx_clock_now();
 }
 
 RCTX_API rctx_t *
@@ -104,10 +98,10 @@ rctx_with_timeout_cause(rctx_t *parent, rctx_time_t timeout, int cause)
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_timeout");
 	/* now + timeout, saturating both ways (a timeout <= 0 is due). */
-	rctx_time_t now = rctx_now();
+	rctx_time_t now = rctx_clock_now();
 
-	return rctx_tree_with_deadline_at(parent, sat_add(now, timeout), cause,
-					  now);
+	return rctx_tree_with_deadline_at(parent, rctx_clock_add(now, timeout),
+					  cause, now);
 }
 
 RCTX_API rctx_t *
@@ -255,6 +249,48 @@ rctx_shutdown(void)
 	rctx_timer_shutdown();
 	rctx_alloc_shutdown();
 	rctx_after_shutdown();
+}
+
+RCTX_API rctx_loop_t *
+rctx_loop_new(void)
+{
+	return rctx_loop_create();
+}
+
+RCTX_API int
+rctx_loop_fd(const rctx_loop_t *loop)
+{
+	rctx_validate_or_ret(loop != NULL, -EINVAL);
+	return rctx_loop_efd(loop);
+}
+
+RCTX_API rctx_time_t
+rctx_loop_next(rctx_loop_t *loop)
+{
+	rctx_validate_or_ret(loop != NULL, -EINVAL);
+	return rctx_loop_plan_next(loop);
+}
+
+RCTX_API int
+rctx_loop_timeout_ms(rctx_loop_t *loop)
+{
+	rctx_validate_or_ret(loop != NULL, -EINVAL);
+	return rctx_loop_plan_ms(loop);
+}
+
+RCTX_API int
+rctx_loop_run(rctx_loop_t *loop, rctx_time_t now)
+{
+	rctx_validate_or_ret(loop != NULL, -EINVAL);
+	return rctx_loop_fire_due(loop, now);
+}
+
+RCTX_API void
+rctx_loop_free(rctx_loop_t *loop)
+{
+	if (loop == NULL)
+		return; /* a no-op, like free(NULL) */
+	rctx_loop_destroy(loop);
 }
 
 /* ---- Deadlines across services (0.2): wire.c, cause.c ---- */

@@ -20,12 +20,12 @@
  *       as top, and tables are freed only by rctx_cset_destroy.
  *
  * Ordering
- *  (A) Insert is a seq_cst CAS 0 -> entry. The caller then does a seq_cst
- *      load of the owner's state; a canceller does a seq_cst CAS on that
- *      state and then seq_cst loads of the slots. Either the canceller's
- *      walk sees the entry or the inserter sees the cancel (tree.c, B).
- *  (B) A new table is published by a seq_cst CAS on s->top after its
- *      slots are zeroed; readers load top with acquire (paired).
+ *  children.A Insert is a seq_cst CAS 0 -> entry. The caller then does a
+ *      seq_cst load of the owner's state; a canceller does a seq_cst CAS on
+ *      that state and then seq_cst loads of the slots. Either the canceller's
+ *      walk sees the entry or the inserter sees the cancel (tree.B).
+ *  children.B A new table is published by a seq_cst CAS on s->top after
+ *      its slots are zeroed; readers load top with acquire (paired).
  *
  * Progress: insert is lock-free (a failed CAS means another insert
  * succeeded); removal is wait-free; foreach is wait-free per slot.
@@ -50,7 +50,7 @@ try_slot(_Atomic uintptr_t *slot, uintptr_t entry)
 	/* relaxed pre-check: skip occupied slots without a locked op */
 	if (atomic_load_explicit(slot, memory_order_relaxed) != 0)
 		return false;
-	/* seq_cst: order A, pairs with the canceller's seq_cst state CAS
+	/* seq_cst: children.A, pairs with the canceller's seq_cst state CAS
 	 * and slot loads; relaxed on failure: nothing is read */
 	return atomic_compare_exchange_strong_explicit(
 	    slot, &expect, entry, memory_order_seq_cst, memory_order_relaxed);
@@ -149,7 +149,8 @@ rctx_cset_insert_noalloc(struct rctx_cset *s, uintptr_t entry)
 
 	if (insert_fast(s, entry, &h))
 		return h;
-	/* acquire: pairs with the seq_cst CAS that published the table (B) */
+	/* acquire: pairs with the seq_cst CAS that published the table
+	 * (children.B) */
 	return probe_tables(atomic_load_explicit(&s->top, memory_order_acquire),
 			    entry);
 }
@@ -164,7 +165,7 @@ rctx_cset_insert(struct rctx_cset *s, uintptr_t entry)
 
 	for (;;) {
 		/* acquire: pairs with the seq_cst CAS that published the
-		 * table (B), so its zeroed slots are visible */
+		 * table (children.B), so its zeroed slots are visible */
 		struct rctx_ctable *t =
 		    atomic_load_explicit(&s->top, memory_order_acquire);
 
@@ -175,7 +176,7 @@ rctx_cset_insert(struct rctx_cset *s, uintptr_t entry)
 
 		if (n == NULL)
 			return NULL;
-		/* seq_cst: publishes the table (B); on failure another
+		/* seq_cst: publishes the table (children.B); on failure another
 		 * thread grew the set and we retry in its table (acquire:
 		 * pairs with that thread's publishing CAS) */
 		if (!atomic_compare_exchange_strong_explicit(
@@ -189,19 +190,19 @@ void
 rctx_cset_foreach(struct rctx_cset *s, rctx_cset_fn fn, void *arg)
 {
 	for (int i = 0; i < RCTX_CSET_INLINE; i++) {
-		/* seq_cst: order A, pairs with the inserter's seq_cst CAS */
+		/* seq_cst: children.A, pairs with the inserter's seq_cst CAS */
 		uintptr_t e =
 		    atomic_load_explicit(&s->inl[i], memory_order_seq_cst);
 		if (e)
 			fn(&s->inl[i], e, arg);
 	}
-	/* seq_cst: order A (a table published before the canceller's state
-	 * CAS is seen); also acquires the table's contents (B) */
+	/* seq_cst: children.A (a table published before the canceller's state
+	 * CAS is seen); also acquires the table's contents (children.B) */
 	struct rctx_ctable *t =
 	    atomic_load_explicit(&s->top, memory_order_seq_cst);
 	for (; t; t = t->prev) {
 		for (uint32_t i = 0; i <= t->mask; i++) {
-			/* seq_cst: order A, as above */
+			/* seq_cst: children.A, as above */
 			uintptr_t e = atomic_load_explicit(
 			    &t->slot[i], memory_order_seq_cst);
 			if (e)
@@ -232,7 +233,7 @@ rctx_cset_capacity(struct rctx_cset *s)
 {
 	size_t n = RCTX_CSET_INLINE;
 
-	/* acquire: pairs with the publishing CAS (B) */
+	/* acquire: pairs with the publishing CAS (children.B) */
 	for (struct rctx_ctable *t =
 		 atomic_load_explicit(&s->top, memory_order_acquire);
 	     t; t = t->prev)
@@ -281,7 +282,7 @@ rctx_cset_check(struct rctx_cset *s, const char **why)
 	const char *dummy;
 	size_t n, cap = RCTX_CSET_INLINE;
 	uint32_t prev_size = 0;
-	/* acquire: pairs with the publishing CAS (B) */
+	/* acquire: pairs with the publishing CAS (children.B) */
 	struct rctx_ctable *t =
 	    atomic_load_explicit(&s->top, memory_order_acquire);
 

@@ -31,7 +31,7 @@ rctx_cset_init(struct rctx_cset *s)
 /*
  * Insert entry. Returns its slot, or NULL when a new table could not be
  * allocated (ENOMEM). The insert is a seq_cst CAS: the caller follows it
- * with a seq_cst load of the owner's state (order B in tree.c).
+ * with a seq_cst load of the owner's state (tree.B).
  */
 _Atomic uintptr_t *rctx_cset_insert(struct rctx_cset *s, uintptr_t entry);
 
@@ -48,7 +48,7 @@ rctx_cset_remove(_Atomic uintptr_t *slot, uintptr_t entry)
 {
 	/* seq_cst: orders the remover's prior writes before the slot is
 	 * reused (release), and is the store half of the Dekker pair with a
-	 * cascade's walkers count (tree.c, E); relaxed on failure: someone
+	 * cascade's walkers count (tree.E); relaxed on failure: someone
 	 * else removed it and nothing is read */
 	return atomic_compare_exchange_strong_explicit(
 	    slot, &entry, 0, memory_order_seq_cst, memory_order_relaxed);
@@ -56,7 +56,7 @@ rctx_cset_remove(_Atomic uintptr_t *slot, uintptr_t entry)
 
 /*
  * True if the set may hold an entry. The loads are seq_cst: they are the
- * canceller's half of order A, exactly as the walk in rctx_cset_foreach.
+ * canceller's half of children.A, exactly as the walk in rctx_cset_foreach.
  */
 static inline bool
 rctx_cset_maybe_nonempty(struct rctx_cset *s)
@@ -64,9 +64,9 @@ rctx_cset_maybe_nonempty(struct rctx_cset *s)
 	uintptr_t any = 0;
 
 	for (int i = 0; i < RCTX_CSET_INLINE; i++)
-		/* seq_cst: order A, pairs with the inserter's seq_cst CAS */
+		/* seq_cst: children.A, pairs with the inserter's seq_cst CAS */
 		any |= atomic_load_explicit(&s->inl[i], memory_order_seq_cst);
-	/* seq_cst: order A (a table published before our state CAS) */
+	/* seq_cst: children.A (a table published before our state CAS) */
 	return any != 0 ||
 	       atomic_load_explicit(&s->top, memory_order_seq_cst) != NULL;
 }

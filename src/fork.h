@@ -27,12 +27,26 @@ void rctx_fork_park(_Atomic bool *unparked, rctx_time_t give_up);
 /* How long a prepare hook waits for the library's threads to park. */
 #define RCTX_FORK_PARK_WAIT RCTX_SEC
 
-/* Hooks the handlers call; each module keeps its own fork logic. */
-void rctx_timer_before_fork(void);
-void rctx_timer_after_fork_parent(void);
-void rctx_timer_after_fork_child(void);
-void rctx_alloc_before_fork(void);
-void rctx_alloc_after_fork_parent(void);
-void rctx_alloc_after_fork_child(void);
+/*
+ * Hooks the handlers call; each module keeps its own fork logic and
+ * installs it here (at load time), so fork.c depends on no module. The
+ * slot fixes the order: prepare runs slots in increasing order, then
+ * urcu-bp's; parent and child run urcu-bp's, then slots in decreasing
+ * order (fork.A).
+ */
+struct rctx_fork_hooks {
+	void (*prepare)(void);
+	void (*parent)(void);
+	void (*child)(void);
+};
+
+enum rctx_fork_slot {
+	RCTX_FORK_SLOT_TIMER = 0, /* owner.c: timer owners park first */
+	RCTX_FORK_SLOT_ALLOC = 1, /* alloc.c: then the reclaimer */
+	RCTX_FORK_NSLOTS
+};
+
+void rctx_fork_hooks_set(enum rctx_fork_slot slot,
+			 const struct rctx_fork_hooks *hooks);
 
 #endif /* RCTX_FORK_H */

@@ -16,8 +16,9 @@
 
 #include <urcu-bp.h>
 
+#include "clock.h"
 #include "rctx.h"
-#include "timer.h"
+#include "timer-types.h"
 
 /*
  * Thread-locals use the initial-exec model: the library is linked at
@@ -98,7 +99,7 @@ enum rctx_kind {
 #define RCTX_ST_CANCELED 0x1u
 #define RCTX_ST_TIMEDOUT 0x2u
 #define RCTX_ST_WAITERS	 0x4u
-#define RCTX_ST_PENDING	 0x8u /* done, eventfd being written (wait.c B) */
+#define RCTX_ST_PENDING	 0x8u /* done, eventfd being written (wait.B) */
 
 static inline uint64_t
 rctx_st_make(unsigned err_code, int cause)
@@ -169,8 +170,8 @@ struct rctx {
 	/* after-funcs that found the set full: a list through their own
 	 * storage, under the spin bit olock (after.c, overflow) */
 	_Atomic(struct rctx_after_impl *) aover;
-	uint8_t fd_signalled; /* the canceller wrote the eventfd (wait.c B) */
-	uint8_t defer_free;   /* reuse only after a grace period (tree.c E) */
+	uint8_t fd_signalled; /* the canceller wrote the eventfd (wait.B) */
+	uint8_t defer_free;   /* reuse only after a grace period (tree.E) */
 	atomic_flag olock;
 
 	/* --- line 1: the children set (cancelable) --- */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Timer service: per-CPU wheels, their owner threads, event-loop mode. */
+/* Timer service: arm, cancel and release one-shot timers (the routing). */
 #ifndef RCTX_TIMER_H
 #define RCTX_TIMER_H
 
@@ -8,23 +8,7 @@
 #include <stdint.h>
 
 #include "rctx.h"
-#include "wheel.h"
-
-struct rctx_twheel; /* one per CPU (or per loop); private to timer.c */
-
-/*
- * A one-shot timer embedded in its user's object (a deadline context).
- * Life cycle: init -> arm (at most once) -> [cancel] -> release -> dead_fn.
- * Fields other than `wt` are the service's; `wt` belongs to the owner of
- * the wheel the timer sits in.
- */
-struct rctx_timer {
-	struct rctx_wheel_timer wt; /* owner thread only */
-	struct rctx_timer *qnext;   /* hand-off queue link */
-	rctx_time_t expires;	    /* set by arm, read by the owner */
-	struct rctx_twheel *home;   /* wheel chosen at arm time */
-	_Atomic uint32_t flags;	    /* RCTX_TIMER_F_* hand-off state */
-};
+#include "timer-types.h"
 
 /*
  * Callbacks the core installs once (rctx_timer_setup). fire runs on the
@@ -34,6 +18,13 @@ struct rctx_timer {
 typedef void (*rctx_timer_fn)(struct rctx_timer *t);
 
 void rctx_timer_setup(rctx_timer_fn fire, rctx_timer_fn dead);
+
+/*
+ * A hook the core installs too: a library owner thread calls it after each
+ * cycle in which it fired or killed timers (the core gives back what those
+ * callbacks freed: a parked owner holds no allocator cache).
+ */
+void rctx_timer_set_cycle_hook(void (*fn)(void));
 
 void rctx_timer_init(struct rctx_timer *t);
 
@@ -82,5 +73,9 @@ void rctx_timer_shutdown(void);
 
 /* Tick used by new wheels: 2^shift ns (tests may lower it before use). */
 void rctx_timer_set_tick_shift(unsigned shift);
+
+/* Statistics (tests, benchmarks): producer wake-up calls, owner cycles. */
+uint64_t rctx_timer_wakeups(void);
+uint64_t rctx_timer_owner_runs(void);
 
 #endif /* RCTX_TIMER_H */

@@ -10,6 +10,7 @@
 #include "alloc.h"
 #include "children.h"
 #include "fault.h"
+#include "timer.h"
 #include "tree.h"
 #include "value.h"
 #include "wait.h"
@@ -29,26 +30,28 @@
  *       node leaves its parent's set only after its canceller has marked
  *       every node, so such a walk always finds the unfinished ones.
  *  (I4) A child holds a reference to its parent; a context's memory is
- *       reused only after its last reference is dropped and an RCU grace
- *       period has passed (alloc.c), so a canceller that read a child
- *       pointer from a set inside rcu_read_lock() may try-retain it.
+ *       reused only after its last reference is dropped and no walk can
+ *       still use a pointer to it read from a set: at once when tree.E
+ *       shows no walk could have read it, else after an RCU grace period
+ *       (alloc.c I1). So a canceller that read a child pointer from a set
+ *       inside rcu_read_lock() may try-retain it.
  *
  * Ordering
- *  (A) A constructor initialises the child, then inserts it with a seq_cst
+ *  tree.A A constructor initialises the child, then inserts it with a seq_cst
  *      CAS; the cascade reads slots with seq_cst loads, so it sees a fully
  *      initialised child.
- *  (B) No lost cancellation (SEMANTICS 4). The child: insert (seq_cst
+ *  tree.B No lost cancellation (SEMANTICS 4). The child: insert (seq_cst
  *      CAS), then load parent state (seq_cst). The canceller: CAS parent state
  *      (seq_cst), then load slots (seq_cst). In the single total order of
  *      seq_cst operations one comes first: either the walk sees the child,
  *      or the child sees the parent done and cancels itself. Both may
  *      happen; the child's own CAS (I2) makes it count once.
- *  (C) err and cause are written by one seq_cst CAS of the state word and
+ *  tree.C err and cause are written by one seq_cst CAS of the state word and
  *      read by one acquire load (rctx_state_load), so a thread that sees
  *      err sees the cause that came with it.
- *  (D) A child's state CAS in the cascade happens before the cascade
+ *  tree.D A child's state CAS in the cascade happens before the cascade
  *      returns, so rctx_cancel's caller sees every descendant done (I3).
- *  (E) Reuse without a grace period. A cascade counts itself in a node's
+ *  tree.E Reuse without a grace period. A cascade counts itself in a node's
  *      walkers (seq_cst) before it reads the node's slots, and leaves
  *      after it has finished with every pointer it read there. A freed
  *      child leaves its set (seq_cst CAS; a canceller that removed it
@@ -102,6 +105,10 @@ static void
 tree_setup(void)
 {
 	rctx_timer_setup(timer_fire, timer_dead);
+	/* What a timer owner's callbacks freed goes back to the pool. */
+	rctx_timer_set_cycle_hook(rctx_alloc_thread_flush);
+	/* A fork child that only waits restarts its timer threads. */
+	rctx_wait_set_sleep_hook(rctx_timer_poke);
 }
 
 void
@@ -168,7 +175,7 @@ init_cancelable(struct rctx *c)
 
 /*
  * Register cancelable c under p (its parent's src). 0, or -ENOMEM. On
- * return c is either in p's set or done with p's err and cause (B).
+ * return c is either in p's set or done with p's err and cause (tree.B).
  */
 static int
 attach(struct rctx *c, struct rctx *p)
@@ -191,7 +198,7 @@ attach(struct rctx *c, struct rctx *p)
 	c->slot = slot;
 	c->cparent = p;
 	c->registered = 1;
-	/* seq_cst: order B, pairs with the canceller's seq_cst state CAS.
+	/* seq_cst: tree.B, pairs with the canceller's seq_cst state CAS.
 	 * The insert was a seq_cst CAS, so it precedes this load in the
 	 * single total order of seq_cst operations: no fence is needed. */
 	s = atomic_load_explicit(&p->state, memory_order_seq_cst);
@@ -251,7 +258,7 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 	if (rctx_st_err(rctx_state_load(c)))
 		return c; /* born done under a done parent */
 	if (now == RCTX_NOW_UNKNOWN)
-		now = rctx_now();
+		now = rctx_clock_now();
 	if (deadline <= now) {
 		(void)rctx_tree_cancel(c, RCTX_ST_TIMEDOUT,
 				       cause ? cause : ETIMEDOUT);
@@ -331,36 +338,21 @@ struct walk {
 	struct rctx *assist_inl[ASSIST_INLINE];
 };
 
-uint64_t
-rctx_state_settle(const struct rctx *c)
-{
-	unsigned spins = 0;
-	uint64_t s;
-
-	/* acquire: pairs with the release store that clears PENDING */
-	while ((s = atomic_load_explicit(&((struct rctx *)c)->state,
-					 memory_order_acquire)) &
-	       RCTX_ST_PENDING)
-		if (++spins % 64 == 0)
-			sched_yield();
-	return s;
-}
-
 /*
  * Make c done: CAS its state from *s to ns (false, *s updated, if it
  * changed). A context with an eventfd goes through PENDING: the fd is
  * written after err and cause are fixed but before observers see them,
- * so "done" and "the fd is readable" agree both ways (wait.c B).
+ * so "done" and "the fd is readable" agree both ways (wait.B).
  */
 static bool
 publish_done(struct rctx *c, uint64_t *s, uint64_t ns)
 {
-	/* seq_cst: wait.c B, pairs with the CAS that installs the fd */
+	/* seq_cst: wait.B, pairs with the CAS that installs the fd */
 	int fd = atomic_load_explicit(&c->fd, memory_order_seq_cst);
 
 	if (fd < 0)
-		/* seq_cst: publishes err+cause (C) and is the canceller's
-		 * half of order B; relaxed on failure: the caller retries */
+		/* seq_cst: publishes err+cause (tree.C) and is the canceller's
+		 * half of tree.B; relaxed on failure: the caller retries */
 		return atomic_compare_exchange_weak_explicit(
 		    &c->state, s, ns, memory_order_seq_cst,
 		    memory_order_relaxed);
@@ -372,7 +364,7 @@ publish_done(struct rctx *c, uint64_t *s, uint64_t ns)
 	(void)eventfd_write(fd, 1);
 	/* release: observers that saw PENDING wait for this store
 	 * (rctx_state_settle); no waiter can set WAITERS meanwhile since
-	 * err is set (wait.c A), so ns is still the whole word */
+	 * err is set (wait.A), so ns is still the whole word */
 	atomic_store_explicit(&c->state, ns, memory_order_release);
 	c->fd_signalled = 1; /* we own c's cascade: our CAS won */
 	return true;
@@ -407,7 +399,7 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 	if (e & RCTX_CSET_TAG_AFTER)
 		return; /* after-funcs run once every descendant is done */
 	/*
-	 * No reference yet: ch's memory stays valid while we walk (order E
+	 * No reference yet: ch's memory stays valid while we walk (tree.E
 	 * and the RCU read section), even if its last reference is being
 	 * dropped. relaxed: only a first guess for the CAS.
 	 */
@@ -430,10 +422,10 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 	 * A plain leaf needs nothing more: no waiter to wake (none can
 	 * appear once err is set), no fd, no timer, no children and no
 	 * after-func (any that arrive see it done and finish themselves,
-	 * order B). It leaves the set at once, without a reference.
+	 * tree.B). It leaves the set at once, without a reference.
 	 */
 	if (ch->kind == RCTX_KIND_CANCEL && !(ns & RCTX_ST_WAITERS) &&
-	    /* seq_cst: wait.c B, an fd created meanwhile is seen here or
+	    /* seq_cst: wait.B, an fd created meanwhile is seen here or
 	     * its creator sees ch done */
 	    atomic_load_explicit(&ch->fd, memory_order_seq_cst) < 0 &&
 	    !rctx_cset_maybe_nonempty(&ch->children) &&
@@ -451,15 +443,15 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 	w->work = ch;
 }
 
-/* Walk n's children set, counted in n's walkers (order E). */
+/* Walk n's children set, counted in n's walkers (tree.E). */
 static void
 walk_children(struct rctx *n, struct walk *w)
 {
-	/* seq_cst: order E, before any slot of n is read */
+	/* seq_cst: tree.E, before any slot of n is read */
 	atomic_fetch_add_explicit(&n->walkers, 1, memory_order_seq_cst);
 	rctx_cset_foreach(&n->children, mark_child, w);
 	/* release: every pointer read from n's slots is done with; pairs
-	 * with the freeing child's load of walkers (order E) */
+	 * with the freeing child's load of walkers (tree.E) */
 	atomic_fetch_sub_explicit(&n->walkers, 1, memory_order_release);
 }
 
@@ -484,7 +476,7 @@ cascade(struct rctx *c, uint64_t st)
 	    atomic_load_explicit(&c->aover, memory_order_seq_cst) == NULL) {
 		/* A leaf (the common case): no descendant to mark and no
 		 * after-func to run. A child or registration inserted after
-		 * the check above sees c done and finishes itself (B). The
+		 * the check above sees c done and finishes itself (tree.B). The
 		 * caller's reference keeps c alive. */
 		if (c->registered)
 			rctx_cset_remove_hinted(&c->cparent->children, c->slot,
@@ -539,7 +531,7 @@ cascade(struct rctx *c, uint64_t st)
 		if (n->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&n->timer);
 		/* relaxed: we made the last change to it (err set: no
-		 * waiter can add WAITERS any more, wait.c A) */
+		 * waiter can add WAITERS any more, wait.A) */
 		rctx_wait_notify(
 		    n, atomic_load_explicit(&n->state, memory_order_relaxed),
 		    n->fd_signalled);
@@ -614,13 +606,13 @@ ctx_free(struct rctx *c)
 
 /*
  * May a canceller still hold c's pointer without a reference? Only if c
- * was in a set whose owner is being walked now (order E). Called after c
+ * was in a set whose owner is being walked now (tree.E). Called after c
  * left its set, while c->cparent is alive (c still holds its parent).
  */
 static bool
 needs_grace(struct rctx *c)
 {
-	/* seq_cst: order E, after our seq_cst removal from the set */
+	/* seq_cst: tree.E, after our seq_cst removal from the set */
 	return c->registered && atomic_load_explicit(&c->cparent->walkers,
 						     memory_order_seq_cst) != 0;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "wait.h"
 
 extern struct rctx rctx_root_background;
 extern struct rctx rctx_root_todo;
@@ -76,26 +77,6 @@ rctx_ref_put(struct rctx *c)
 		rctx_debug_dead(c, "rctx_release (double release)");
 #endif
 	return old == 1;
-}
-
-/* Wait out a PENDING state word (a canceller writing the eventfd). */
-uint64_t rctx_state_settle(const struct rctx *c);
-
-/*
- * Load a cancelable context's state word, as observers see it: never
- * PENDING, so done and "the eventfd is readable" agree (wait.c B).
- */
-static inline uint64_t
-rctx_state_load(const struct rctx *c)
-{
-	/* acquire: pairs with the seq_cst CAS (or, after PENDING, the
-	 * release store) that publishes err and cause together (tree.c C) */
-	uint64_t s = atomic_load_explicit(&((struct rctx *)c)->state,
-					  memory_order_acquire);
-
-	if (RCTX_UNLIKELY(s & RCTX_ST_PENDING))
-		s = rctx_state_settle(c);
-	return s;
 }
 
 /* Constructors (arguments already checked by api.c). NULL + errno. */

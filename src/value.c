@@ -14,7 +14,7 @@
  *       a descendant, which keeps every ancestor and its index alive.
  *
  * Ordering
- *  (A) The builder fills the table, then publishes it with a release CAS
+ *  value.A The builder fills the table, then publishes it with a release CAS
  *      on v->vindex (acq_rel: a loser acquires the winner's table); a
  *      reader's acquire load pairs with it. Two builders may race: the
  *      loser frees its own copy. No grace period is needed because of I2.
@@ -83,7 +83,7 @@ index_find(const struct rctx_vindex *ix, const void *key)
 static inline struct rctx_vindex *
 index_get(struct rctx *v)
 {
-	/* acquire: pairs with the publishing CAS (A) */
+	/* acquire: pairs with the publishing CAS (value.A) */
 	return atomic_load_explicit(&v->vindex, memory_order_acquire);
 }
 
@@ -137,7 +137,7 @@ index_build(struct rctx *v, struct rctx *base)
 
 		ix->nkeys += index_put(ix, u->key, u->val);
 	}
-	/* acq_rel: release publishes the table (A); acquire on failure
+	/* acq_rel: release publishes the table (value.A); acquire on failure
 	 * takes the winner's table */
 	if (!atomic_compare_exchange_strong_explicit(&v->vindex, &expect, ix,
 						     memory_order_acq_rel,

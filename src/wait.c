@@ -2,6 +2,7 @@
 /* Waiting for done: a futex on the state word, and a lazy eventfd. */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -9,7 +10,6 @@
 #include <unistd.h>
 
 #include "fault.h"
-#include "tree.h"
 #include "wait.h"
 
 /*
@@ -18,13 +18,22 @@
  * to be 0, so once a cancel has published err no waiter can announce
  * itself any more: the cancel's CAS result tells exactly whether to wake.
  *
+ * Invariants
+ *  I1. WAITERS is set only while err is 0 (the waiter's CAS requires it),
+ *      so the cancel's CAS result says whether anyone may sleep.
+ *  I2. PENDING is set only together with the final err and cause, by the
+ *      canceller that won the state CAS, and cleared by that canceller
+ *      once it has written the eventfd (tree.c publish_done).
+ *  I3. A context's eventfd, once installed (c->fd >= 0), never changes
+ *      until the context is freed (rctx_wait_close).
+ *
  * Ordering
- *  (A) The waiter's CAS (seq_cst) and the canceller's CAS (seq_cst) hit
+ *  wait.A The waiter's CAS (seq_cst) and the canceller's CAS (seq_cst) hit
  *      the same word: one is first. If the waiter's is, the cancel sees
  *      WAITERS and wakes; if the cancel's is, the waiter's CAS fails and it
  *      re-reads err. FUTEX_WAIT compares the word in the kernel, so a
  *      change between our load and the sleep returns at once.
- *  (B) Done and "the eventfd is readable" agree both ways, as in Go (which
+ *  wait.B Done and "the eventfd is readable" agree both ways, as in Go (which
  *      closes Done under the lock that sets err). A canceller of a context
  *      with an fd (seq_cst load) CASes the state to the final err and cause
  *      plus PENDING, writes the fd, then clears PENDING (release); every
@@ -35,6 +44,10 @@
  *      canceller read the fd before its CAS and, if it wrote nothing,
  *      reads it again after (seq_cst). Either the canceller writes the
  *      new fd, or the creator sees done and writes it itself.
+ *
+ * Progress: waiting blocks (futex); rctx_fd is lock-free (one CAS) apart
+ * from the eventfd system call; observers spin only while PENDING is set
+ * (rctx_state_settle), that is, for one eventfd write of the canceller.
  */
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -47,19 +60,38 @@ futex_word(struct rctx *c)
 	return (uint32_t *)(void *)&c->state;
 }
 
-static rctx_time_t
-sat_add(rctx_time_t a, rctx_time_t b)
+/* Called before each sleep; the core installs rctx_timer_poke. */
+static _Atomic(void (*)(void)) sleep_hook;
+
+void
+rctx_wait_set_sleep_hook(void (*fn)(void))
 {
-	if (b > 0 && a > INT64_MAX - b)
-		return INT64_MAX;
-	return a + b;
+	/* release: publishes the hook; pairs with the acquire in
+	 * rctx_wait_src */
+	atomic_store_explicit(&sleep_hook, fn, memory_order_release);
+}
+
+uint64_t
+rctx_state_settle(const struct rctx *c)
+{
+	unsigned spins = 0;
+	uint64_t s;
+
+	/* acquire: B, pairs with the release store that clears PENDING in
+	 * tree.c's publish_done */
+	while ((s = atomic_load_explicit(&((struct rctx *)c)->state,
+					 memory_order_acquire)) &
+	       RCTX_ST_PENDING)
+		if (++spins % 64 == 0)
+			sched_yield();
+	return s;
 }
 
 int
 rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 {
 	rctx_time_t end =
-	    timeout < 0 ? INT64_MAX : sat_add(rctx_now(), timeout);
+	    timeout < 0 ? INT64_MAX : rctx_clock_add(rctx_clock_now(), timeout);
 
 	for (;;) {
 		uint64_t s = rctx_state_load(c);
@@ -68,7 +100,7 @@ rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 		if (rctx_st_err(s))
 			return rctx_st_err(s);
 		if (!(s & RCTX_ST_WAITERS)) {
-			/* seq_cst: order A, pairs with the cancel CAS;
+			/* seq_cst: wait.A, pairs with the cancel CAS;
 			 * relaxed on failure: we loop and reload */
 			if (!atomic_compare_exchange_strong_explicit(
 				&c->state, &s, s | RCTX_ST_WAITERS,
@@ -76,9 +108,14 @@ rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 				continue;
 			s |= RCTX_ST_WAITERS;
 		}
-		rctx_timer_poke(); /* a fork child restarts its timer threads */
+		/* acquire: pairs with rctx_wait_set_sleep_hook's release */
+		void (*hook)(void) =
+		    atomic_load_explicit(&sleep_hook, memory_order_acquire);
+
+		if (hook)
+			hook(); /* a fork child restarts its timer threads */
 		if (end != INT64_MAX) {
-			rctx_time_t left = end - rctx_now();
+			rctx_time_t left = end - rctx_clock_now();
 
 			if (left <= 0)
 				return 0;
@@ -95,7 +132,7 @@ rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 static bool
 signal_fd(struct rctx *c)
 {
-	/* seq_cst: order B, pairs with the CAS that installs the fd */
+	/* seq_cst: wait.B, pairs with the CAS that installs the fd */
 	int fd = atomic_load_explicit(&c->fd, memory_order_seq_cst);
 
 	if (fd < 0)
@@ -110,7 +147,7 @@ rctx_wait_notify(struct rctx *c, uint64_t st, bool fd_written)
 	if (st & RCTX_ST_WAITERS)
 		rctx_futex(futex_word(c), FUTEX_WAKE_PRIVATE, INT_MAX, NULL, 0);
 	if (!fd_written)
-		(void)signal_fd(c); /* an fd made meanwhile (B) */
+		(void)signal_fd(c); /* an fd made meanwhile (wait.B) */
 }
 
 int
@@ -127,14 +164,14 @@ rctx_fd_src(struct rctx *c)
 	fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fd < 0)
 		return -errno;
-	/* seq_cst: order B; acquire on failure: take the winner's fd */
+	/* seq_cst: wait.B; acquire on failure: take the winner's fd */
 	if (!atomic_compare_exchange_strong_explicit(&c->fd, &expect, fd,
 						     memory_order_seq_cst,
 						     memory_order_acquire)) {
 		close(fd);
 		return expect;
 	}
-	/* seq_cst: order B, pairs with the cancel CAS */
+	/* seq_cst: wait.B, pairs with the cancel CAS */
 	if (rctx_st_err(atomic_load_explicit(&c->state, memory_order_seq_cst)))
 		(void)eventfd_write(fd, 1);
 	return fd;

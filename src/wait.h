@@ -5,6 +5,29 @@
 
 #include "internal.h"
 
+/* Wait out a PENDING state word (a canceller writing the eventfd, wait.B). */
+uint64_t rctx_state_settle(const struct rctx *c);
+
+/*
+ * Load a cancelable context's state word, as observers see it: never
+ * PENDING, so done and "the eventfd is readable" agree (wait.B).
+ */
+static inline uint64_t
+rctx_state_load(const struct rctx *c)
+{
+	/* acquire: pairs with the seq_cst CAS (or, after PENDING, the
+	 * release store) that publishes err and cause together (tree.C) */
+	uint64_t s = atomic_load_explicit(&((struct rctx *)c)->state,
+					  memory_order_acquire);
+
+	if (RCTX_UNLIKELY(s & RCTX_ST_PENDING))
+		s = rctx_state_settle(c);
+	return s;
+}
+
+/* Called before each sleep in rctx_wait_src (the core installs it). */
+void rctx_wait_set_sleep_hook(void (*fn)(void));
+
 /* Block until src is done or timeout ns pass (< 0: forever). */
 int rctx_wait_src(struct rctx *src, rctx_time_t timeout);
 

@@ -489,6 +489,19 @@ test_free_parks(void **state)
 }
 #endif
 
+/* A NULL loop: -EINVAL from every entry point that returns a status,
+ * rctx_loop_free(NULL) a no-op (api.c validates them all). */
+static void
+test_null_loop(void **state)
+{
+	(void)state;
+	assert_int_equal(rctx_loop_fd(NULL), -EINVAL);
+	assert_int_equal(rctx_loop_next(NULL), -EINVAL);
+	assert_int_equal(rctx_loop_timeout_ms(NULL), -EINVAL);
+	assert_int_equal(rctx_loop_run(NULL, rctx_now()), -EINVAL);
+	rctx_loop_free(NULL);
+}
+
 int
 main(void)
 {
@@ -504,6 +517,7 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_free_last_to_library,
 						setup, teardown),
+		cmocka_unit_test(test_null_loop),
 #ifdef RCTX_FAULT_INJECTION
 		cmocka_unit_test_setup_teardown(test_faults, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_parks, setup,

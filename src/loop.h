@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/* Event-loop mode: wheels owned by the application's own loop threads. */
+#ifndef RCTX_LOOP_H
+#define RCTX_LOOP_H
+
+#include <stdbool.h>
+
+#include "twheel.h"
+
+struct rctx_loop {
+	struct rctx_twheel tw; /* first: a loop is a twheel */
+};
+
+/* The loop the calling thread owns, or NULL. */
+extern RCTX_TLS struct rctx_loop *rctx_loop_mine;
+
+/* Entry points (api.c checked the arguments: loop is not NULL). */
+struct rctx_loop *rctx_loop_create(void);
+int rctx_loop_efd(const struct rctx_loop *loop);
+rctx_time_t rctx_loop_plan_next(struct rctx_loop *loop);
+int rctx_loop_plan_ms(struct rctx_loop *loop);
+int rctx_loop_fire_due(struct rctx_loop *loop, rctx_time_t now);
+void rctx_loop_destroy(struct rctx_loop *loop);
+
+/* True if a loop may exist (a hint: the service lock re-checks). */
+bool rctx_loop_any(void);
+
+/* True once a loop was ever created (release needs RCU: loop.B). */
+bool rctx_loop_ever(void);
+
+/*
+ * Inside rcu_read_lock: the loop that an arm from a thread owning none
+ * goes to (spread by CPU), or NULL if there is none.
+ */
+struct rctx_twheel *rctx_loop_pick_rcu(void);
+
+/* Under the service lock: how many loops exist. */
+unsigned rctx_loop_count_locked(void);
+
+/* Under the service lock: move parked loops' timers into `to`. */
+void rctx_loop_adopt_orphans_locked(struct rctx_twheel *to);
+
+/* Under the service lock, at shutdown: kill parked loops' timers. */
+void rctx_loop_kill_orphans_locked(void);
+
+#endif /* RCTX_LOOP_H */
