@@ -224,7 +224,7 @@ rctx_loop_plan_next(struct rctx_loop *loop)
 				      (now + tick) | RCTX_PLANNED_POLL,
 				      memory_order_seq_cst);
 		rctx_tw_drain(&loop->tw);
-		next = rctx_wheel_next(&loop->tw.w);
+		next = rctx_tw_next(&loop->tw, now);
 		until = rctx_tw_plan(&loop->tw, next, now + tick, false);
 		if (until == next || round == 3)
 			break;
@@ -408,9 +408,8 @@ rctx_loop_unhook(struct rctx_loop *loop)
 {
 	struct rctx_wheel_timer *wt, *wnext;
 	struct rctx_timer *t, *next, *move = NULL;
-	size_t cnt;
 
-	wt = rctx_wheel_drain(&loop->tw.w, &cnt);
+	wt = rctx_tw_unfile_all(&loop->tw);
 	for (; wt; wt = wnext) {
 		uint32_t f, nf;
 

@@ -187,7 +187,7 @@ rctx_owner_thread(void *arg)
 		}
 
 		pthread_mutex_lock(&tw->lock);
-		next = rctx_wheel_next(&tw->w);
+		next = rctx_tw_next(tw, now);
 		pthread_mutex_unlock(&tw->lock);
 		until = rctx_tw_plan(tw, next, now + tick, took != 0);
 		if (until <= rctx_clock_now())

@@ -191,6 +191,7 @@ rctx_tw_new(bool is_loop, size_t size)
 
 	if (!tw)
 		return NULL;
+	rctx_near_init(&tw->near);
 	rctx_wheel_init(
 	    &tw->w, rctx_clock_now(),
 	    /* Relaxed: a configuration knob set before use. */
@@ -317,7 +318,7 @@ rctx_tw_take(struct rctx_twheel *tw, struct rctx_timer *t)
 		 * release may kill t at once (idempotent on a retry).
 		 */
 		if (act == DEL || act == KILL)
-			rctx_wheel_del(&tw->w, &t->wt);
+			rctx_tw_unfile(tw, t);
 		/*
 		 * acq_rel: acquire pairs with the flag RMWs in
 		 * rctx_timer_release and rctx_timer_cancel (we act on what
@@ -364,27 +365,83 @@ rctx_tw_drain(struct rctx_twheel *tw)
 	return n;
 }
 
+void
+rctx_tw_unfile(struct rctx_twheel *tw, struct rctx_timer *t)
+{
+	if (rctx_near_has(&t->wt))
+		rctx_near_del(&tw->near, &t->wt);
+	else
+		rctx_wheel_del(&tw->w, &t->wt);
+}
+
+struct rctx_wheel_timer *
+rctx_tw_unfile_all(struct rctx_twheel *tw)
+{
+	size_t n;
+	struct rctx_wheel_timer *l = rctx_wheel_drain(&tw->w, &n);
+	struct rctx_wheel_timer *r = rctx_near_drain(&tw->near), **tail = &l;
+
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = r;
+	return l;
+}
+
+/*
+ * Precision. The wheel files by tick; the owner takes the wheel's next
+ * slot into the near run (near.c) about a tick before the slot comes
+ * due, by advancing the wheel to now + tick: the wheel's clock runs up to
+ * two ticks ahead of real time, and every timer still in the wheel has
+ * expires > rctx_wheel_next - tick (precise mode: a slot starting at tick
+ * S holds timers of ticks >= S; the due slot is reported as w->now and
+ * taken at the next pull). While the run's head is later than that bound
+ * the next slot is taken too, so the head is then the exact earliest
+ * deadline. The wheel never reads a clock: `now` is the owner's.
+ */
+static void
+rctx_tw_pull(struct rctx_twheel *tw, rctx_time_t now)
+{
+	rctx_time_t tick = rctx_tw_tick(tw), h = rctx_clock_add(now, tick);
+	rctx_time_t wn;
+	struct rctx_wheel_timer *l;
+	unsigned i;
+	size_t n;
+
+	/* Bounded: each round moves the wheel's clock to its next slot. */
+	for (i = 0; i <= RCTX_WHEEL_LEVELS; i++) {
+		l = rctx_wheel_advance(&tw->w, h, &n);
+		rctx_near_merge(&tw->near, l, n);
+		wn = rctx_wheel_next(&tw->w);
+		if (wn == INT64_MAX)
+			break;
+		if (wn > tw->w.now &&
+		    rctx_near_first(&tw->near) <= wn - tick)
+			break; /* the head is the earliest */
+		if (wn > tw->w.now && tw->near.head == NULL)
+			break; /* nothing near: look at wn - tick */
+		h = wn > tw->w.now ? wn : tw->w.now;
+	}
+}
+
 struct rctx_wheel_timer *
 rctx_tw_collect(struct rctx_twheel *tw, rctx_time_t now)
 {
-	size_t n;
-	struct rctx_wheel_timer *l = rctx_wheel_advance(&tw->w, now, &n);
-	struct rctx_wheel_timer *due = NULL, *next, *wt;
+	rctx_tw_pull(tw, now);
+	return rctx_near_pop(&tw->near, now);
+}
 
-	for (wt = l; wt; wt = next) {
-		struct rctx_timer *t =
-		    rctx_container_of(wt, struct rctx_timer, wt);
+rctx_time_t
+rctx_tw_next(struct rctx_twheel *tw, rctx_time_t now)
+{
+	rctx_time_t wn, first;
 
-		next = wt->next;
-		if (t->expires > now) {
-			/* Never early (the wheel promises it): re-file. */
-			rctx_wheel_add(&tw->w, wt, t->expires);
-			continue;
-		}
-		wt->next = due;
-		due = wt;
-	}
-	return due;
+	rctx_tw_pull(tw, now);
+	first = rctx_near_first(&tw->near);
+	wn = rctx_wheel_next(&tw->w);
+	if (wn == INT64_MAX)
+		return first;
+	wn -= rctx_tw_tick(tw);
+	return wn < first ? wn : first;
 }
 
 int
@@ -476,7 +533,6 @@ rctx_tw_kill_all(struct rctx_twheel *tw)
 {
 	struct rctx_wheel_timer *wt, *wnext;
 	struct rctx_timer *t, *next;
-	size_t n;
 
 	/* seq_cst: as in rctx_tw_drain (twheel.A). */
 	t = atomic_exchange_explicit(&tw->queue, NULL, memory_order_seq_cst);
@@ -492,10 +548,10 @@ rctx_tw_kill_all(struct rctx_twheel *tw)
 		atomic_fetch_and_explicit(&t->flags, ~RCTX_TIMER_HELD,
 					  memory_order_relaxed);
 		if (f & RCTX_TIMER_F_WHEEL)
-			rctx_wheel_del(&tw->w, &t->wt);
+			rctx_tw_unfile(tw, t);
 		rctx_tw_call_dead(t);
 	}
-	wt = rctx_wheel_drain(&tw->w, &n);
+	wt = rctx_tw_unfile_all(tw);
 	for (; wt; wt = wnext) {
 		wnext = wt->next;
 		t = rctx_container_of(wt, struct rctx_timer, wt);
