@@ -414,8 +414,7 @@ rctx_tw_pull(struct rctx_twheel *tw, rctx_time_t now)
 		wn = rctx_wheel_next(&tw->w);
 		if (wn == INT64_MAX)
 			break;
-		if (wn > tw->w.now &&
-		    rctx_near_first(&tw->near) <= wn - tick)
+		if (wn > tw->w.now && rctx_near_first(&tw->near) <= wn - tick)
 			break; /* the head is the earliest */
 		if (wn > tw->w.now && tw->near.head == NULL)
 			break; /* nothing near: look at wn - tick */
