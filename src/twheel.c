@@ -12,7 +12,11 @@
  * queue (an intrusive Treiber stack through t->qnext; the owner takes the
  * whole stack with one exchange, so there is no ABA). A library wheel's
  * owner also steals the arming threads' stages (stage.c) through the
- * steal/busy hooks owner.c installs.
+ * steal/busy hooks owner.c installs. Beside the wheel the owner keeps the
+ * near run (near.c): the timers of the wheel's next slot, sorted by exact
+ * deadline, taken out about a tick before the slot comes due
+ * (rctx_tw_pull), so that it sleeps until the exact earliest deadline.
+ * WHEEL covers both: a timer in the run is still held by the owner.
  *
  * Flag protocol (t->flags, RCTX_TIMER_F_*)
  * ----------------------------------------
@@ -37,11 +41,12 @@
  *   - release of a timer the owner holds wakes it only if now + tick <
  *     planned (no clock read at all while the POLL bit is set);
  *   - cancel never wakes anybody (lazy).
- * The owner sleeps until the wheel's next expiry, or only until the next
- * tick when its queue is non-empty or its last cycle took something
- * (then it "polls", and a stream of hand-offs costs producers no system
- * call at all). In loop mode the owner's sleep is the caller's
- * epoll_wait with rctx_loop_timeout_ms, and a wake-up is an eventfd write.
+ * The owner sleeps until its next look (rctx_tw_next: the run's head to
+ * the nanosecond, or a tick before the wheel's next slot), or only until
+ * the next tick when its queue is non-empty or its last cycle took
+ * something (then it "polls", and a stream of hand-offs costs producers
+ * no system call at all). In loop mode the owner's sleep is the caller's
+ * epoll wait (rctx_loop_epoll_wait), and a wake-up is an eventfd write.
  *
  * Invariants
  * ----------
@@ -50,8 +55,12 @@
  *     DEAD while those bits are clear. After that no service structure
  *     holds t.
  * I2. FIRING is only set by a CAS that sees neither CANCELLED nor DEAD,
- *     and only for a timer with expires <= the `now` the wheel advanced
- *     to (library mode: a clock read before advancing).
+ *     and only for a timer with expires <= the `now` passed to
+ *     rctx_tw_collect (library mode: a clock read; the wheel itself may
+ *     have been advanced up to two ticks further, never firing on that).
+ * I5. A timer the owner holds (WHEEL) is in the wheel, in the near run,
+ *     or on the due list being fired; rctx_tw_unfile takes it out of
+ *     whichever structure holds it.
  * I3. WHEEL and FIRING are never set together; QUEUED and FIRING are
  *     never set together (release re-queues only a WHEEL timer).
  * I4. No thread reads or writes t after the RMW by which it gives up its

@@ -156,8 +156,8 @@ run_own_loop(rctx_loop_t *loop, struct rec *r)
 	long ran = 0;
 
 	assert_true(ep >= 0);
-	assert_int_equal(
-	    epoll_ctl(ep, EPOLL_CTL_ADD, rctx_loop_fd(loop), &ev), 0);
+	assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, rctx_loop_fd(loop), &ev),
+			 0);
 	while (!is_fired(r) && rctx_now() < end) {
 		int n = rctx_loop_epoll_wait(loop, ep, out, 4);
 
