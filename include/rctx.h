@@ -163,18 +163,22 @@ RCTX_API void rctx_shutdown(void);
  * Event-loop mode: a thread that runs its own loop owns a timing wheel
  * and no library thread serves it.
  *
- * rctx_loop_new - create a loop owned by the calling thread. Deadlines
- *   armed on this thread go to this loop; deadlines armed on threads that
- *   own no loop are spread over the loops. Once a loop exists, the library
- *   starts no timer thread of its own.
+ * rctx_loop_new - create a loop owned by the calling thread, whatever the
+ *   program did before (deadlines armed, library timer threads running:
+ *   those keep being served where they are). Deadlines armed on this
+ *   thread go to this loop; those armed on threads that own no loop go to
+ *   library threads (or to the loops: rctx_timer_threads).
  *   Returns: the loop; NULL with errno ENOMEM/EMFILE on failure, EBUSY if
- *   this thread already owns a loop or library timer threads are running.
+ *   this thread already owns a loop.
  * rctx_loop_fd - an fd that polls readable when a deadline earlier than
  *   the loop's planned wake-up was armed from another thread; poll it with
  *   the loop's other fds.
  *   Returns: the fd; -EINVAL for a NULL loop. Any thread.
- * rctx_loop_next - the absolute time at which the next deadline is due,
- *   rounded up to the wheel's tick (2^20 ns).
+ * rctx_loop_next - the absolute time at which to call rctx_loop_run next:
+ *   the exact deadline (ns) of the next timer once it is within about two
+ *   ticks (2^20 ns each), else an earlier time at which the loop takes the
+ *   next timers in hand (that run then fires nothing). Never later than
+ *   the earliest deadline.
  *   Returns: that time (>= 0); -1 if none; -EINVAL for a NULL loop.
  *   Owner thread only.
  * rctx_loop_timeout_ms - the same, as an epoll_wait timeout from now.
@@ -184,8 +188,9 @@ RCTX_API void rctx_shutdown(void);
  * rctx_loop_run - fire every deadline due at now, rounded down to the
  *   tick (never one whose deadline is after now).
  *   Returns: how many fired; -EINVAL for a NULL loop. Owner thread only.
- * rctx_loop_free - drop the loop; its pending deadlines move to the
- *   remaining loops, or to library threads if none remain. NULL: no-op.
+ * rctx_loop_free - drop the loop; its pending deadlines move to library
+ *   threads (no-thread mode: to the remaining loops, or they wait for the
+ *   next rctx_loop_new). NULL: no-op.
  *   Owner thread only.
  * Ordering: a deadline whose arm (on any thread) returned before a call
  * to rctx_loop_next or rctx_loop_run began is taken by that call.
@@ -197,6 +202,42 @@ RCTX_API rctx_time_t rctx_loop_next(rctx_loop_t *loop);
 RCTX_API int rctx_loop_timeout_ms(rctx_loop_t *loop);
 RCTX_API int rctx_loop_run(rctx_loop_t *loop, rctx_time_t now);
 RCTX_API void rctx_loop_free(rctx_loop_t *loop);
+
+/*
+ * Sleeping to the nanosecond (declared without <time.h>/<sys/epoll.h>).
+ * rctx_loop_timeout_ts - rctx_loop_next as a relative timeout for
+ *   ppoll, epoll_pwait2 or io_uring: *ts >= 0, never shorter than the time
+ *   to the next deadline.
+ *   Returns: 1 with *ts set; 0 if no deadline (wait without timeout);
+ *   -EINVAL for a NULL loop or ts. Owner thread only.
+ * rctx_loop_epoll_wait - epoll_pwait2(epfd, events, maxevents, that
+ *   timeout, NULL): waits for an event on epfd (add rctx_loop_fd to it) or
+ *   the loop's next deadline, never returning before it; falls back to
+ *   epoll_wait with milliseconds rounded up where epoll_pwait2 is missing.
+ *   It runs nothing: call rctx_loop_run after it. The kernel may wake the
+ *   thread later by its timer slack (50 us by default, 0.1% of waits
+ *   over 50 ms).
+ *   Returns: the number of events (0: timed out); -errno from epoll
+ *   (-EINTR on a signal); -EINVAL for a NULL loop or events or
+ *   maxevents <= 0. Owner thread only.
+ */
+struct timespec;
+struct epoll_event;
+RCTX_API int rctx_loop_timeout_ts(rctx_loop_t *loop, struct timespec *ts);
+RCTX_API int rctx_loop_epoll_wait(rctx_loop_t *loop, int epfd,
+				  struct epoll_event *events, int maxevents);
+
+/*
+ * rctx_timer_threads - allow (true, the default) or refuse (false) the
+ *   library's own timer threads. Refused: deadlines armed on threads that
+ *   own no loop go to the loops (spread by CPU) and run there; with no loop
+ *   at all, deadline constructors fail with EAGAIN. Call it before the
+ *   first deadline (or after rctx_shutdown); the choice survives
+ *   rctx_shutdown.
+ *   Returns: 0; -EBUSY when refusing while library timer threads run.
+ *   Any thread.
+ */
+RCTX_API int rctx_timer_threads(bool enable);
 
 /*
  * ---- Deadlines across services (0.2) ----

@@ -293,6 +293,28 @@ rctx_loop_free(rctx_loop_t *loop)
 	rctx_loop_destroy(loop);
 }
 
+RCTX_API int
+rctx_timer_threads(bool enable)
+{
+	return rctx_timer_set_threads(enable);
+}
+
+RCTX_API int
+rctx_loop_timeout_ts(rctx_loop_t *loop, struct timespec *ts)
+{
+	rctx_validate_or_ret(loop != NULL && ts != NULL, -EINVAL);
+	return rctx_loop_plan_timespec(loop, ts);
+}
+
+RCTX_API int
+rctx_loop_epoll_wait(rctx_loop_t *loop, int epfd, struct epoll_event *events,
+		     int maxevents)
+{
+	rctx_validate_or_ret(loop != NULL && events != NULL && maxevents > 0,
+			     -EINVAL);
+	return rctx_loop_wait_epoll(loop, epfd, events, maxevents);
+}
+
 /* ---- Deadlines across services (0.2): wire.c, cause.c ---- */
 #include "cause.h"
 #include "wire.h"

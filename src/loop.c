@@ -4,13 +4,18 @@
 /*
  * A loop is an owned wheel (twheel.c) whose owner is the thread that
  * created it: it drives the wheel through rctx_loop_next/run, sleeps in
- * its own epoll_wait, and is woken by an eventfd write. Arms from threads
- * owning no loop are spread over the loops (an RCU-protected set); once a
- * loop exists no library owner starts, and a loop cannot be created while
- * library owners run (both checked under the service lock, owner.c).
- * When a loop is freed its pending timers move to another loop, else to a
- * library wheel, else they are parked (an "orphan" loop) until the next
- * loop or library wheel starts and adopts them.
+ * its own epoll_wait (rctx_loop_epoll_wait: epoll_pwait2 to the
+ * nanosecond), and is woken by an eventfd write. A loop can be created
+ * whatever ran before (library owners, armed deadlines): those stay
+ * where they are. By default only the loop's own thread arms into it;
+ * arms from threads owning no loop go to library owners (timer.c). In
+ * no-thread mode (rctx_timer_set_threads(false)) those arms are spread
+ * over the loops instead (an RCU-protected set).
+ * When a loop is freed its pending timers move to a library wheel (the
+ * default), else to another loop, else they are parked (an "orphan"
+ * loop) until the next loop or library wheel starts and adopts them.
+ * rctx_loop_next returns the owner's next look (twheel.c rctx_tw_next):
+ * the exact earliest deadline once it is within about two ticks.
  *
  * Invariants
  *  I1. A timer in the wheel of twheel X has t->home == X; t->home changes
@@ -35,11 +40,14 @@
  *
  * Progress: the owner's calls (next, run) are lock-free as twheel.c's
  * owner side; create and destroy block (service lock, grace periods).
+ * Partners: timer.c (routing, rctx_timer_threads_off), owner.c (service
+ * lock, rctx_owner_any_locked), twheel.c (drain, collect, next, plan).
  */
 
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -134,11 +142,6 @@ rctx_loop_create(void)
 	}
 	(void)rctx_owner_init();
 	rctx_owner_lock();
-	if (rctx_owner_nrunning_locked()) {
-		rctx_owner_unlock();
-		errno = EBUSY;
-		return NULL;
-	}
 	loop = (struct rctx_loop *)rctx_tw_new(true, sizeof(*loop));
 	if (!loop)
 		goto nomem;
@@ -224,7 +227,7 @@ rctx_loop_plan_next(struct rctx_loop *loop)
 				      (now + tick) | RCTX_PLANNED_POLL,
 				      memory_order_seq_cst);
 		rctx_tw_drain(&loop->tw);
-		next = rctx_wheel_next(&loop->tw.w);
+		next = rctx_tw_next(&loop->tw, now);
 		until = rctx_tw_plan(&loop->tw, next, now + tick, false);
 		if (until == next || round == 3)
 			break;
@@ -248,6 +251,51 @@ rctx_loop_plan_ms(struct rctx_loop *loop)
 	return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
+/* The relative wait until next (>= 0), in a timespec; false if none. */
+static bool
+rctx_loop_plan_ts(struct rctx_loop *loop, struct timespec *ts)
+{
+	rctx_time_t next = rctx_loop_plan_next(loop), now, d;
+
+	if (next < 0)
+		return false;
+	now = rctx_clock_now();
+	d = next > now ? next - now : 0;
+	ts->tv_sec = (time_t)(d / RCTX_SEC);
+	ts->tv_nsec = (long)(d % RCTX_SEC);
+	return true;
+}
+
+int
+rctx_loop_plan_timespec(struct rctx_loop *loop, struct timespec *ts)
+{
+	return rctx_loop_plan_ts(loop, ts) ? 1 : 0;
+}
+
+int
+rctx_loop_wait_epoll(struct rctx_loop *loop, int epfd,
+		     struct epoll_event *events, int max)
+{
+	struct timespec ts;
+	bool timed = rctx_loop_plan_ts(loop, &ts);
+	int n;
+
+	/* The kernel adds ts to its own, later, reading of the clock: the
+	 * wait never ends before the deadline. */
+	n = epoll_pwait2(epfd, events, max, timed ? &ts : NULL, NULL);
+	if (n < 0 && errno == ENOSYS) {
+		/* Before Linux 5.11: milliseconds, rounded up. */
+		rctx_time_t ms = timed ? ((rctx_time_t)ts.tv_sec * RCTX_SEC +
+					  ts.tv_nsec + RCTX_MSEC - 1) /
+					     RCTX_MSEC
+				       : -1;
+
+		n = epoll_wait(epfd, events, max,
+			       ms > INT_MAX ? INT_MAX : (int)ms);
+	}
+	return n < 0 ? -errno : n;
+}
+
 int
 rctx_loop_fire_due(struct rctx_loop *loop, rctx_time_t now)
 {
@@ -257,8 +305,9 @@ rctx_loop_fire_due(struct rctx_loop *loop, rctx_time_t now)
 
 /*
  * Give timers (a ->qnext list, each with QUEUED held by us) to another
- * owner: a remaining loop, else a library wheel, else park them. Caller
- * holds the service lock.
+ * owner: a library wheel (started if need be), else a remaining loop,
+ * else park them; in no-thread mode (timer.c I3) a remaining loop, else
+ * park them. Caller holds the service lock.
  */
 static void
 rctx_loop_rehome(struct rctx_loop *from, struct rctx_timer *list)
@@ -273,14 +322,14 @@ rctx_loop_rehome(struct rctx_loop *from, struct rctx_timer *list)
 		return;
 	/* Relaxed: the set changes only under the lock we hold (I3). */
 	n = set ? atomic_load_explicit(&set->n, memory_order_relaxed) : 0;
-	if (n)
+	if (!rctx_timer_threads_off())
+		to = rctx_owner_any_locked();
+	if (!to && n)
 		/* Relaxed: as above. */
 		to = &atomic_load_explicit(&set->loop[0], memory_order_relaxed)
 			  ->tw;
-	else
-		to = rctx_owner_any_locked();
 	if (!to) {
-		/* Park: the next library start adopts them (no memory). */
+		/* Park: the next loop or library start adopts them. */
 		for (i = 0; i < RCTX_TIMER_MAX_WHEELS; i++)
 			if (!rctx_loop_orphans[i])
 				break;
@@ -408,9 +457,8 @@ rctx_loop_unhook(struct rctx_loop *loop)
 {
 	struct rctx_wheel_timer *wt, *wnext;
 	struct rctx_timer *t, *next, *move = NULL;
-	size_t cnt;
 
-	wt = rctx_wheel_drain(&loop->tw.w, &cnt);
+	wt = rctx_tw_unfile_all(&loop->tw);
 	for (; wt; wt = wnext) {
 		uint32_t f, nf;
 

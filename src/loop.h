@@ -4,8 +4,11 @@
 #define RCTX_LOOP_H
 
 #include <stdbool.h>
+#include <time.h>
 
 #include "twheel.h"
+
+struct epoll_event;
 
 struct rctx_loop {
 	struct rctx_twheel tw; /* first: a loop is a twheel */
@@ -19,6 +22,9 @@ struct rctx_loop *rctx_loop_create(void);
 int rctx_loop_efd(const struct rctx_loop *loop);
 rctx_time_t rctx_loop_plan_next(struct rctx_loop *loop);
 int rctx_loop_plan_ms(struct rctx_loop *loop);
+int rctx_loop_plan_timespec(struct rctx_loop *loop, struct timespec *ts);
+int rctx_loop_wait_epoll(struct rctx_loop *loop, int epfd,
+			 struct epoll_event *events, int max);
 int rctx_loop_fire_due(struct rctx_loop *loop, rctx_time_t now);
 void rctx_loop_destroy(struct rctx_loop *loop);
 

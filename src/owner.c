@@ -5,8 +5,11 @@
  * Library mode: one owned wheel (twheel.c) per CPU, served by a thread
  * started lazily by the first arm routed to that CPU (timer.c). The
  * owner's cycle: read the futex word, publish "awake, looking within a
- * tick", drain the queue and steal the stages, advance, fire, plan the
- * next look (twheel.B), sleep on the futex until then.
+ * tick", drain the queue and steal the stages, collect what is due at a
+ * clock read (twheel.c: the wheel's next slot goes to the near run),
+ * fire, plan the next look (twheel.B: the exact earliest deadline when
+ * near), sleep on the futex until then (an absolute CLOCK_MONOTONIC
+ * timeout, so never early; late by the kernel's timer slack).
  *
  * Invariants
  *  I1. Only the owner touches tw->w; it holds tw->lock while it does
@@ -187,7 +190,7 @@ rctx_owner_thread(void *arg)
 		}
 
 		pthread_mutex_lock(&tw->lock);
-		next = rctx_wheel_next(&tw->w);
+		next = rctx_tw_next(tw, now);
 		pthread_mutex_unlock(&tw->lock);
 		until = rctx_tw_plan(tw, next, now + tick, took != 0);
 		if (until <= rctx_clock_now())

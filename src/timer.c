@@ -15,17 +15,24 @@
  * Routing of an arm
  *  1. the calling thread owns a loop: it files t in its own wheel at once
  *     (it is the owner: no queue, no wake-up);
- *  2. a loop exists: hand t to one of the loops (by CPU), inside an RCU
- *     read-side section (loop.B);
- *  3. else the library wheel of the calling thread's CPU, started on
- *     first use: staged on the calling thread if due at least
- *     RCTX_STAGE_MIN_TICKS ticks after `now` (stage.c), else pushed on
- *     the wheel's queue (twheel.A/B).
+ *  2. library threads allowed (the default): the library wheel of the
+ *     calling thread's CPU, started on first use, whether or not loops
+ *     exist (a loop never runs expiry work for threads not its own):
+ *     staged on the calling thread if due at least RCTX_STAGE_MIN_TICKS
+ *     ticks after `now` (stage.c), else pushed on the wheel's queue
+ *     (twheel.A/B);
+ *  3. no library threads (rctx_timer_set_threads(false)): hand t to one
+ *     of the loops (by CPU), inside an RCU read-side section (loop.B);
+ *     with no loop at all the arm fails with -EAGAIN.
  *
  * Invariants
  *  I1. A timer is armed at most once (ARMED); a second arm is ignored.
  *  I2. The route is chosen once, at arm; only migration (loop.c I1)
  *      changes t->home afterwards.
+ *  I3. No library owner starts while the mode says "no threads": the
+ *      mode is written and read under the service lock wherever a thread
+ *      may start (rctx_timer_set_threads, rctx_route_start; loop.c's
+ *      rehome), and switching it off fails while one runs.
  *
  * Ordering
  *  timer.A arm publishes t->home (and expires) with the release fetch_or
@@ -39,6 +46,9 @@
  * Progress: arm (steady state), cancel and release are lock-free and make
  * no system call unless they must wake an owner (twheel.B). The first arm
  * on a CPU takes the service lock and starts a thread (owner.c).
+ * Partners: loop.c (rctx_loop_pick_rcu, rctx_loop_any, rctx_loop_ever),
+ * owner.c (rctx_owner_route, rctx_owner_start_locked), stage.c
+ * (rctx_stage_self, rctx_stage_push), twheel.c (push, wake, flags).
  */
 
 #include <errno.h>
@@ -119,9 +129,39 @@ rctx_route_hand(struct rctx_twheel *tw, struct rctx_timer *t,
 	rctx_tw_wake_if(tw, expires);
 }
 
+/* Library timer threads refused (rctx_timer_set_threads(false)). */
+static _Atomic bool rctx_route_nothreads;
+
+bool
+rctx_timer_threads_off(void)
+{
+	/* Relaxed: a mode flag; where a thread may start it is read again
+	 * under the service lock that writes it (I3). */
+	return atomic_load_explicit(&rctx_route_nothreads,
+				    memory_order_relaxed);
+}
+
+int
+rctx_timer_set_threads(bool enable)
+{
+	int err = 0;
+
+	(void)rctx_owner_init();
+	rctx_owner_lock();
+	if (!enable && rctx_owner_nrunning_locked())
+		err = -EBUSY; /* I3: some already run */
+	else
+		/* Relaxed: under the service lock (I3). */
+		atomic_store_explicit(&rctx_route_nothreads, !enable,
+				      memory_order_relaxed);
+	rctx_owner_unlock();
+	return err;
+}
+
 /*
- * Slow path: start the library wheel of this CPU, unless a loop appeared
- * meanwhile (then 0: the caller routes again).
+ * Slow path: start the library wheel of this CPU (then adopt timers
+ * parked by a loop's free). No-thread mode: 0 if a loop appeared (the
+ * caller routes again), else -EAGAIN.
  */
 static int
 rctx_route_start(void)
@@ -131,7 +171,10 @@ rctx_route_start(void)
 
 	(void)rctx_owner_init();
 	rctx_owner_lock();
-	if (rctx_loop_count_locked() == 0) {
+	if (rctx_timer_threads_off()) {
+		if (rctx_loop_count_locked() == 0)
+			err = -EAGAIN;
+	} else {
 		err = rctx_owner_start_locked(rctx_owner_cpu(), &tw);
 		if (!err)
 			rctx_loop_adopt_orphans_locked(tw);
@@ -173,18 +216,18 @@ rctx_timer_arm_at(struct rctx_timer *t, rctx_time_t expires, rctx_time_t now)
 		return 0;
 	}
 	for (;;) {
-		if (rctx_loop_any()) {
-			rcu_read_lock(); /* loop.B */
-			tw = rctx_loop_pick_rcu();
-			if (tw) {
-				rctx_route_hand(tw, t, expires);
+		if (rctx_timer_threads_off()) {
+			if (rctx_loop_any()) {
+				rcu_read_lock(); /* loop.B */
+				tw = rctx_loop_pick_rcu();
+				if (tw) {
+					rctx_route_hand(tw, t, expires);
+					rctx_rcu_read_unlock();
+					return 0;
+				}
 				rctx_rcu_read_unlock();
-				return 0;
 			}
-			rctx_rcu_read_unlock();
-		}
-		tw = rctx_owner_route();
-		if (tw) {
+		} else if ((tw = rctx_owner_route()) != NULL) {
 			struct rctx_stage *st;
 
 			if (now != RCTX_NEVER &&

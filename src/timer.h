@@ -68,6 +68,18 @@ void rctx_timer_release(struct rctx_timer *t);
  */
 void rctx_timer_poke(void);
 
+/*
+ * rctx_timer_set_threads - allow (the default) or refuse library owner
+ * threads. Refused: arms from threads owning no loop go to the loops
+ * (-EAGAIN when there is none) and a freed loop's timers go to the other
+ * loops or wait for the next one. Returns 0; -EBUSY when refusing while
+ * library threads run. Any thread; the mode survives rctx_shutdown.
+ */
+int rctx_timer_set_threads(bool enable);
+
+/* True while library owner threads are refused (a hint: see timer.c I3). */
+bool rctx_timer_threads_off(void);
+
 /* Stop every service thread and free every wheel (rctx_shutdown). */
 void rctx_timer_shutdown(void);
 

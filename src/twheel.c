@@ -12,7 +12,11 @@
  * queue (an intrusive Treiber stack through t->qnext; the owner takes the
  * whole stack with one exchange, so there is no ABA). A library wheel's
  * owner also steals the arming threads' stages (stage.c) through the
- * steal/busy hooks owner.c installs.
+ * steal/busy hooks owner.c installs. Beside the wheel the owner keeps the
+ * near run (near.c): the timers of the wheel's next slot, sorted by exact
+ * deadline, taken out about a tick before the slot comes due
+ * (rctx_tw_pull), so that it sleeps until the exact earliest deadline.
+ * WHEEL covers both: a timer in the run is still held by the owner.
  *
  * Flag protocol (t->flags, RCTX_TIMER_F_*)
  * ----------------------------------------
@@ -37,11 +41,12 @@
  *   - release of a timer the owner holds wakes it only if now + tick <
  *     planned (no clock read at all while the POLL bit is set);
  *   - cancel never wakes anybody (lazy).
- * The owner sleeps until the wheel's next expiry, or only until the next
- * tick when its queue is non-empty or its last cycle took something
- * (then it "polls", and a stream of hand-offs costs producers no system
- * call at all). In loop mode the owner's sleep is the caller's
- * epoll_wait with rctx_loop_timeout_ms, and a wake-up is an eventfd write.
+ * The owner sleeps until its next look (rctx_tw_next: the run's head to
+ * the nanosecond, or a tick before the wheel's next slot), or only until
+ * the next tick when its queue is non-empty or its last cycle took
+ * something (then it "polls", and a stream of hand-offs costs producers
+ * no system call at all). In loop mode the owner's sleep is the caller's
+ * epoll wait (rctx_loop_epoll_wait), and a wake-up is an eventfd write.
  *
  * Invariants
  * ----------
@@ -50,8 +55,12 @@
  *     DEAD while those bits are clear. After that no service structure
  *     holds t.
  * I2. FIRING is only set by a CAS that sees neither CANCELLED nor DEAD,
- *     and only for a timer with expires <= the `now` the wheel advanced
- *     to (library mode: a clock read before advancing).
+ *     and only for a timer with expires <= the `now` passed to
+ *     rctx_tw_collect (library mode: a clock read; the wheel itself may
+ *     have been advanced up to two ticks further, never firing on that).
+ * I5. A timer the owner holds (WHEEL) is in the wheel, in the near run,
+ *     or on the due list being fired; rctx_tw_unfile takes it out of
+ *     whichever structure holds it.
  * I3. WHEEL and FIRING are never set together; QUEUED and FIRING are
  *     never set together (release re-queues only a WHEEL timer).
  * I4. No thread reads or writes t after the RMW by which it gives up its
@@ -191,6 +200,7 @@ rctx_tw_new(bool is_loop, size_t size)
 
 	if (!tw)
 		return NULL;
+	rctx_near_init(&tw->near);
 	rctx_wheel_init(
 	    &tw->w, rctx_clock_now(),
 	    /* Relaxed: a configuration knob set before use. */
@@ -317,7 +327,7 @@ rctx_tw_take(struct rctx_twheel *tw, struct rctx_timer *t)
 		 * release may kill t at once (idempotent on a retry).
 		 */
 		if (act == DEL || act == KILL)
-			rctx_wheel_del(&tw->w, &t->wt);
+			rctx_tw_unfile(tw, t);
 		/*
 		 * acq_rel: acquire pairs with the flag RMWs in
 		 * rctx_timer_release and rctx_timer_cancel (we act on what
@@ -364,27 +374,82 @@ rctx_tw_drain(struct rctx_twheel *tw)
 	return n;
 }
 
+void
+rctx_tw_unfile(struct rctx_twheel *tw, struct rctx_timer *t)
+{
+	if (rctx_near_has(&t->wt))
+		rctx_near_del(&tw->near, &t->wt);
+	else
+		rctx_wheel_del(&tw->w, &t->wt);
+}
+
+struct rctx_wheel_timer *
+rctx_tw_unfile_all(struct rctx_twheel *tw)
+{
+	size_t n;
+	struct rctx_wheel_timer *l = rctx_wheel_drain(&tw->w, &n);
+	struct rctx_wheel_timer *r = rctx_near_drain(&tw->near), **tail = &l;
+
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = r;
+	return l;
+}
+
+/*
+ * Precision. The wheel files by tick; the owner takes the wheel's next
+ * slot into the near run (near.c) about a tick before the slot comes
+ * due, by advancing the wheel to now + tick: the wheel's clock runs up to
+ * two ticks ahead of real time, and every timer still in the wheel has
+ * expires > rctx_wheel_next - tick (precise mode: a slot starting at tick
+ * S holds timers of ticks >= S; the due slot is reported as w->now and
+ * taken at the next pull). While the run's head is later than that bound
+ * the next slot is taken too, so the head is then the exact earliest
+ * deadline. The wheel never reads a clock: `now` is the owner's.
+ */
+static void
+rctx_tw_pull(struct rctx_twheel *tw, rctx_time_t now)
+{
+	rctx_time_t tick = rctx_tw_tick(tw), h = rctx_clock_add(now, tick);
+	rctx_time_t wn;
+	struct rctx_wheel_timer *l;
+	unsigned i;
+	size_t n;
+
+	/* Bounded: each round moves the wheel's clock to its next slot. */
+	for (i = 0; i <= RCTX_WHEEL_LEVELS; i++) {
+		l = rctx_wheel_advance(&tw->w, h, &n);
+		rctx_near_merge(&tw->near, l, n);
+		wn = rctx_wheel_next(&tw->w);
+		if (wn == INT64_MAX)
+			break;
+		if (wn > tw->w.now && rctx_near_first(&tw->near) <= wn - tick)
+			break; /* the head is the earliest */
+		if (wn > tw->w.now && tw->near.head == NULL)
+			break; /* nothing near: look at wn - tick */
+		h = wn > tw->w.now ? wn : tw->w.now;
+	}
+}
+
 struct rctx_wheel_timer *
 rctx_tw_collect(struct rctx_twheel *tw, rctx_time_t now)
 {
-	size_t n;
-	struct rctx_wheel_timer *l = rctx_wheel_advance(&tw->w, now, &n);
-	struct rctx_wheel_timer *due = NULL, *next, *wt;
+	rctx_tw_pull(tw, now);
+	return rctx_near_pop(&tw->near, now);
+}
 
-	for (wt = l; wt; wt = next) {
-		struct rctx_timer *t =
-		    rctx_container_of(wt, struct rctx_timer, wt);
+rctx_time_t
+rctx_tw_next(struct rctx_twheel *tw, rctx_time_t now)
+{
+	rctx_time_t wn, first;
 
-		next = wt->next;
-		if (t->expires > now) {
-			/* Never early (the wheel promises it): re-file. */
-			rctx_wheel_add(&tw->w, wt, t->expires);
-			continue;
-		}
-		wt->next = due;
-		due = wt;
-	}
-	return due;
+	rctx_tw_pull(tw, now);
+	first = rctx_near_first(&tw->near);
+	wn = rctx_wheel_next(&tw->w);
+	if (wn == INT64_MAX)
+		return first;
+	wn -= rctx_tw_tick(tw);
+	return wn < first ? wn : first;
 }
 
 int
@@ -476,7 +541,6 @@ rctx_tw_kill_all(struct rctx_twheel *tw)
 {
 	struct rctx_wheel_timer *wt, *wnext;
 	struct rctx_timer *t, *next;
-	size_t n;
 
 	/* seq_cst: as in rctx_tw_drain (twheel.A). */
 	t = atomic_exchange_explicit(&tw->queue, NULL, memory_order_seq_cst);
@@ -492,10 +556,10 @@ rctx_tw_kill_all(struct rctx_twheel *tw)
 		atomic_fetch_and_explicit(&t->flags, ~RCTX_TIMER_HELD,
 					  memory_order_relaxed);
 		if (f & RCTX_TIMER_F_WHEEL)
-			rctx_wheel_del(&tw->w, &t->wt);
+			rctx_tw_unfile(tw, t);
 		rctx_tw_call_dead(t);
 	}
-	wt = rctx_wheel_drain(&tw->w, &n);
+	wt = rctx_tw_unfile_all(tw);
 	for (; wt; wt = wnext) {
 		wnext = wt->next;
 		t = rctx_container_of(wt, struct rctx_timer, wt);

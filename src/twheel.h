@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "internal.h"
+#include "near.h"
 #include "timer.h"
 #include "wheel.h"
 
@@ -37,6 +38,7 @@ typedef bool (*rctx_tw_busy_fn)(struct rctx_twheel *tw);
 
 struct rctx_twheel {
 	struct rctx_wheel w;		    /* owner only */
+	struct rctx_near near;		    /* owner only: next to fire */
 	_Atomic(struct rctx_timer *) queue; /* hand-off stack head */
 	_Atomic rctx_time_t planned;	    /* owner's next look at queue */
 	_Atomic uint32_t futex;		    /* library mode wake word */
@@ -83,9 +85,23 @@ size_t rctx_tw_drain(struct rctx_twheel *tw);
 /* Owner: file, drop or kill one timer taken off a queue or a stage. */
 void rctx_tw_take(struct rctx_twheel *tw, struct rctx_timer *t);
 
-/* Owner: advance to now; the due timers (never one with expires > now). */
+/* Owner: take t out of the wheel or the near run (no-op if in neither). */
+void rctx_tw_unfile(struct rctx_twheel *tw, struct rctx_timer *t);
+
+/* Owner: every timer filed in the wheel or the run, as a ->wt.next list. */
+struct rctx_wheel_timer *rctx_tw_unfile_all(struct rctx_twheel *tw);
+
+/* Owner: the due timers at now, earliest first (never one with
+ * expires > now). */
 struct rctx_wheel_timer *rctx_tw_collect(struct rctx_twheel *tw,
 					 rctx_time_t now);
+
+/*
+ * Owner: when to look next, given the time now: the exact earliest
+ * deadline if it is within about two ticks, else an earlier time at which
+ * the next slot must be taken in hand; RCTX_NEVER if nothing is filed.
+ */
+rctx_time_t rctx_tw_next(struct rctx_twheel *tw, rctx_time_t now);
 
 /* Owner: fire the collected timers; returns how many fire calls ran. */
 int rctx_tw_fire(struct rctx_wheel_timer *due);
