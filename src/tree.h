@@ -78,7 +78,8 @@ rctx_ref_put(struct rctx *c)
 	return old == 1;
 }
 
-/* Wait out a PENDING state word (a canceller writing the eventfd). */
+/* Settle a PENDING state word: write the eventfd and clear PENDING, as
+ * the canceller would (tree.c F); never waits for another thread. */
 uint64_t rctx_state_settle(const struct rctx *c);
 
 /*

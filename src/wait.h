@@ -11,9 +11,9 @@ int rctx_wait_src(struct rctx *src, rctx_time_t timeout);
 /* The eventfd of cancelable src, created on first call. */
 int rctx_fd_src(struct rctx *src);
 
-/* Cascade hook: c was just made done with state st; wake its waiters, and
- * write an eventfd created while the cancel ran (fd_written: false). */
-void rctx_wait_notify(struct rctx *c, uint64_t st, bool fd_written);
+/* Cascade hook: c was just made done with state st; wake its waiters (its
+ * eventfd was written when it was made done, tree.c F). */
+void rctx_wait_notify(struct rctx *c, uint64_t st);
 
 /* Close c's eventfd, if any (c is being freed). */
 void rctx_wait_close(struct rctx *c);
