@@ -22,6 +22,7 @@
 #include "rctx.h"
 
 #include "../src/internal.h" /* white-box: the state word */
+#include "../src/value.h"    /* white-box: counted lookup work */
 #include "stress-util.h"
 
 /* True if fd polls readable right now. */
@@ -473,6 +474,163 @@ test_cancel_losing_to_deadline_waits(void **state)
 	}
 }
 
+/* --- item 10: value lookups cost O(depth) first, O(1) after --- */
+
+#ifdef RCTX_FAULT_INJECTION
+/* A value chain ctx[0..n-1] over background, key i at depth i. Keys are
+ * distinct unless `repeat` (then key i % repeat). */
+struct vchain {
+	rctx_t **ctx;
+	char *keys;
+	int n;
+};
+
+static void
+vchain_build(struct vchain *c, int n, int repeat)
+{
+	rctx_t *p = rctx_background();
+
+	c->n = n;
+	c->ctx = calloc((size_t)n, sizeof(*c->ctx));
+	c->keys = calloc((size_t)n, 1);
+	assert_non_null(c->ctx);
+	assert_non_null(c->keys);
+	for (int i = 0; i < n; i++) {
+		int k = repeat ? i % repeat : i;
+
+		c->ctx[i] =
+		    rctx_with_value(p, &c->keys[k], (void *)(intptr_t)(i + 1));
+		assert_non_null(c->ctx[i]);
+		p = c->ctx[i];
+	}
+}
+
+static void
+vchain_free(struct vchain *c)
+{
+	for (int i = c->n - 1; i >= 0; i--)
+		rctx_release(c->ctx[i]);
+	free(c->ctx);
+	free(c->keys);
+}
+
+/* Work one lookup costs, and its result. */
+static uint64_t
+work_of(rctx_t *ctx, const void *key, void **out)
+{
+	uint64_t before = rctx_value_work;
+
+	*out = rctx_value(ctx, key);
+	return rctx_value_work - before;
+}
+
+/* The first lookup at the bottom of a deep chain of distinct keys costs a
+ * constant times its depth (it was quadratic), and finds the right value. */
+static void
+test_value_first_lookup_linear(void **state)
+{
+	struct vchain c;
+	const int n = 50000;
+	void *v;
+	uint64_t w;
+
+	(void)state;
+	vchain_build(&c, n, 0);
+	w = work_of(c.ctx[n - 1], &c.keys[0], &v);
+	assert_ptr_equal(v, (void *)(intptr_t)1);
+	if (w > 16 * (uint64_t)n)
+		fail_msg("first lookup at depth %d did %llu units of work", n,
+			 (unsigned long long)w);
+	/* a miss and the nearest key are right too */
+	assert_null(rctx_value(c.ctx[n - 1], &w));
+	assert_ptr_equal(rctx_value(c.ctx[n - 1], &c.keys[n - 1]),
+			 (void *)(intptr_t)n);
+	vchain_free(&c);
+}
+
+/* Once looked up, a chain of 65,536 distinct keys answers every key in
+ * constant work (the index used to stop at 4,096 keys). */
+static void
+test_value_many_keys_constant(void **state)
+{
+	struct vchain c;
+	const int n = 65536;
+	void *v;
+
+	(void)state;
+	vchain_build(&c, n, 0);
+	(void)work_of(c.ctx[n - 1], &c.keys[0], &v); /* builds */
+	for (int i = 0; i < n; i += 97) {
+		uint64_t w = work_of(c.ctx[n - 1], &c.keys[i], &v);
+
+		assert_ptr_equal(v, (void *)(intptr_t)(i + 1));
+		if (w > 4 * RCTX_VINDEX_EVERY + 16)
+			fail_msg("key %d: %llu units of work", i,
+				 (unsigned long long)w);
+	}
+	vchain_free(&c);
+}
+
+/* Past the index's key cap lookups are no worse than a walk of the chain,
+ * first or later, and still right. */
+static void
+test_value_beyond_cap_linear(void **state)
+{
+	struct vchain c;
+	const int n = 2 * RCTX_VINDEX_MAX_KEYS + 1000;
+	void *v;
+
+	(void)state;
+	vchain_build(&c, n, 0);
+	for (int round = 0; round < 3; round++) {
+		uint64_t w = work_of(c.ctx[n - 1], &c.keys[round], &v);
+
+		assert_ptr_equal(v, (void *)(intptr_t)(round + 1));
+		/* the first also tries (and gives up on) one index */
+		if (w > (round == 0 ? 8 * (uint64_t)n : (uint64_t)n + 16))
+			fail_msg("lookup %d: %llu units of work", round,
+				 (unsigned long long)w);
+	}
+	vchain_free(&c);
+}
+
+/* Repeated keys: the nearest value wins, at every depth, and looking up
+ * at every depth down a long chain costs linear work per lookup. */
+static void
+test_value_nearest_wins_everywhere(void **state)
+{
+	struct vchain c;
+	const int n = 20000, rep = 37;
+
+	(void)state;
+	vchain_build(&c, n, rep);
+	for (int i = 0; i < n; i += 3) {
+		int k = (i * 7) % rep;
+		/* nearest depth <= i with key k */
+		int want = i - ((i - k) % rep + rep) % rep;
+		void *v;
+		uint64_t w = work_of(c.ctx[i], &c.keys[k], &v);
+
+		assert_ptr_equal(v, want >= 0 ? (void *)(intptr_t)(want + 1)
+					      : NULL);
+		if (w > 8 * (uint64_t)(i + 1) + 64)
+			fail_msg("depth %d: %llu units of work", i,
+				 (unsigned long long)w);
+	}
+	vchain_free(&c);
+}
+#else
+static void
+test_value_first_lookup_linear(void **state)
+{
+	(void)state;
+	skip();
+}
+#define test_value_many_keys_constant	   test_value_first_lookup_linear
+#define test_value_beyond_cap_linear	   test_value_first_lookup_linear
+#define test_value_nearest_wins_everywhere test_value_first_lookup_linear
+#endif
+
 int
 main(void)
 {
@@ -483,6 +641,10 @@ main(void)
 		cmocka_unit_test(test_fd_made_during_cancel),
 		cmocka_unit_test(test_losing_cancel_waits_for_subtree),
 		cmocka_unit_test(test_cancel_losing_to_deadline_waits),
+		cmocka_unit_test(test_value_first_lookup_linear),
+		cmocka_unit_test(test_value_many_keys_constant),
+		cmocka_unit_test(test_value_beyond_cap_linear),
+		cmocka_unit_test(test_value_nearest_wins_everywhere),
 	};
 
 	if (getenv("RCTX_TEST_FILTER"))
