@@ -19,7 +19,7 @@
 #endif
 
 /* Keys are addresses in this array; key(i) for i < NKEYS. */
-#define NKEYS 8192
+#define NKEYS (RCTX_VINDEX_MAX_KEYS + 4096)
 static char keyspace[NKEYS];
 static char never_used_key;
 
