@@ -14,16 +14,16 @@
  * turns it back into words with one bounds check and one load.
  *
  * Ordering
- *  (A) rctx_cause_add fills a slot's kind, then publishes its name with a
+ *  cause.A rctx_cause_add fills a slot's kind, then publishes its name with a
  *      release store; rctx_cause_lookup and rctx_cause_kind_of load the
  *      name with acquire, so a reader that sees the name sees its kind.
- *  (B) Writers serialize on one mutex (registration is rare: once per
+ *  cause.B Writers serialize on one mutex (registration is rare: once per
  *      name per program); the dedup scan and the slot claim happen under
  *      it, so a name gets one code even when two threads race to add it.
- *  (C) A thread that learned a code from another thread learned it
+ *  cause.C A thread that learned a code from another thread learned it
  *      through some synchronization (the cause was published by a
- *      cancel's CAS, tree.c C), which orders the registration before its
- *      read; the acquire in (A) covers readers who only guess a code.
+ *      cancel's CAS, tree.C), which orders the registration before its
+ *      read; the acquire in cause.A covers readers who only guess a code.
  */
 
 struct rctx_cause_slot {
@@ -50,7 +50,7 @@ rctx_cause_add(const char *name, int kind)
 	pthread_mutex_lock(&rctx_cause_lock);
 	for (unsigned i = 0; i < rctx_cause_used; i++) {
 		/* relaxed: slots below rctx_cause_used were written under
-		 * this lock (B) */
+		 * this lock (cause.B) */
 		const char *n = atomic_load_explicit(&rctx_cause_tab[i].name,
 						     memory_order_relaxed);
 
@@ -66,7 +66,7 @@ rctx_cause_add(const char *name, int kind)
 
 		s->kind = kind;
 		/* release: publishes kind with the name; pairs with the
-		 * acquire in rctx_cause_lookup and rctx_cause_kind_of (A) */
+		 * acquire in rctx_cause_lookup and rctx_cause_kind_of (cause.A) */
 		atomic_store_explicit(&s->name, name, memory_order_release);
 		ret = RCTX_CAUSE_NAMED + (int)rctx_cause_used++;
 	}
@@ -85,7 +85,7 @@ rctx_cause_slot(int cause, const char **name)
 	    cause - RCTX_CAUSE_NAMED >= RCTX_CAUSE_NAMES)
 		return NULL;
 	s = &rctx_cause_tab[cause - RCTX_CAUSE_NAMED];
-	/* acquire: pairs with the release store in rctx_cause_add (A) */
+	/* acquire: pairs with the release store in rctx_cause_add (cause.A) */
 	*name = atomic_load_explicit(&((struct rctx_cause_slot *)s)->name,
 				     memory_order_acquire);
 	return *name != NULL ? s : NULL;

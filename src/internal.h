@@ -89,17 +89,25 @@ enum rctx_kind {
  * The state word of a cancelable context (one atomic 64-bit word):
  *   bits 0-1   err: 0 live, 1 ECANCELED, 2 ETIMEDOUT
  *   bit  2     WAITERS: a thread sleeps in rctx_wait on the low half
- *   bit  3     PENDING: err and cause are final, the eventfd is being
- *              written; observers wait until it clears
+ *   bit  3     PENDING: err and cause are final, the eventfd (if any)
+ *              is being written; an observer writes it and clears the
+ *              bit itself rather than wait (tree.F)
+ *   bit  4     CASCADE: done, but some descendant may not be yet; a
+ *              losing canceller walks the subtree itself (tree.G)
  *   bits 32-63 cause (int32)
  * err and cause change together in one CAS, so any thread that sees err
  * sees its cause. The low 32 bits (err + WAITERS) are the futex word.
+ * Once err is set only the winner clears PENDING and CASCADE (stores),
+ * and observers clear PENDING (CAS): no other bit changes.
  */
 #define RCTX_ST_ERR_MASK 0x3u
 #define RCTX_ST_CANCELED 0x1u
 #define RCTX_ST_TIMEDOUT 0x2u
 #define RCTX_ST_WAITERS	 0x4u
-#define RCTX_ST_PENDING	 0x8u /* done, eventfd being written (wait.B) */
+#define RCTX_ST_PENDING	 0x8u  /* done, eventfd being written (wait.B) */
+#define RCTX_ST_CASCADE	 0x10u /* done, subtree not all marked (tree.G) */
+/* err and cause: what a context's done state passes to its children */
+#define RCTX_ST_FINAL_MASK (0xffffffff00000000ull | RCTX_ST_ERR_MASK)
 
 static inline uint64_t
 rctx_st_make(unsigned err_code, int cause)
@@ -170,8 +178,8 @@ struct rctx {
 	/* after-funcs that found the set full: a list through their own
 	 * storage, under the spin bit olock (after.c, overflow) */
 	_Atomic(struct rctx_after_impl *) aover;
-	uint8_t fd_signalled; /* the canceller wrote the eventfd (wait.B) */
-	uint8_t defer_free;   /* reuse only after a grace period (tree.E) */
+	_Atomic uint8_t fd_written; /* someone wrote the eventfd (wait.B) */
+	uint8_t defer_free; /* reuse only after a grace period (tree.E) */
 	atomic_flag olock;
 
 	/* --- line 1: the children set (cancelable) --- */

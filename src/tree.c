@@ -59,6 +59,29 @@
  *      set owner's walkers (seq_cst): if that is 0, every walk that could
  *      have read its pointer is over, so its memory may be reused at
  *      once; otherwise it waits for a grace period (I4).
+ *  tree.F No write into a closed fd. A context's eventfd is closed when its
+ *      last reference goes (free_one), so a canceller that marks a child
+ *      it holds no reference to writes the child's fd only after a
+ *      successful try-retain (publish_done): a child whose count reached
+ *      zero is unreachable and its fd may already be someone else's.
+ *      PENDING: every cancel CASes err, cause and PENDING in, then loads
+ *      the fd (seq_cst, after the CAS: wait.B), writes it, and clears
+ *      PENDING (release). An observer that meets PENDING does the same
+ *      itself (rctx_state_settle: fd write, then a CAS clearing it), so
+ *      no observer ever waits for another thread, which in a fork child
+ *      may not exist.
+ *  tree.G A losing cancel returns after the subtree is done (I3), as Go's
+ *      second cancel waits on the mutex. The winning CAS sets CASCADE on
+ *      every node it marks; the owner clears it with a release store once
+ *      the node's whole subtree is marked (a leaf at once, others after
+ *      step 1 of the cascade). A cancel that finds err set loads the state
+ *      with acquire: without CASCADE, the clear (or the leaf's CAS)
+ *      happened before and every descendant's mark is visible: it
+ *      returns (one load). With CASCADE it does not wait: it walks the
+ *      subtree like a cascade (cascade_assist), marking what is still
+ *      live, so it is lock-free and finishes in a fork child whose owner
+ *      thread is gone. A walk skips a done child without CASCADE (its
+ *      subtree is done: acquire load in mark_child).
  *
  * Progress: derive is lock-free (children set CAS), cancel is lock-free
  * and takes no lock while running callbacks; the cascade is iterative
@@ -131,7 +154,7 @@ ctx_new(struct rctx *parent, uint8_t kind)
 	c->registered = 0;
 	c->has_deadline = parent->has_deadline;
 	c->armed = 0;
-	c->fd_signalled = 0;
+	atomic_init(&c->fd_written, 0);
 	c->wslot = NULL;
 	c->defer_free = 0;
 #ifdef RCTX_DEBUG
@@ -188,7 +211,7 @@ attach(struct rctx *c, struct rctx *p)
 	s = rctx_state_load(p);
 	if (rctx_st_err(s)) {
 		/* relaxed: c is not yet visible to any other thread */
-		atomic_store_explicit(&c->state, s & ~(uint64_t)RCTX_ST_WAITERS,
+		atomic_store_explicit(&c->state, s & RCTX_ST_FINAL_MASK,
 				      memory_order_relaxed);
 		return 0;
 	}
@@ -338,35 +361,76 @@ struct walk {
 	struct rctx *assist_inl[ASSIST_INLINE];
 };
 
+/* c's eventfd, or -1: loaded after the state CAS that made c done. */
+static inline int
+fd_after_cas(struct rctx *c)
+{
+	/* seq_cst: wait.B, pairs with the CAS that installs the fd in
+	 * rctx_fd_src: an fd installed after our state CAS is written by
+	 * its creator, one installed before is seen here */
+	return atomic_load_explicit(&c->fd, memory_order_seq_cst);
+}
+
+/* Write c's eventfd fd and say so (wait.B). The caller holds a
+ * reference on c, so the fd is still c's (tree.F). */
+static void
+write_fd(struct rctx *c, int fd)
+{
+	(void)eventfd_write(fd, 1);
+	/* release: pairs with the acquire in rctx_fd_src's fast path */
+	atomic_store_explicit(&c->fd_written, 1, memory_order_release);
+}
+
+uint64_t
+rctx_state_settle(const struct rctx *cc)
+{
+	struct rctx *c = (struct rctx *)cc;
+	/* acquire: pairs with the release that clears PENDING */
+	uint64_t s = atomic_load_explicit(&c->state, memory_order_acquire);
+
+	while (s & RCTX_ST_PENDING) {
+		/* Finish the canceller's job ourselves (tree.F): err and
+		 * cause are final, only the fd write is missing. */
+		int fd = fd_after_cas(c);
+
+		if (fd >= 0)
+			write_fd(c, fd);
+		/* release: the fd is written before done shows; acquire on
+		 * failure: pairs with the canceller's clearing store */
+		if (atomic_compare_exchange_weak_explicit(
+			&c->state, &s, s & ~(uint64_t)RCTX_ST_PENDING,
+			memory_order_acq_rel, memory_order_acquire))
+			return s & ~(uint64_t)RCTX_ST_PENDING;
+	}
+	return s;
+}
+
 /*
  * Make c done: CAS its state from *s to ns (false, *s updated, if it
- * changed). A context with an eventfd goes through PENDING: the fd is
- * written after err and cause are fixed but before observers see them,
- * so "done" and "the fd is readable" agree both ways (wait.B).
+ * changed). The word goes through PENDING while c's eventfd, if any, is
+ * written (tree.F), so "done" and "the fd is readable" agree both ways
+ * (wait.B). *held: the caller holds a reference on c; if not, one is
+ * taken (and *held set) only to write an fd.
  */
 static bool
-publish_done(struct rctx *c, uint64_t *s, uint64_t ns)
+publish_done(struct rctx *c, uint64_t *s, uint64_t ns, bool *held)
 {
-	/* seq_cst: wait.B, pairs with the CAS that installs the fd */
-	int fd = atomic_load_explicit(&c->fd, memory_order_seq_cst);
+	int fd;
 
-	if (fd < 0)
-		/* seq_cst: publishes err+cause (tree.C) and is the canceller's
-		 * half of tree.B; relaxed on failure: the caller retries */
-		return atomic_compare_exchange_weak_explicit(
-		    &c->state, s, ns, memory_order_seq_cst,
-		    memory_order_relaxed);
-	/* seq_cst: as above; the word is final but for PENDING */
+	/* seq_cst: publishes err+cause (tree.C), is the canceller's half of
+	 * tree.B and wait.A/B; acquire on failure: a lost race reads
+	 * the winner's word (tree.G) */
 	if (!atomic_compare_exchange_weak_explicit(
 		&c->state, s, ns | RCTX_ST_PENDING, memory_order_seq_cst,
-		memory_order_relaxed))
+		memory_order_acquire))
 		return false;
-	(void)eventfd_write(fd, 1);
-	/* release: observers that saw PENDING wait for this store
-	 * (rctx_state_settle); no waiter can set WAITERS meanwhile since
-	 * err is set (wait.A), so ns is still the whole word */
+	fd = fd_after_cas(c);
+	if (fd >= 0 && (*held || (*held = rctx_ref_tryget(c))))
+		write_fd(c, fd);
+	/* release: observers that saw PENDING wait for nothing (they help),
+	 * but those that see it clear must see the fd written; no waiter
+	 * can set WAITERS meanwhile since err is set (wait.A) */
 	atomic_store_explicit(&c->state, ns, memory_order_release);
-	c->fd_signalled = 1; /* we own c's cascade: our CAS won */
 	return true;
 }
 
@@ -394,6 +458,7 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 {
 	struct walk *w = arg;
 	struct rctx *ch = (struct rctx *)e;
+	bool held = false;
 	uint64_t cs, ns;
 
 	if (e & RCTX_CSET_TAG_AFTER)
@@ -401,40 +466,47 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 	/*
 	 * No reference yet: ch's memory stays valid while we walk (tree.E
 	 * and the RCU read section), even if its last reference is being
-	 * dropped. relaxed: only a first guess for the CAS.
+	 * dropped. acquire: pairs with the release that clears CASCADE
+	 * (tree.G), so a finished subtree's marks are visible.
 	 */
-	cs = atomic_load_explicit(&ch->state, memory_order_relaxed);
+	cs = atomic_load_explicit(&ch->state, memory_order_acquire);
 	for (;;) {
 		if (cs & RCTX_ST_ERR_MASK) {
 			/* Done by another canceller (it keeps its own err
-			 * and cause): walk its subtree, or, if we cannot get
-			 * memory for that, leave it to its owner. */
+			 * and cause). Its subtree is done unless CASCADE:
+			 * then walk it, or, if we cannot get memory for
+			 * that, leave it to its owner. */
+			if (!(cs & RCTX_ST_CASCADE))
+				return;
 			if (rctx_ref_tryget(ch) && !assist_push(w, ch))
 				rctx_tree_release(ch);
 			return;
 		}
-		ns = (cs & RCTX_ST_WAITERS) |
-		     (w->cur & ~(uint64_t)(RCTX_ST_WAITERS | RCTX_ST_PENDING));
-		if (publish_done(ch, &cs, ns))
+		ns = (cs & RCTX_ST_WAITERS) | (w->cur & RCTX_ST_FINAL_MASK) |
+		     RCTX_ST_CASCADE;
+		if (publish_done(ch, &cs, ns, &held))
 			break;
 	}
 	/*
 	 * A plain leaf needs nothing more: no waiter to wake (none can
-	 * appear once err is set), no fd, no timer, no children and no
-	 * after-func (any that arrive see it done and finish themselves,
-	 * tree.B). It leaves the set at once, without a reference.
+	 * appear once err is set), its fd written, no timer, no children
+	 * and no after-func (any that arrive see it done and finish
+	 * themselves, tree.B). It leaves the set at once.
 	 */
 	if (ch->kind == RCTX_KIND_CANCEL && !(ns & RCTX_ST_WAITERS) &&
-	    /* seq_cst: wait.B, an fd created meanwhile is seen here or
-	     * its creator sees ch done */
-	    atomic_load_explicit(&ch->fd, memory_order_seq_cst) < 0 &&
 	    !rctx_cset_maybe_nonempty(&ch->children) &&
 	    /* seq_cst: as in the leaf check of cascade */
 	    atomic_load_explicit(&ch->aover, memory_order_seq_cst) == NULL) {
+		/* release: tree.G, its (empty) subtree is done */
+		atomic_store_explicit(&ch->state,
+				      ns & ~(uint64_t)RCTX_ST_CASCADE,
+				      memory_order_release);
 		rctx_cset_remove(slot, e);
+		if (held)
+			rctx_tree_release(ch);
 		return;
 	}
-	if (!rctx_ref_tryget(ch))
+	if (!held && !rctx_ref_tryget(ch))
 		return; /* its last reference is going: its free cleans up */
 	/* ch stays in the set until every node is marked: a canceller that
 	 * finds an ancestor done walks through it to ch's children (I3) */
@@ -463,66 +535,58 @@ fire_after(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 		rctx_after_fire(slot, e);
 }
 
-/* c was just made done by us with state st; finish the job. */
+/* Step 1 of a cascade: mark every descendant done (I3), iteratively. */
 static void
-cascade(struct rctx *c, uint64_t st)
+cascade_mark(struct walk *w)
 {
-	struct walk w = { .work = c, .done = NULL };
 	struct rctx *n;
 
-	if (!rctx_cset_maybe_nonempty(&c->children) &&
-	    /* seq_cst: as the set's loads; an overflowed registration
-	     * that is not seen here sees c done (after.c, overflow) */
-	    atomic_load_explicit(&c->aover, memory_order_seq_cst) == NULL) {
-		/* A leaf (the common case): no descendant to mark and no
-		 * after-func to run. A child or registration inserted after
-		 * the check above sees c done and finishes itself (tree.B). The
-		 * caller's reference keeps c alive. */
-		if (c->registered)
-			rctx_cset_remove_hinted(&c->cparent->children, c->slot,
-						(uintptr_t)c);
-		if (c->kind == RCTX_KIND_TIMER)
-			rctx_timer_cancel(&c->timer);
-		rctx_wait_notify(c, st, c->fd_signalled);
-		return;
-	}
-	rctx_ref_get(c); /* uniform: every node on the list holds one */
-	c->work_next = NULL;
-	c->wslot = c->registered ? c->slot : NULL;
-
-	/* 1. Mark every descendant done (I3), iteratively. */
-	w.assist = w.assist_inl;
-	w.cap = ASSIST_INLINE;
-	w.nassist = 0;
 	rcu_read_lock();
 	for (;;) {
-		if ((n = w.work) != NULL) {
-			w.work = n->work_next;
+		if ((n = w->work) != NULL) {
+			w->work = n->work_next;
 			/* relaxed: we wrote it (our CAS); children take
 			 * their parent's err and cause, which is st unless n
 			 * was found beneath another canceller's node */
-			w.cur = atomic_load_explicit(&n->state,
-						     memory_order_relaxed);
-			walk_children(n, &w);
-			n->work_next = w.done;
-			w.done = n;
-		} else if (w.nassist > 0) {
-			n = w.assist[--w.nassist];
-			w.cur = rctx_state_load(n);
-			walk_children(n, &w);
+			w->cur = atomic_load_explicit(&n->state,
+						      memory_order_relaxed);
+			walk_children(n, w);
+			n->work_next = w->done;
+			w->done = n;
+		} else if (w->nassist > 0) {
+			n = w->assist[--w->nassist];
+			w->cur = rctx_state_load(n);
+			walk_children(n, w);
 			rctx_tree_release(n);
 		} else {
 			break;
 		}
 	}
 	rctx_rcu_read_unlock();
-	if (w.assist != w.assist_inl)
-		free(w.assist);
+	if (w->assist != w->assist_inl)
+		free(w->assist);
+}
+
+/* Steps 2 and 3 for the nodes w made done; c: the cascade's root, or
+ * NULL when the walk only assisted (cascade_assist). */
+static void
+cascade_finish(struct walk *w, struct rctx *c)
+{
+	struct rctx *n;
 
 	/* 2. Every node leaves its parent's set, now that all are marked
 	 * (a cancelled parent's set ends up empty, as Go clears its map);
-	 * stop timers, wake waiters and fds. */
-	for (n = w.done; n; n = n->work_next) {
+	 * its subtree is done; stop timers, wake waiters. */
+	for (n = w->done; n; n = n->work_next) {
+		/* relaxed: we made the last change to it (err set: no
+		 * waiter can add WAITERS any more, wait.A; PENDING is
+		 * clear since publish_done) */
+		uint64_t st =
+		    atomic_load_explicit(&n->state, memory_order_relaxed) &
+		    ~(uint64_t)RCTX_ST_CASCADE;
+
+		/* release: tree.G, every descendant of n is marked */
+		atomic_store_explicit(&n->state, st, memory_order_release);
 		if (n == c && n->wslot) /* c's parent takes new children */
 			rctx_cset_remove_hinted(&c->cparent->children, n->wslot,
 						(uintptr_t)n);
@@ -530,22 +594,18 @@ cascade(struct rctx *c, uint64_t st)
 			rctx_cset_remove(n->wslot, (uintptr_t)n);
 		if (n->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&n->timer);
-		/* relaxed: we made the last change to it (err set: no
-		 * waiter can add WAITERS any more, wait.A) */
-		rctx_wait_notify(
-		    n, atomic_load_explicit(&n->state, memory_order_relaxed),
-		    n->fd_signalled);
+		rctx_wait_notify(n, st);
 	}
 
 	/* 3. Run after-funcs, outside any lock, and drop the list's
 	 * references (children come before their parents on the list). */
 	rctx_after_cascade_enter();
-	n = w.done;
+	n = w->done;
 	while (n) {
 		struct rctx *next = n->work_next;
 
 		if (rctx_cset_maybe_nonempty(&n->children) ||
-		    /* seq_cst: as in the leaf check above */
+		    /* seq_cst: as in the leaf check of cascade */
 		    atomic_load_explicit(&n->aover, memory_order_seq_cst)) {
 			rctx_cset_foreach(&n->children, fire_after, NULL);
 			rctx_after_fire_overflow(n);
@@ -556,18 +616,85 @@ cascade(struct rctx *c, uint64_t st)
 	rctx_after_cascade_leave();
 }
 
+static void
+walk_init(struct walk *w)
+{
+	w->work = NULL;
+	w->done = NULL;
+	w->assist = w->assist_inl;
+	w->cap = ASSIST_INLINE;
+	w->nassist = 0;
+}
+
+/* c was just made done by us with state st; finish the job. */
+static void
+cascade(struct rctx *c, uint64_t st)
+{
+	struct walk w;
+
+	if (!rctx_cset_maybe_nonempty(&c->children) &&
+	    /* seq_cst: as the set's loads; an overflowed registration
+	     * that is not seen here sees c done (after.c, overflow) */
+	    atomic_load_explicit(&c->aover, memory_order_seq_cst) == NULL) {
+		/* A leaf (the common case): no descendant to mark and no
+		 * after-func to run. A child or registration inserted after
+		 * the check above sees c done and finishes itself (tree.B). The
+		 * caller's reference keeps c alive. */
+		st &= ~(uint64_t)RCTX_ST_CASCADE;
+		/* release: tree.G, c's (empty) subtree is done */
+		atomic_store_explicit(&c->state, st, memory_order_release);
+		if (c->registered)
+			rctx_cset_remove_hinted(&c->cparent->children, c->slot,
+						(uintptr_t)c);
+		if (c->kind == RCTX_KIND_TIMER)
+			rctx_timer_cancel(&c->timer);
+		rctx_wait_notify(c, st);
+		return;
+	}
+	walk_init(&w);
+	rctx_ref_get(c); /* uniform: every node on the list holds one */
+	c->work_next = NULL;
+	c->wslot = c->registered ? c->slot : NULL;
+	w.work = c;
+	cascade_mark(&w);
+	cascade_finish(&w, c);
+}
+
+/*
+ * c was done, but its subtree maybe not yet (CASCADE): walk it as a
+ * cascade would, marking what is still live (tree.G). The caller holds
+ * a reference on c.
+ */
+static void
+cascade_assist(struct rctx *c)
+{
+	struct walk w;
+
+	walk_init(&w);
+	rctx_ref_get(c); /* the assist list holds references */
+	w.assist[w.nassist++] = c;
+	cascade_mark(&w);
+	cascade_finish(&w, NULL);
+}
+
 int
 rctx_tree_cancel(struct rctx *c, unsigned code, int cause)
 {
-	/* relaxed: only a first guess for the CAS */
-	uint64_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
+	/* acquire: tree.G, pairs with the release that clears CASCADE
+	 * (or the winning CAS): a finished cascade costs this one load */
+	uint64_t s = atomic_load_explicit(&c->state, memory_order_acquire);
 	uint64_t ns;
+	bool held = true; /* the caller's reference */
 
 	do {
-		if (s & RCTX_ST_ERR_MASK)
+		if (s & RCTX_ST_ERR_MASK) {
+			if (RCTX_UNLIKELY(s & RCTX_ST_CASCADE))
+				cascade_assist(c);
 			return -EALREADY;
-		ns = (s & RCTX_ST_WAITERS) | rctx_st_make(code, cause);
-	} while (!publish_done(c, &s, ns));
+		}
+		ns = (s & RCTX_ST_WAITERS) | rctx_st_make(code, cause) |
+		     RCTX_ST_CASCADE;
+	} while (!publish_done(c, &s, ns, &held));
 	cascade(c, ns);
 	return 0;
 }

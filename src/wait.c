@@ -34,20 +34,22 @@
  *      re-reads err. FUTEX_WAIT compares the word in the kernel, so a
  *      change between our load and the sleep returns at once.
  *  wait.B Done and "the eventfd is readable" agree both ways, as in Go (which
- *      closes Done under the lock that sets err). A canceller of a context
- *      with an fd (seq_cst load) CASes the state to the final err and cause
- *      plus PENDING, writes the fd, then clears PENDING (release); every
- *      observer waits out PENDING (rctx_state_load), so done is never
- *      visible before the fd is readable, and the fd is never readable
- *      before done is. For an fd created during the cancel: rctx_fd
- *      installs it (seq_cst CAS) then reads the state (seq_cst); the
- *      canceller read the fd before its CAS and, if it wrote nothing,
- *      reads it again after (seq_cst). Either the canceller writes the
- *      new fd, or the creator sees done and writes it itself.
- *
- * Progress: waiting blocks (futex); rctx_fd is lock-free (one CAS) apart
- * from the eventfd system call; observers spin only while PENDING is set
- * (rctx_state_settle), that is, for one eventfd write of the canceller.
+ *      closes Done under the lock that sets err). A canceller CASes the
+ *      state to the final err and cause plus PENDING, then loads the fd
+ *      (seq_cst), writes it if there is one, then clears PENDING
+ *      (release); an observer that sees PENDING does the write and the
+ *      clearing itself (tree.F), so done is never visible before the fd
+ *      is readable, and the fd is never readable before done is. For an
+ *      fd created during the cancel: rctx_fd installs it (seq_cst CAS)
+ *      then reads the state (seq_cst). In the total order either the
+ *      install precedes the canceller's fd load (the canceller writes it
+ *      before clearing PENDING) or the creator's state load follows the
+ *      cancel CAS (the creator writes it before returning it). A thread
+ *      that gets an fd another creator installed but has not yet written
+ *      (rctx_fd's fast path) checks the state (seq_cst) and fd_written
+ *      and writes it itself if done: so no thread holds a done context's
+ *      fd that does not poll readable, and a waiter woken by the cancel
+ *      finds its fd readable.
  */
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -69,22 +71,6 @@ rctx_wait_set_sleep_hook(void (*fn)(void))
 	/* release: publishes the hook; pairs with the acquire in
 	 * rctx_wait_src */
 	atomic_store_explicit(&sleep_hook, fn, memory_order_release);
-}
-
-uint64_t
-rctx_state_settle(const struct rctx *c)
-{
-	unsigned spins = 0;
-	uint64_t s;
-
-	/* acquire: B, pairs with the release store that clears PENDING in
-	 * tree.c's publish_done */
-	while ((s = atomic_load_explicit(&((struct rctx *)c)->state,
-					 memory_order_acquire)) &
-	       RCTX_ST_PENDING)
-		if (++spins % 64 == 0)
-			sched_yield();
-	return s;
 }
 
 int
@@ -128,26 +114,33 @@ rctx_wait_src(struct rctx *c, rctx_time_t timeout)
 	}
 }
 
-/* Write c's eventfd if it has one; true if it did. */
-static bool
-signal_fd(struct rctx *c)
-{
-	/* seq_cst: wait.B, pairs with the CAS that installs the fd */
-	int fd = atomic_load_explicit(&c->fd, memory_order_seq_cst);
-
-	if (fd < 0)
-		return false;
-	(void)eventfd_write(fd, 1);
-	return true;
-}
-
 void
-rctx_wait_notify(struct rctx *c, uint64_t st, bool fd_written)
+rctx_wait_notify(struct rctx *c, uint64_t st)
 {
 	if (st & RCTX_ST_WAITERS)
 		rctx_futex(futex_word(c), FUTEX_WAKE_PRIVATE, INT_MAX, NULL, 0);
-	if (!fd_written)
-		(void)signal_fd(c); /* an fd made meanwhile (wait.B) */
+}
+
+/* Make fd readable and say so (wait.B). */
+static void
+fd_signal(struct rctx *c, int fd)
+{
+	(void)eventfd_write(fd, 1);
+	/* release: pairs with the acquire in rctx_fd_src's fast path */
+	atomic_store_explicit(&c->fd_written, 1, memory_order_release);
+}
+
+/* fd, installed by another thread: make sure it polls readable if c is
+ * done (wait.B: its creator may not have written it yet). */
+static int
+fd_theirs(struct rctx *c, int fd)
+{
+	/* acquire: pairs with fd_signal's release (and tree.c's) */
+	if (!atomic_load_explicit(&c->fd_written, memory_order_acquire) &&
+	    /* seq_cst: wait.B, after our load of the fd */
+	    rctx_st_err(atomic_load_explicit(&c->state, memory_order_seq_cst)))
+		fd_signal(c, fd);
+	return fd;
 }
 
 int
@@ -158,7 +151,7 @@ rctx_fd_src(struct rctx *c)
 	int expect = -1;
 
 	if (fd >= 0)
-		return fd;
+		return fd_theirs(c, fd);
 	if (rctx_fault_hit(RCTX_FAULT_EVENTFD))
 		return -EMFILE;
 	fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -169,11 +162,11 @@ rctx_fd_src(struct rctx *c)
 						     memory_order_seq_cst,
 						     memory_order_acquire)) {
 		close(fd);
-		return expect;
+		return fd_theirs(c, expect);
 	}
 	/* seq_cst: wait.B, pairs with the cancel CAS */
 	if (rctx_st_err(atomic_load_explicit(&c->state, memory_order_seq_cst)))
-		(void)eventfd_write(fd, 1);
+		fd_signal(c, fd);
 	return fd;
 }
 

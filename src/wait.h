@@ -5,7 +5,8 @@
 
 #include "internal.h"
 
-/* Wait out a PENDING state word (a canceller writing the eventfd, wait.B). */
+/* Settle a PENDING state word: write the eventfd and clear PENDING, as
+ * the canceller would (tree.F, in tree.c); never waits for another thread. */
 uint64_t rctx_state_settle(const struct rctx *c);
 
 /*
@@ -34,9 +35,9 @@ int rctx_wait_src(struct rctx *src, rctx_time_t timeout);
 /* The eventfd of cancelable src, created on first call. */
 int rctx_fd_src(struct rctx *src);
 
-/* Cascade hook: c was just made done with state st; wake its waiters, and
- * write an eventfd created while the cancel ran (fd_written: false). */
-void rctx_wait_notify(struct rctx *c, uint64_t st, bool fd_written);
+/* Cascade hook: c was just made done with state st; wake its waiters (its
+ * eventfd was written when it was made done, tree.F). */
+void rctx_wait_notify(struct rctx *c, uint64_t st);
 
 /* Close c's eventfd, if any (c is being freed). */
 void rctx_wait_close(struct rctx *c);

@@ -166,7 +166,7 @@ rctx_wire_remaining(const struct rctx *c, rctx_time_t now)
 			left--; /* a deadline is never "no deadline" */
 	}
 	/* rctx_state_load's acquire pairs with the CAS that publishes err
-	 * and cause (tree.c C), as in rctx_err. */
+	 * and cause (tree.C), as in rctx_err. */
 	if (left > 0 && c->src != NULL &&
 	    (rctx_state_load(c->src) & RCTX_ST_ERR_MASK) != 0)
 		left = 0;

@@ -16,7 +16,7 @@
 #include "value.h"
 
 /* Keys are addresses in this array; key(i) for i < NKEYS. */
-#define NKEYS 8192
+#define NKEYS (RCTX_VINDEX_MAX_KEYS + 4096)
 static char keyspace[NKEYS];
 static char never_used_key;
 
@@ -136,15 +136,19 @@ test_distinct_keys(void **state)
 	ctx = value_chain(N, distinct_key, NULL, false);
 	for (size_t d = 1; d <= N; d++)
 		check_distinct_at(ctx, d, &seed);
-	/* every 8th value depth holds an index now, and only those */
+	/* only every 8th value depth may hold an index, the first does,
+	 * and their memory stays linear in depth (value.c, Cost) */
+	size_t total = 0;
+
 	for (size_t d = 1; d <= N; d++) {
 		size_t b = rctx_value_index_bytes(ctx[d - 1]);
 
-		if (d % RCTX_VINDEX_EVERY == 0)
-			assert_true(b > 0);
-		else
+		if (d % RCTX_VINDEX_EVERY != 0)
 			assert_int_equal(b, 0);
+		total += b;
 	}
+	assert_true(rctx_value_index_bytes(ctx[RCTX_VINDEX_EVERY - 1]) > 0);
+	assert_true(total <= N * 2048);
 	release_all(ctx, N);
 
 	/* deep to shallow on a fresh chain: the first lookup builds them
@@ -397,38 +401,42 @@ test_concurrent_lookups(void **state)
 		for (size_t i = 0; i < nq; i++)
 			assert_ptr_equal(rctx_value(q[i].ctx, q[i].key),
 					 q[i].want);
-		assert_true(
-		    rctx_value_index_bytes(ctx[CDEPTH - 1 - CDEPTH % 8]) > 0);
+		size_t built = 0;
+
+		for (size_t d = 0; d < CDEPTH; d++)
+			built += rctx_value_index_bytes(ctx[d]);
+		assert_true(built > 0);
 		release_all(ctx, CDEPTH);
 	}
 	free(q);
 }
 
 /*
- * The key cap: with distinct keys, indexes stop at RCTX_VINDEX_MAX_KEYS
- * and deeper lookups walk; they must still answer right. With a few
- * repeated keys the cap is never reached, however deep.
+ * The key cap: with more distinct keys than RCTX_VINDEX_MAX_KEYS, the
+ * deepest lookups walk; they must still answer right, and above the cap
+ * indexes still serve. With a few repeated keys the cap is never
+ * reached, however deep, and each index stays small.
  */
 static void
 test_key_cap(void **state)
 {
-	enum { N = 5000 };
+	enum { N = RCTX_VINDEX_MAX_KEYS + 3000 };
 	uint64_t seed = rnd_seed(4);
 	rctx_t **ctx = value_chain(N, distinct_key, NULL, false);
-	const size_t last = RCTX_VINDEX_MAX_KEYS; /* last indexed depth */
+	const size_t bottom = N - N % RCTX_VINDEX_EVERY; /* indexed depth */
 
 	(void)state;
-	assert_true(N > last + 2 * RCTX_VINDEX_EVERY);
-	for (size_t d = N; d >= 1; d -= 1 + d / 700)
+	for (size_t d = N; d >= 1; d -= 1 + d / 10)
 		check_distinct_at(ctx, d, &seed);
-	for (size_t i = 0; i < N; i += 37)
+	for (size_t i = 0; i < N; i += 997)
 		assert_ptr_equal(rctx_value(ctx[N - 1], key(i)), val(i + 1));
-	for (size_t d = last - 64; d <= last + 64; d++)
-		check_distinct_at(ctx, d, &seed);
-	assert_true(rctx_value_index_bytes(ctx[last - 1]) > 0);
-	assert_int_equal(
-	    rctx_value_index_bytes(ctx[last + RCTX_VINDEX_EVERY - 1]), 0);
-	assert_int_equal(rctx_value_index_bytes(ctx[N - 1 - N % 8]), 0);
+	/* over the cap: no index at the bottom; under it: one */
+	assert_int_equal(rctx_value_index_bytes(ctx[bottom - 1]), 0);
+	size_t under = 0;
+
+	for (size_t d = 1; d <= RCTX_VINDEX_MAX_KEYS; d++)
+		under += rctx_value_index_bytes(ctx[d - 1]);
+	assert_true(under > 0);
 	release_all(ctx, N);
 
 	/* repeated keys: indexed all the way down, each index small */
@@ -447,8 +455,9 @@ test_key_cap(void **state)
 }
 
 #ifdef RCTX_FAULT_INJECTION
-/* An index that cannot be allocated: the lookup walks and is still
- * right; a later lookup builds the index. */
+/* An index that cannot be allocated, at its first allocation or while
+ * it grows: the lookup walks and is still right; a later lookup builds
+ * the index. */
 static void
 test_fault_index(void **state)
 {
@@ -456,38 +465,22 @@ test_fault_index(void **state)
 	rctx_t **ctx;
 
 	(void)state;
-	/* the very first build fails */
-	ctx = value_chain(N, distinct_key, NULL, false);
-	rctx_fault_arm(RCTX_FAULT_MALLOC, 1);
-	assert_ptr_equal(rctx_value(ctx[N - 1], key(0)), val(1));
-	rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
-	for (size_t d = 1; d <= N; d++)
-		assert_int_equal(rctx_value_index_bytes(ctx[d - 1]), 0);
-	assert_null(rctx_value(ctx[N - 1], &never_used_key));
-	for (size_t d = 8; d <= N; d += 8)
-		assert_true(rctx_value_index_bytes(ctx[d - 1]) > 0);
-	for (size_t i = 0; i < N; i++)
-		assert_ptr_equal(rctx_value(ctx[N - 1], key(i)), val(i + 1));
-	release_all(ctx, N);
-
-	/* the third build fails: depths 8 and 16 get theirs, 24 not */
-	ctx = value_chain(N, distinct_key, NULL, false);
-	rctx_fault_arm(RCTX_FAULT_MALLOC, 3);
-	assert_ptr_equal(rctx_value(ctx[N - 1], key(20)), val(21));
-	assert_int_equal(rctx_fault_calls(RCTX_FAULT_MALLOC), 3);
-	rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
-	assert_true(rctx_value_index_bytes(ctx[7]) > 0);
-	assert_true(rctx_value_index_bytes(ctx[15]) > 0);
-	assert_int_equal(rctx_value_index_bytes(ctx[23]), 0);
-	assert_int_equal(rctx_value_index_bytes(ctx[N - 1]), 0);
-	assert_ptr_equal(rctx_value(ctx[N - 1], key(20)), val(21));
-	assert_true(rctx_value_index_bytes(ctx[23]) > 0);
-	assert_true(rctx_value_index_bytes(ctx[N - 1]) > 0);
-	for (size_t d = 1; d <= N; d++)
-		for (size_t i = 0; i < N; i++)
-			assert_ptr_equal(rctx_value(ctx[d - 1], key(i)),
-					 i < d ? val(i + 1) : NULL);
-	release_all(ctx, N);
+	for (unsigned long nth = 1; nth <= 3; nth++) {
+		ctx = value_chain(N, distinct_key, NULL, false);
+		rctx_fault_arm(RCTX_FAULT_MALLOC, nth);
+		assert_ptr_equal(rctx_value(ctx[N - 1], key(0)), val(1));
+		assert_true(rctx_fault_calls(RCTX_FAULT_MALLOC) >= nth);
+		rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
+		for (size_t d = 1; d <= N; d++)
+			assert_int_equal(rctx_value_index_bytes(ctx[d - 1]), 0);
+		assert_null(rctx_value(ctx[N - 1], &never_used_key));
+		assert_true(rctx_value_index_bytes(ctx[N - 1]) > 0);
+		for (size_t d = 1; d <= N; d++)
+			for (size_t i = 0; i < N; i++)
+				assert_ptr_equal(rctx_value(ctx[d - 1], key(i)),
+						 i < d ? val(i + 1) : NULL);
+		release_all(ctx, N);
+	}
 }
 #endif
 
