@@ -148,6 +148,13 @@ RCTX_API void rctx_release(rctx_t *ctx);
  * global memory. Call when no other thread uses rctx. The library starts
  * again lazily on next use.
  *
+ * Contexts the caller still holds survive a shutdown: their memory is
+ * never reused while a reference is held, cancels still reach them and
+ * their after-funcs still run. Their pending deadlines are kept (parked)
+ * and fire once the library restarts: at the next deadline armed, the
+ * next rctx_wait, or the next rctx_loop_new. One released while parked
+ * is freed at that restart or at the next rctx_shutdown.
+ *
  * fork(): the library's own threads (timer owners, the reclaimer) are
  * parked across fork by its atfork handlers, so the child inherits no lock
  * they held; contexts and armed deadlines keep working in both processes,

@@ -25,9 +25,11 @@ _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
  * cascade tells it from a child. A stopper that loses must not return
  * while fn runs on another thread, yet fn may free the registration, so
  * the thread that runs fn announces it in its own runner record (a
- * per-thread record of registry.c: running = reg) BEFORE its claiming
- * CAS, and clears it after fn returns; a losing stopper waits until no
- * runner record names reg.
+ * per-thread record of registry.c: running[depth] = reg, one slot per
+ * nesting level, since fn may cancel a context or register on a done one
+ * and so run other fns inside it) BEFORE its claiming CAS, and clears it
+ * after fn returns; a losing stopper waits until no runner record names
+ * reg.
  *
  * Overflow. Registering must never allocate, but the children set grows
  * by allocating a table. So a registration that finds no free slot in the
@@ -65,6 +67,14 @@ _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
  *      (seq_cst, tree.c) after its seq_cst state CAS: either the canceller
  *      takes the slow path and drains the list, or the registrant sees the
  *      context done.
+ *  after.E Unnamed runs. A run nested deeper than RCTX_AFTER_NEST, or on a
+ *      thread that could not get a record (out of memory: then it counts
+ *      in the static runner_spare, so running an after-func never needs
+ *      an allocation to be safe), is only counted in its record's `deep`
+ *      (seq_cst increment before the claim, as after.A; seq_cst decrement
+ *      after fn, as after.B). A stopper that finds reg named nowhere waits
+ *      until every such count it can see drops to zero: conservative (it
+ *      may wait for an unrelated fn), never early.
  *
  * Progress: register and a winning stop are lock-free while the set has a
  * free slot; on a crowded context they take its spin bit for a few
@@ -72,18 +82,29 @@ _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
  * requires.
  */
 
+/* Nested runs a record names one by one; deeper ones are only counted. */
+#define RCTX_AFTER_NEST 8
+
 struct rctx_runner {
 	struct rctx_reg_rec rec; /* first: registry record (registry.c) */
-	_Atomic(void *) running; /* registration whose fn runs here */
-	_Atomic uint32_t seq;	 /* bumped when running is cleared */
+	/* running[d]: the registration whose fn runs at nesting depth d on
+	 * this thread (fn cancelled a context, or registered on a done one,
+	 * and a nested fn runs inside it), NULL if none */
+	_Atomic(void *) running[RCTX_AFTER_NEST];
+	_Atomic uint32_t deep; /* runs named nowhere (after.E) */
+	_Atomic uint32_t seq;  /* bumped when a run ends */
 	_Atomic uint32_t waiters;
 };
 
 static RCTX_TLS unsigned in_cascade; /* running a cascade's after-funcs */
+static RCTX_TLS unsigned run_depth;  /* fns running on this thread */
+static RCTX_TLS unsigned spare_mine; /* of them, counted in runner_spare */
 static struct rctx_reg runner_reg =
     RCTX_REG_INIT(RCTX_REG_RUNNER, sizeof(struct rctx_runner), NULL);
+/* Stands in for the record of a thread that could not get one (after.E). */
+static struct rctx_runner runner_spare;
 
-/* This thread's runner record, or NULL when none could be had. */
+/* This thread's runner record, or the shared spare (never NULL). */
 static struct rctx_runner *
 runner_self(void)
 {
@@ -91,8 +112,74 @@ runner_self(void)
 
 	if (RCTX_LIKELY(rec != NULL))
 		return (struct rctx_runner *)rec;
-	return (struct rctx_runner *)rctx_reg_claim(&runner_reg, NULL, NULL,
-						    NULL);
+	rec = rctx_reg_claim(&runner_reg, NULL, NULL, NULL);
+	return rec ? (struct rctx_runner *)rec : &runner_spare;
+}
+
+/* Announce that a's fn is about to run here (after.A); before the claim. */
+static void
+announce(struct rctx_runner *me, struct rctx_after_impl *a)
+{
+	if (me != &runner_spare && run_depth < RCTX_AFTER_NEST) {
+		/* seq_cst: after.A, read by wait_not_running */
+		atomic_store_explicit(&me->running[run_depth], a,
+				      memory_order_seq_cst);
+	} else {
+		if (me == &runner_spare)
+			spare_mine++;
+		/* seq_cst: after.A/after.E, read by wait_not_running */
+		atomic_fetch_add_explicit(&me->deep, 1, memory_order_seq_cst);
+	}
+	run_depth++;
+}
+
+/* Undo announce: nothing ran (the claim failed). */
+static void
+retract(struct rctx_runner *me)
+{
+	run_depth--;
+	if (me != &runner_spare && run_depth < RCTX_AFTER_NEST) {
+		/* relaxed: we announced nothing that ran */
+		atomic_store_explicit(&me->running[run_depth], NULL,
+				      memory_order_relaxed);
+	} else {
+		if (me == &runner_spare)
+			spare_mine--;
+		/* relaxed: as above; a waiter re-checks after its futex */
+		atomic_fetch_sub_explicit(&me->deep, 1, memory_order_relaxed);
+		/* a waiter may sleep on our count: let it look again */
+		/* seq_cst: after.B */
+		atomic_fetch_add_explicit(&me->seq, 1, memory_order_seq_cst);
+		/* seq_cst: after.B, pairs with the waiters increment in
+		 * wait_not_running */
+		if (atomic_load_explicit(&me->waiters, memory_order_seq_cst))
+			rctx_futex(&me->seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL,
+				   0);
+	}
+}
+
+/* fn has returned: the announcement ends (after.B). */
+static void
+finish(struct rctx_runner *me)
+{
+	run_depth--;
+	if (me != &runner_spare && run_depth < RCTX_AFTER_NEST) {
+		/* seq_cst: after.B, pairs with the waiters increment in
+		 * wait_not_running */
+		atomic_store_explicit(&me->running[run_depth], NULL,
+				      memory_order_seq_cst);
+	} else {
+		if (me == &runner_spare)
+			spare_mine--;
+		/* seq_cst: after.B, as above */
+		atomic_fetch_sub_explicit(&me->deep, 1, memory_order_seq_cst);
+	}
+	/* seq_cst: after.B; also makes futex waiters' value stale */
+	atomic_fetch_add_explicit(&me->seq, 1, memory_order_seq_cst);
+	/* seq_cst: after.B, pairs with the waiters increment in
+	 * wait_not_running */
+	if (atomic_load_explicit(&me->waiters, memory_order_seq_cst))
+		rctx_futex(&me->seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, 0);
 }
 
 /* Run a claimed registration's fn; we own it. */
@@ -112,18 +199,7 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 	if (a->src != NULL)
 		(void)rctx_state_load(a->src);
 	fn(arg); /* may free a: it is not touched after this */
-	if (me) {
-		/* seq_cst: after.B, pairs with the waiters increment in
-		 * wait_not_running */
-		atomic_store_explicit(&me->running, NULL, memory_order_seq_cst);
-		/* seq_cst: after.B; also makes futex waiters' value stale */
-		atomic_fetch_add_explicit(&me->seq, 1, memory_order_seq_cst);
-		/* seq_cst: after.B, pairs with the waiters increment in
-		 * wait_not_running */
-		if (atomic_load_explicit(&me->waiters, memory_order_seq_cst))
-			rctx_futex(&me->seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL,
-				   0);
-	}
+	finish(me);
 	if (ctx)
 		rctx_tree_release(ctx);
 }
@@ -147,14 +223,9 @@ rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry)
 	struct rctx_after_impl *a = (void *)(entry & ~RCTX_CSET_TAG_AFTER);
 	struct rctx_runner *me = runner_self();
 
-	if (me)
-		/* seq_cst: announce before claiming (after.A) */
-		atomic_store_explicit(&me->running, a, memory_order_seq_cst);
+	announce(me, a); /* before claiming (after.A) */
 	if (!claim(slot, entry)) {
-		if (me)
-			/* relaxed: we announced nothing that ran */
-			atomic_store_explicit(&me->running, NULL,
-					      memory_order_relaxed);
+		retract(me);
 		return;
 	}
 	run_claimed(a, me);
@@ -213,9 +284,7 @@ oclaim(struct rctx *src, struct rctx_after_impl *a, struct rctx_runner *me)
 	if (a->opprev == NULL)
 		return false;
 	ounlink(src, a);
-	if (me)
-		/* seq_cst: after.A, visible to a stopper that locks next */
-		atomic_store_explicit(&me->running, a, memory_order_seq_cst);
+	announce(me, a); /* after.A: seen by a stopper that locks next */
 	return true;
 }
 
@@ -300,10 +369,7 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 	if (rctx_st_err(rctx_state_load(src))) {
 		struct rctx_runner *me = runner_self();
 
-		if (me)
-			/* seq_cst: lets fn's own stop see it runs (after.A) */
-			atomic_store_explicit(&me->running, a,
-					      memory_order_seq_cst);
+		announce(me, a); /* lets fn's own stop see it runs */
 		run_claimed(a, me);
 		return 0;
 	}
@@ -326,34 +392,72 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 	return 0;
 }
 
-static void
-wait_not_running(struct rctx_after_impl *a)
+/* Does r name a at some depth? (a == NULL: does r count unnamed runs?) */
+static bool
+runs(struct rctx_runner *r, const struct rctx_after_impl *a)
 {
-	/* rctx_reg_first's acquire pairs with the push (registry.A) */
-	for (struct rctx_runner *r =
-		 (struct rctx_runner *)rctx_reg_first(&runner_reg);
-	     r; r = (struct rctx_runner *)r->rec.next) {
+	if (a == NULL)
+		/* seq_cst: after.B/after.E, pairs with announce/finish */
+		return atomic_load_explicit(&r->deep, memory_order_seq_cst) !=
+		       0;
+	for (unsigned d = 0; d < RCTX_AFTER_NEST; d++)
 		/* seq_cst: after.A, sees an announcement made before the
 		 * claim CAS our failed CAS read */
-		if (atomic_load_explicit(&r->running, memory_order_seq_cst) !=
-		    a)
-			continue;
-		/* seq_cst: after.B, pairs with the clear of running in
-		 * run_claimed */
-		atomic_fetch_add_explicit(&r->waiters, 1, memory_order_seq_cst);
-		for (;;) {
-			/* seq_cst: read seq before running, so a clear after
-			 * our check changes seq and the futex returns */
-			uint32_t s =
-			    atomic_load_explicit(&r->seq, memory_order_seq_cst);
-			if (atomic_load_explicit(&r->running,
-						 memory_order_seq_cst) != a)
-				break;
-			rctx_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, NULL, 0);
-		}
-		/* relaxed: only a hint for the runner's wake decision */
-		atomic_fetch_sub_explicit(&r->waiters, 1, memory_order_relaxed);
+		if (atomic_load_explicit(&r->running[d],
+					 memory_order_seq_cst) == a)
+			return true;
+	return false;
+}
+
+/* Sleep until runs(r, a) is false. */
+static void
+wait_on(struct rctx_runner *r, const struct rctx_after_impl *a)
+{
+	/* seq_cst: after.B, pairs with the seq_cst ends in finish */
+	atomic_fetch_add_explicit(&r->waiters, 1, memory_order_seq_cst);
+	for (;;) {
+		/* seq_cst: read seq before the slots, so an end after our
+		 * check changes seq and the futex returns */
+		uint32_t s =
+		    atomic_load_explicit(&r->seq, memory_order_seq_cst);
+
+		if (!runs(r, a))
+			break;
+		rctx_futex(&r->seq, FUTEX_WAIT_PRIVATE, s, NULL, 0);
 	}
+	/* relaxed: only a hint for the runner's wake decision */
+	atomic_fetch_sub_explicit(&r->waiters, 1, memory_order_relaxed);
+}
+
+/*
+ * Return once fn of a (claimed by someone else) has returned. Our own
+ * record is skipped: if it names a we are inside fn (I3). If no record
+ * names a, fn has returned, or it runs unnamed (after.E): then wait for
+ * every unnamed run to end.
+ */
+static void
+wait_not_running(struct rctx_after_impl *a, struct rctx_runner *me)
+{
+	struct rctx_runner *first =
+	    (struct rctx_runner *)rctx_reg_first(&runner_reg);
+	bool named = false;
+
+	/* rctx_reg_first's acquire pairs with the push (registry.A) */
+	for (struct rctx_runner *r = first; r;
+	     r = (struct rctx_runner *)r->rec.next)
+		if (r != me && runs(r, a)) {
+			named = true;
+			wait_on(r, a);
+		}
+	if (named)
+		return;
+	for (struct rctx_runner *r = first; r;
+	     r = (struct rctx_runner *)r->rec.next)
+		if (r != me && runs(r, NULL))
+			wait_on(r, NULL);
+	/* Not if we count there ourselves: we cannot wait for us. */
+	if (spare_mine == 0 && runs(&runner_spare, NULL))
+		wait_on(&runner_spare, NULL);
 }
 
 void
@@ -452,13 +556,10 @@ rctx_after_unregister(rctx_after_t *reg)
 		   claim(a->slot, (uintptr_t)a | RCTX_CSET_TAG_AFTER)) {
 		return unregister_won(a);
 	}
-	/* fn was claimed by a canceller: from inside fn, return at once. */
+	/* fn was claimed by a canceller: wait until it has returned, or
+	 * return at once from inside fn (wait_not_running skips us). */
 	me = (struct rctx_runner *)rctx_reg_mine(&runner_reg);
-	if (me != NULL &&
-	    /* relaxed: our own thread wrote it */
-	    atomic_load_explicit(&me->running, memory_order_relaxed) == a)
-		return false;
-	wait_not_running(a);
+	wait_not_running(a, me);
 	return false;
 }
 

@@ -57,6 +57,7 @@
 #include "fault.h"
 #include "loop.h"
 #include "owner.h"
+#include "park.h"
 
 /* Loops that non-owner arms are spread over; RCU-protected. */
 struct rctx_loopset {
@@ -191,6 +192,7 @@ rctx_loop_create(void)
 	rctx_loop_mine = loop;
 	/* Timers parked by a destroy that found no owner: ours now. */
 	rctx_loop_adopt_orphans_locked(&loop->tw);
+	rctx_park_adopt_locked(&loop->tw); /* and those of a shutdown */
 	rctx_owner_unlock();
 	if (set && old) {
 		rctx_loop_sync();

@@ -67,6 +67,7 @@
 #include "fault.h"
 #include "fork.h"
 #include "owner.h"
+#include "park.h"
 #include "stage.h"
 
 static pthread_mutex_t rctx_owner_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -390,7 +391,9 @@ rctx_owner_shutdown(void)
 	for (i = 0; i < n; i++) {
 		if (!tws[i])
 			continue;
-		rctx_tw_kill_all(tws[i]);
+		/* Released timers die; live contexts' deadlines wait for
+		 * the restart (park.c). */
+		rctx_park_wheel(tws[i]);
 		pthread_mutex_destroy(&tws[i]->lock);
 		free(tws[i]);
 	}

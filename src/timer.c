@@ -57,6 +57,7 @@
 
 #include "loop.h"
 #include "owner.h"
+#include "park.h"
 #include "stage.h"
 #include "timer.h"
 #include "twheel.h"
@@ -102,10 +103,15 @@ rctx_timer_init(struct rctx_timer *t)
 	atomic_init(&t->flags, 0);
 }
 
+static int rctx_route_start(void);
+
 void
 rctx_timer_poke(void)
 {
 	rctx_owner_poke();
+	/* Deadlines parked by a shutdown: restart the service for them. */
+	if (RCTX_UNLIKELY(rctx_park_pending()))
+		(void)rctx_route_start();
 }
 
 /* Hand t to tw's owner through its queue. */
@@ -176,8 +182,10 @@ rctx_route_start(void)
 			err = -EAGAIN;
 	} else {
 		err = rctx_owner_start_locked(rctx_owner_cpu(), &tw);
-		if (!err)
+		if (!err) {
 			rctx_loop_adopt_orphans_locked(tw);
+			rctx_park_adopt_locked(tw);
+		}
 	}
 	rctx_owner_unlock();
 	return err;
@@ -345,7 +353,9 @@ rctx_timer_shutdown(void)
 {
 	rctx_owner_shutdown();
 	rctx_owner_lock();
-	rctx_loop_kill_orphans_locked();
+	/* Orphaned loops' live timers are parked too, dead ones killed. */
+	rctx_loop_adopt_orphans_locked(rctx_park_home());
+	rctx_park_sweep();
 	rctx_owner_unlock();
 	/* Reset the statistics too, so that runs start from zero. */
 	rctx_tw_stats_reset();
