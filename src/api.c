@@ -1,11 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /* The public API: argument checks in one place, then dispatch. */
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "after.h"
 #include "alloc.h"
+#include "drain.h"
+#include "fault.h"
 #include "internal.h"
+#include "stats.h"
 #include "timer.h"
 #include "tree.h"
 #include "value.h"
@@ -81,7 +86,7 @@ rctx_with_cancel(rctx_t *parent)
 {
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_cancel");
-	return rctx_tree_with_cancel(parent);
+	return rctx_stats_made(rctx_tree_with_cancel(parent));
 }
 
 RCTX_API rctx_t *
@@ -89,7 +94,8 @@ rctx_with_deadline_cause(rctx_t *parent, rctx_time_t deadline, int cause)
 {
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_deadline");
-	return rctx_tree_with_deadline(parent, deadline, cause);
+	return rctx_stats_made(
+	    rctx_tree_with_deadline(parent, deadline, cause));
 }
 
 RCTX_API rctx_t *
@@ -106,8 +112,8 @@ rctx_with_timeout_cause(rctx_t *parent, rctx_time_t timeout, int cause)
 	/* now + timeout, saturating both ways (a timeout <= 0 is due). */
 	rctx_time_t now = rctx_now();
 
-	return rctx_tree_with_deadline_at(parent, sat_add(now, timeout), cause,
-					  now);
+	return rctx_stats_made(rctx_tree_with_deadline_at(
+	    parent, sat_add(now, timeout), cause, now));
 }
 
 RCTX_API rctx_t *
@@ -121,7 +127,7 @@ rctx_with_value(rctx_t *parent, const void *key, void *value)
 {
 	rctx_validate_or_null(parent != NULL && key != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_value");
-	return rctx_tree_with_value(parent, key, value);
+	return rctx_stats_made(rctx_tree_with_value(parent, key, value));
 }
 
 RCTX_API rctx_t *
@@ -129,7 +135,7 @@ rctx_without_cancel(rctx_t *parent)
 {
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_without_cancel");
-	return rctx_tree_without_cancel(parent);
+	return rctx_stats_made(rctx_tree_without_cancel(parent));
 }
 
 RCTX_API int
@@ -255,4 +261,111 @@ rctx_shutdown(void)
 	rctx_timer_shutdown();
 	rctx_alloc_shutdown();
 	rctx_after_shutdown();
+}
+
+/* --- 0.2: statistics, metrics and draining (issue 14) --- */
+
+RCTX_API int
+rctx_stats(rctx_stats_t *stats, size_t size)
+{
+	rctx_stats_t s;
+
+	rctx_validate_or_ret(stats != NULL && size >= sizeof(s), -EINVAL);
+	rctx_stats_read(&s);
+	memcpy(stats, &s, sizeof(s));
+	memset((char *)stats + sizeof(s), 0, size - sizeof(s));
+	return 0;
+}
+
+RCTX_API int
+rctx_metrics(rctx_metrics_t *m, size_t size)
+{
+	rctx_metrics_t *s;
+	int r;
+
+	rctx_validate_or_ret(m != NULL && size > 0, -EINVAL);
+	if (size >= sizeof(*s)) {
+		r = rctx_stats_read_metrics(m);
+		if (r == 0)
+			memset((char *)m + sizeof(*s), 0, size - sizeof(*s));
+		return r;
+	}
+	s = rctx_malloc(sizeof(*s));
+	rctx_validate_or_ret(s != NULL, -ENOMEM);
+	r = rctx_stats_read_metrics(s);
+	if (r == 0)
+		memcpy(m, s, size);
+	free(s);
+	return r;
+}
+
+/* A drain argument: non-NULL and initialised. */
+static inline struct rctx_drain_impl *
+drain_of(rctx_drain_t *d)
+{
+	return (struct rctx_drain_impl *)(void *)d;
+}
+
+#define rctx_drain_ok(d) ((d) != NULL && drain_of(d)->magic == RCTX_DRAIN_MAGIC)
+
+RCTX_API int
+rctx_drain_init(rctx_drain_t *d, rctx_t *parent)
+{
+	int r;
+
+	rctx_validate_or_ret(d != NULL && parent != NULL, -EINVAL);
+	rctx_debug_check(parent, "rctx_drain_init");
+	r = rctx_drain_do_init(drain_of(d), parent);
+	if (r == 0)
+		(void)rctx_stats_made(drain_of(d)->ctx);
+	return r;
+}
+
+RCTX_API rctx_t *
+rctx_drain_ctx(rctx_drain_t *d)
+{
+	rctx_validate_or_null(rctx_drain_ok(d), EINVAL);
+	return drain_of(d)->ctx;
+}
+
+RCTX_API int
+rctx_drain_enter(rctx_drain_t *d)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
+	return rctx_drain_do_enter(drain_of(d));
+}
+
+RCTX_API int
+rctx_drain_leave(rctx_drain_t *d)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
+	return rctx_drain_do_leave(drain_of(d));
+}
+
+RCTX_API int
+rctx_drain_run(rctx_drain_t *d, void (*fn)(void *arg), void *arg)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d) && fn != NULL, -EINVAL);
+	return rctx_drain_do_run(drain_of(d), fn, arg);
+}
+
+RCTX_API int
+rctx_drain_join(rctx_drain_t *d, rctx_time_t timeout)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
+	return rctx_drain_do_join(drain_of(d), timeout);
+}
+
+RCTX_API int
+rctx_drain_cancel_join(rctx_drain_t *d, rctx_time_t timeout)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
+	return rctx_drain_do_cancel_join(drain_of(d), timeout);
+}
+
+RCTX_API int
+rctx_drain_destroy(rctx_drain_t *d)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
+	return rctx_drain_do_destroy(drain_of(d));
 }

@@ -8,6 +8,7 @@
 
 #include "fork.h"
 #include "internal.h"
+#include "stats.h"
 
 /*
  * The library runs threads of its own: timer owners and the call_rcu
@@ -54,11 +55,13 @@ rctx_fork_prepare(void)
 	rctx_timer_before_fork();
 	rctx_alloc_before_fork();
 	urcu_bp_before_fork();
+	rctx_stats_before_fork();
 }
 
 static void
 rctx_fork_parent(void)
 {
+	rctx_stats_after_fork_parent();
 	urcu_bp_after_fork_parent();
 	rctx_alloc_after_fork_parent();
 	rctx_timer_after_fork_parent();
@@ -67,6 +70,7 @@ rctx_fork_parent(void)
 static void
 rctx_fork_child(void)
 {
+	rctx_stats_after_fork_child();
 	/* Forget the parent's other threads' RCU registrations first. */
 	urcu_bp_after_fork_child();
 	rctx_alloc_after_fork_child();

@@ -90,6 +90,7 @@ enum rctx_kind {
  *   bit  2     WAITERS: a thread sleeps in rctx_wait on the low half
  *   bit  3     PENDING: err and cause are final, the eventfd is being
  *              written; observers wait until it clears
+ *   bit  4     TIMER: live, and its deadline counts in rctx_stats' timers
  *   bits 32-63 cause (int32)
  * err and cause change together in one CAS, so any thread that sees err
  * sees its cause. The low 32 bits (err + WAITERS) are the futex word.
@@ -99,6 +100,9 @@ enum rctx_kind {
 #define RCTX_ST_TIMEDOUT 0x2u
 #define RCTX_ST_WAITERS	 0x4u
 #define RCTX_ST_PENDING	 0x8u /* done, eventfd being written (wait.c B) */
+
+/* live, and its deadline counted in stats (stats.c I3) */
+#define RCTX_ST_TIMER 0x10u
 
 static inline uint64_t
 rctx_st_make(unsigned err_code, int cause)

@@ -10,6 +10,7 @@
 #include "alloc.h"
 #include "children.h"
 #include "fault.h"
+#include "stats.h"
 #include "tree.h"
 #include "value.h"
 #include "wait.h"
@@ -183,6 +184,7 @@ attach(struct rctx *c, struct rctx *p)
 		/* relaxed: c is not yet visible to any other thread */
 		atomic_store_explicit(&c->state, s & ~(uint64_t)RCTX_ST_WAITERS,
 				      memory_order_relaxed);
+		rctx_stats_done(0, s);
 		return 0;
 	}
 	slot = rctx_cset_insert(&p->children, (uintptr_t)c);
@@ -266,6 +268,7 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 	r = rctx_timer_arm_at(&c->timer, deadline, now);
 	if (RCTX_UNLIKELY(r < 0)) {
 		c->armed = 0; /* never handed over: nobody else reads it */
+		rctx_stat_add(RCTX_STAT_LIVE, 1); /* api.c did not count it */
 		/* Leaves the parent as it was: the free path removes c from
 		 * its set (a racing canceller may still hold c; then it
 		 * frees c). */
@@ -273,6 +276,7 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 		errno = -r;
 		return NULL;
 	}
+	rctx_stats_timer_armed(c);
 	if (rctx_st_err(rctx_state_load(c)))
 		rctx_timer_cancel(&c->timer); /* cancelled while arming */
 	return c;
@@ -329,6 +333,7 @@ struct walk {
 	struct rctx **assist; /* done by others, to visit; referenced */
 	size_t nassist, cap;
 	struct rctx *assist_inl[ASSIST_INLINE];
+	uint64_t marked; /* nodes whose state CAS we won (stats) */
 };
 
 uint64_t
@@ -426,6 +431,8 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 		if (publish_done(ch, &cs, ns))
 			break;
 	}
+	rctx_stats_done(cs, ns);
+	w->marked++;
 	/*
 	 * A plain leaf needs nothing more: no waiter to wake (none can
 	 * appear once err is set), no fd, no timer, no children and no
@@ -492,6 +499,7 @@ cascade(struct rctx *c, uint64_t st)
 		if (c->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&c->timer);
 		rctx_wait_notify(c, st, c->fd_signalled);
+		rctx_stats_cascade(1);
 		return;
 	}
 	rctx_ref_get(c); /* uniform: every node on the list holds one */
@@ -545,6 +553,8 @@ cascade(struct rctx *c, uint64_t st)
 		    n->fd_signalled);
 	}
 
+	rctx_stats_cascade(1 + w.marked);
+
 	/* 3. Run after-funcs, outside any lock, and drop the list's
 	 * references (children come before their parents on the list). */
 	rctx_after_cascade_enter();
@@ -576,6 +586,7 @@ rctx_tree_cancel(struct rctx *c, unsigned code, int cause)
 			return -EALREADY;
 		ns = (s & RCTX_ST_WAITERS) | rctx_st_make(code, cause);
 	} while (!publish_done(c, &s, ns));
+	rctx_stats_done(s, ns);
 	cascade(c, ns);
 	return 0;
 }
@@ -589,8 +600,9 @@ timer_fire(struct rctx_timer *t)
 	 * is valid; a zero count means it is being freed: nothing to do. */
 	if (!rctx_ref_tryget(c))
 		return;
-	(void)rctx_tree_cancel(c, RCTX_ST_TIMEDOUT,
-			       c->dcause ? c->dcause : ETIMEDOUT);
+	if (rctx_tree_cancel(c, RCTX_ST_TIMEDOUT,
+			     c->dcause ? c->dcause : ETIMEDOUT) == 0)
+		rctx_stats_late(c->deadline);
 	rctx_tree_release(c);
 }
 
@@ -636,6 +648,7 @@ timer_dead(struct rctx_timer *t)
 static void
 free_one(struct rctx *c)
 {
+	rctx_stats_freed(c);
 	if (c->registered)
 		rctx_cset_remove_hinted(&c->cparent->children, c->slot,
 					(uintptr_t)c);
