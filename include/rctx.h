@@ -233,6 +233,8 @@ typedef struct rctx_metrics {
 	/* cascade sizes: contexts a cancel made done (itself included),
 	 * in the same buckets (bucket 1: one context, 2: 2-3, 3: 4-7...) */
 	uint64_t cascade[RCTX_METRICS_BUCKETS];
+	uint64_t lateness_sum_ns; /* sum of the lateness samples */
+	uint64_t cascade_sum;	  /* sum of the cascade sizes */
 	/* more fields may follow; callers pass sizeof their copy */
 } rctx_metrics_t;
 
@@ -243,7 +245,7 @@ typedef struct rctx_metrics {
  * Returns: 0; -EINVAL for a NULL m or a size of 0; -ENOMEM (nothing
  *          written).
  * Any thread; same cost and consistency as rctx_stats. A thread that could
- * not allocate its metrics block (4.6 KiB, on first use) loses its
+ * not allocate its metrics block (2.6 KiB, on first use) loses its
  * samples; the counters of rctx_stats are never lost.
  */
 RCTX_API int rctx_metrics(rctx_metrics_t *m, size_t size);

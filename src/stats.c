@@ -133,7 +133,7 @@ rctx_stat_add_slow(enum rctx_stat i, int64_t d)
 }
 
 void
-rctx_stat_metric_slow(size_t off, unsigned bucket)
+rctx_stat_metric_slow(size_t off, unsigned idx, uint64_t d)
 {
 	struct rctx_tstats *t = &rctx_tstats_self;
 	_Atomic uint64_t *p;
@@ -142,14 +142,14 @@ rctx_stat_metric_slow(size_t off, unsigned bucket)
 		tstats_register(t);
 	if (t->state == RCTX_TSTATS_LISTED) {
 		if (t->m)
-			rctx_stat_metric(off, bucket);
+			rctx_stat_metric(off, idx, d);
 		return; /* no block: the sample is lost (rctx.h) */
 	}
 	pthread_mutex_lock(&registry_lock);
-	p = (_Atomic uint64_t *)(void *)((char *)&gone_m + off) + bucket;
+	p = (_Atomic uint64_t *)(void *)((char *)&gone_m + off) + idx;
 	/* relaxed: under the lock */
 	atomic_store_explicit(p,
-			      atomic_load_explicit(p, memory_order_relaxed) + 1,
+			      atomic_load_explicit(p, memory_order_relaxed) + d,
 			      memory_order_relaxed);
 	pthread_mutex_unlock(&registry_lock);
 }
@@ -194,10 +194,12 @@ rctx_stats_freed_live(struct rctx *c, uint64_t s)
 void
 rctx_stats_late(rctx_time_t deadline)
 {
-	rctx_time_t late = rctx_now() - deadline;
+	rctx_time_t now = rctx_now();
+	uint64_t late = now > deadline ? (uint64_t)(now - deadline) : 0;
 
 	rctx_stat_metric(offsetof(struct rctx_tmetrics, lateness),
-			 rctx_stat_bucket(late > 0 ? (uint64_t)late : 0));
+			 rctx_stat_bucket(late), 1);
+	rctx_stat_metric(offsetof(struct rctx_tmetrics, lateness_sum), 0, late);
 }
 
 /* Sum every block into v and (if m) m, under the lock. */
@@ -266,6 +268,11 @@ rctx_stats_read_metrics(rctx_metrics_t *out)
 		out->cascade[i] =
 		    atomic_load_explicit(&m->cascade[i], memory_order_relaxed);
 	}
+	/* relaxed: m is ours */
+	out->lateness_sum_ns =
+	    atomic_load_explicit(&m->lateness_sum, memory_order_relaxed);
+	out->cascade_sum =
+	    atomic_load_explicit(&m->cascade_sum, memory_order_relaxed);
 	free(m);
 	return 0;
 }

@@ -30,6 +30,8 @@ struct rctx_tmetrics {
 	_Atomic uint64_t cause[2][RCTX_METRICS_CAUSES + 1];
 	_Atomic uint64_t lateness[RCTX_METRICS_BUCKETS];
 	_Atomic uint64_t cascade[RCTX_METRICS_BUCKETS];
+	_Atomic uint64_t lateness_sum; /* ns */
+	_Atomic uint64_t cascade_sum;  /* contexts */
 };
 
 #define RCTX_STAT_CAUSE_ROW ((RCTX_METRICS_CAUSES + 1) * sizeof(uint64_t))
@@ -48,7 +50,7 @@ struct rctx_tstats {
 extern RCTX_TLS struct rctx_tstats rctx_tstats_self;
 
 void rctx_stat_add_slow(enum rctx_stat i, int64_t d);
-void rctx_stat_metric_slow(size_t off, unsigned bucket);
+void rctx_stat_metric_slow(size_t off, unsigned idx, uint64_t d);
 
 static inline void
 rctx_stat_add(enum rctx_stat i, int64_t d)
@@ -75,21 +77,21 @@ rctx_stat_bucket(uint64_t x)
 	return b < RCTX_METRICS_BUCKETS ? b : RCTX_METRICS_BUCKETS - 1;
 }
 
-/* Count one sample in the metric at byte offset off of the block. */
+/* Add d to element idx of the metric at byte offset off of the block. */
 static inline void
-rctx_stat_metric(size_t off, unsigned bucket)
+rctx_stat_metric(size_t off, unsigned idx, uint64_t d)
 {
 	struct rctx_tstats *t = &rctx_tstats_self;
 	_Atomic uint64_t *p;
 
 	if (RCTX_UNLIKELY(t->state != RCTX_TSTATS_LISTED || t->m == NULL)) {
-		rctx_stat_metric_slow(off, bucket);
+		rctx_stat_metric_slow(off, idx, d);
 		return;
 	}
-	p = (_Atomic uint64_t *)(void *)((char *)t->m + off) + bucket;
+	p = (_Atomic uint64_t *)(void *)((char *)t->m + off) + idx;
 	/* relaxed: single writer, as in rctx_stat_add */
 	atomic_store_explicit(p,
-			      atomic_load_explicit(p, memory_order_relaxed) + 1,
+			      atomic_load_explicit(p, memory_order_relaxed) + d,
 			      memory_order_relaxed);
 }
 
@@ -124,7 +126,7 @@ rctx_stats_done(uint64_t old, uint64_t ns)
 		rctx_stat_add(RCTX_STAT_TIMERS, -1); /* withdrawn or fired */
 	rctx_stat_metric(offsetof(struct rctx_tmetrics, cause) +
 			     timedout * RCTX_STAT_CAUSE_ROW,
-			 b);
+			 b, 1);
 }
 
 /*
@@ -160,7 +162,8 @@ static inline void
 rctx_stats_cascade(uint64_t n)
 {
 	rctx_stat_metric(offsetof(struct rctx_tmetrics, cascade),
-			 rctx_stat_bucket(n));
+			 rctx_stat_bucket(n), 1);
+	rctx_stat_metric(offsetof(struct rctx_tmetrics, cascade_sum), 0, n);
 }
 
 /* Sums (api.c): the five public counters, or the metrics. */
