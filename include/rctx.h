@@ -320,6 +320,106 @@ RCTX_API int rctx_drain_cancel_join(rctx_drain_t *d, rctx_time_t timeout);
  */
 RCTX_API int rctx_drain_destroy(rctx_drain_t *d);
 
+/*
+ * A dump of a subtree, weakly consistent: each node is read once, while
+ * other threads may derive and cancel; a node made or cancelled during
+ * the walk may or may not be seen. The walk follows children sets, which
+ * hold only cancelable contexts (with_cancel, with_deadline, with_timeout):
+ * a value or without_cancel context appears only as the dump's root, and
+ * the cancelable contexts below a value context appear under its nearest
+ * cancelable ancestor. A cancelled context leaves its parent's set (as in
+ * Go), so done contexts appear only as the dump's root.
+ */
+enum rctx_dump_kind {
+	RCTX_DUMP_ROOT = 1,    /* background, todo */
+	RCTX_DUMP_CANCEL = 2,  /* with_cancel (or a deadline no earlier than
+				* its parent's) */
+	RCTX_DUMP_TIMER = 3,   /* with_deadline, with_timeout */
+	RCTX_DUMP_VALUE = 4,   /* with_value */
+	RCTX_DUMP_WITHOUT = 5, /* without_cancel */
+};
+
+typedef struct rctx_dump_node {
+	const rctx_t *ctx;     /* identity only: not retained for the caller */
+	unsigned depth;	       /* 0 for the dump's root */
+	int kind;	       /* enum rctx_dump_kind */
+	int err;	       /* 0, ECANCELED or ETIMEDOUT */
+	int cause;	       /* 0 while not done */
+	rctx_time_t remaining; /* as rctx_remaining: RCTX_DUMP_FOREVER if no
+				* deadline, 0 if passed or done */
+	uint32_t children;     /* cancelable children registered under it */
+	uint32_t afters;       /* pending after-func registrations */
+	rctx_time_t age;       /* ns since it was made; -1 unless leak
+				* tracking (rctx_leak_track) was on then */
+} rctx_dump_node_t;
+
+#define RCTX_DUMP_FOREVER INT64_MAX
+
+/*
+ * rctx_dump - report ctx and the contexts below it, depth first, parents
+ * before children, at most max_nodes of them: fn(node, arg) per node,
+ * called after the walk (no lock held, no rctx lock or RCU section);
+ * a nonzero return from fn stops the report.
+ * Returns: the number of nodes reported;
+ *          -EINVAL for a NULL ctx or fn or a max_nodes of 0;
+ *          -ENOMEM (nothing reported).
+ * Any thread, while other threads derive, cancel and release: each node
+ * is held by a reference while the walk reads it (a node whose last
+ * reference is being dropped is skipped).
+ * rctx_dump_fd - the same, written to fd as one text line per node:
+ *   indent, kind, state, cause, remaining, children, afters, age.
+ * Returns: the number of nodes written; -EINVAL, -ENOMEM, or the negated
+ *          errno of a failed write.
+ */
+RCTX_API int rctx_dump(rctx_t *ctx, size_t max_nodes,
+		       int (*fn)(const rctx_dump_node_t *node, void *arg),
+		       void *arg);
+RCTX_API int rctx_dump_fd(rctx_t *ctx, size_t max_nodes, int fd);
+
+/*
+ * Leak reports. Off by default; RCTX_LEAK_TRACK=1 in the environment turns
+ * tracking on at load, rctx_leak_track(true) at any time (only contexts
+ * made while it is on are tracked; turning it off forgets them all).
+ * While on, each context made records its creation site (the return
+ * address in the code that called the constructor) and time in a side
+ * table (no field of the context; a lock striped by address). When off,
+ * it costs one load of a flag and a branch per derive, cancel and free.
+ */
+typedef struct rctx_leak_site {
+	const void *site;   /* return address in the code that made them */
+	const char *symbol; /* the function around it (dladdr), or NULL:
+			     * link with -rdynamic to name executables'
+			     * functions */
+	const char *object; /* the executable or library, or NULL */
+	uintptr_t offset;   /* site - symbol (or - object base) */
+	bool done;	    /* true: done for longer than the threshold and
+			     * still referenced; false: not done, made
+			     * longer ago than the threshold */
+	uint64_t count;	    /* contexts of this site and kind */
+	rctx_time_t oldest; /* the longest such time among them, ns */
+} rctx_leak_site_t;
+
+/*
+ * rctx_leak_track - turn tracking on or off. Returns 0. Any thread.
+ * rctx_leak_report - group the tracked contexts that are done for longer
+ *   than older_than ns but still referenced, or not done and made longer
+ *   than older_than ns ago, by site and kind; call fn(site, arg) for each
+ *   group, with no lock held (strings valid during the call); a nonzero
+ *   return from fn stops the report. A value or without_cancel context is
+ *   done when its cancelable ancestor is; its time since made is used.
+ * Returns: the number of groups reported; -EINVAL for a NULL fn or a
+ *          negative older_than; -ENOMEM.
+ * rctx_leak_report_fd - the same, one text line per group, to fd.
+ * Returns: the number of groups written; -EINVAL; -ENOMEM; the negated
+ *          errno of a failed write.
+ * Any thread.
+ */
+RCTX_API int rctx_leak_track(bool on);
+typedef int (*rctx_leak_fn)(const rctx_leak_site_t *site, void *arg);
+RCTX_API int rctx_leak_report(rctx_time_t older_than, rctx_leak_fn fn,
+			      void *arg);
+RCTX_API int rctx_leak_report_fd(rctx_time_t older_than, int fd);
+
 #ifdef __cplusplus
 }
 #endif

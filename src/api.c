@@ -8,8 +8,10 @@
 #include "after.h"
 #include "alloc.h"
 #include "drain.h"
+#include "dump.h"
 #include "fault.h"
 #include "internal.h"
+#include "leak.h"
 #include "stats.h"
 #include "timer.h"
 #include "tree.h"
@@ -35,6 +37,9 @@
 	} while (0)
 
 /* Observers treat NULL as background and check liveness in debug builds. */
+/* Where the application called us from (leak reports). */
+#define RCTX_SITE __builtin_return_address(0)
+
 static inline const struct rctx *
 observed(const rctx_t *ctx, const char *what)
 {
@@ -86,26 +91,34 @@ rctx_with_cancel(rctx_t *parent)
 {
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_cancel");
-	return rctx_stats_made(rctx_tree_with_cancel(parent));
+	return rctx_stats_made(rctx_tree_with_cancel(parent), RCTX_SITE);
+}
+
+/* The deadline constructors share a body that is given the caller's site
+ * (leak reports), so that the short forms report their own caller. */
+static inline rctx_t *
+with_deadline(rctx_t *parent, rctx_time_t deadline, int cause, const void *site)
+{
+	rctx_validate_or_null(parent != NULL, EINVAL);
+	rctx_debug_check(parent, "rctx_with_deadline");
+	return rctx_stats_made(rctx_tree_with_deadline(parent, deadline, cause),
+			       site);
 }
 
 RCTX_API rctx_t *
 rctx_with_deadline_cause(rctx_t *parent, rctx_time_t deadline, int cause)
 {
-	rctx_validate_or_null(parent != NULL, EINVAL);
-	rctx_debug_check(parent, "rctx_with_deadline");
-	return rctx_stats_made(
-	    rctx_tree_with_deadline(parent, deadline, cause));
+	return with_deadline(parent, deadline, cause, RCTX_SITE);
 }
 
 RCTX_API rctx_t *
 rctx_with_deadline(rctx_t *parent, rctx_time_t deadline)
 {
-	return rctx_with_deadline_cause(parent, deadline, 0);
+	return with_deadline(parent, deadline, 0, RCTX_SITE);
 }
 
-RCTX_API rctx_t *
-rctx_with_timeout_cause(rctx_t *parent, rctx_time_t timeout, int cause)
+static inline rctx_t *
+with_timeout(rctx_t *parent, rctx_time_t timeout, int cause, const void *site)
 {
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_timeout");
@@ -113,13 +126,20 @@ rctx_with_timeout_cause(rctx_t *parent, rctx_time_t timeout, int cause)
 	rctx_time_t now = rctx_now();
 
 	return rctx_stats_made(rctx_tree_with_deadline_at(
-	    parent, sat_add(now, timeout), cause, now));
+				   parent, sat_add(now, timeout), cause, now),
+			       site);
+}
+
+RCTX_API rctx_t *
+rctx_with_timeout_cause(rctx_t *parent, rctx_time_t timeout, int cause)
+{
+	return with_timeout(parent, timeout, cause, RCTX_SITE);
 }
 
 RCTX_API rctx_t *
 rctx_with_timeout(rctx_t *parent, rctx_time_t timeout)
 {
-	return rctx_with_timeout_cause(parent, timeout, 0);
+	return with_timeout(parent, timeout, 0, RCTX_SITE);
 }
 
 RCTX_API rctx_t *
@@ -127,7 +147,8 @@ rctx_with_value(rctx_t *parent, const void *key, void *value)
 {
 	rctx_validate_or_null(parent != NULL && key != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_value");
-	return rctx_stats_made(rctx_tree_with_value(parent, key, value));
+	return rctx_stats_made(rctx_tree_with_value(parent, key, value),
+			       RCTX_SITE);
 }
 
 RCTX_API rctx_t *
@@ -135,7 +156,7 @@ rctx_without_cancel(rctx_t *parent)
 {
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_without_cancel");
-	return rctx_stats_made(rctx_tree_without_cancel(parent));
+	return rctx_stats_made(rctx_tree_without_cancel(parent), RCTX_SITE);
 }
 
 RCTX_API int
@@ -317,7 +338,7 @@ rctx_drain_init(rctx_drain_t *d, rctx_t *parent)
 	rctx_debug_check(parent, "rctx_drain_init");
 	r = rctx_drain_do_init(drain_of(d), parent);
 	if (r == 0)
-		(void)rctx_stats_made(drain_of(d)->ctx);
+		(void)rctx_stats_made(drain_of(d)->ctx, RCTX_SITE);
 	return r;
 }
 
@@ -368,4 +389,42 @@ rctx_drain_destroy(rctx_drain_t *d)
 {
 	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
 	return rctx_drain_do_destroy(drain_of(d));
+}
+
+RCTX_API int
+rctx_dump(rctx_t *ctx, size_t max_nodes,
+	  int (*fn)(const rctx_dump_node_t *node, void *arg), void *arg)
+{
+	rctx_validate_or_ret(ctx != NULL && fn != NULL && max_nodes > 0,
+			     -EINVAL);
+	rctx_debug_check(ctx, "rctx_dump");
+	return rctx_dump_do(ctx, max_nodes, fn, arg);
+}
+
+RCTX_API int
+rctx_dump_fd(rctx_t *ctx, size_t max_nodes, int fd)
+{
+	rctx_validate_or_ret(ctx != NULL && max_nodes > 0 && fd >= 0, -EINVAL);
+	rctx_debug_check(ctx, "rctx_dump_fd");
+	return rctx_dump_do_fd(ctx, max_nodes, fd);
+}
+
+RCTX_API int
+rctx_leak_track(bool on)
+{
+	return rctx_leak_set(on);
+}
+
+RCTX_API int
+rctx_leak_report(rctx_time_t older_than, rctx_leak_fn fn, void *arg)
+{
+	rctx_validate_or_ret(fn != NULL && older_than >= 0, -EINVAL);
+	return rctx_leak_do_report(older_than, fn, arg);
+}
+
+RCTX_API int
+rctx_leak_report_fd(rctx_time_t older_than, int fd)
+{
+	rctx_validate_or_ret(fd >= 0 && older_than >= 0, -EINVAL);
+	return rctx_leak_do_report_fd(older_than, fd);
 }

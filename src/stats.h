@@ -4,6 +4,7 @@
 #define RCTX_STATS_H
 
 #include "internal.h"
+#include "leak.h"
 
 /*
  * Each thread counts into its own block (a thread-local, so no shared
@@ -97,13 +98,15 @@ rctx_stat_metric(size_t off, unsigned idx, uint64_t d)
 
 /* --- the hooks the tree calls --- */
 
-/* A context was made (api.c, on success). Returns c. */
+/* A context was made at site (api.c, on success). Returns c. */
 static inline struct rctx *
-rctx_stats_made(struct rctx *c)
+rctx_stats_made(struct rctx *c, const void *site)
 {
 	if (RCTX_LIKELY(c != NULL)) {
 		rctx_stat_add(RCTX_STAT_CREATED, 1);
 		rctx_stat_add(RCTX_STAT_LIVE, 1);
+		if (RCTX_UNLIKELY(rctx_leak_enabled()))
+			rctx_leak_made(c, site);
 	}
 	return c;
 }
@@ -113,7 +116,7 @@ rctx_stats_made(struct rctx *c)
  * of its done CAS, or a child born done: old 0).
  */
 static inline void
-rctx_stats_done(uint64_t old, uint64_t ns)
+rctx_stats_done(struct rctx *c, uint64_t old, uint64_t ns)
 {
 	unsigned timedout = (ns & RCTX_ST_ERR_MASK) == RCTX_ST_TIMEDOUT;
 	int cause = (int)(int32_t)(ns >> 32);
@@ -127,6 +130,8 @@ rctx_stats_done(uint64_t old, uint64_t ns)
 	rctx_stat_metric(offsetof(struct rctx_tmetrics, cause) +
 			     timedout * RCTX_STAT_CAUSE_ROW,
 			 b, 1);
+	if (RCTX_UNLIKELY(rctx_leak_enabled()))
+		rctx_leak_done(c);
 }
 
 /*
@@ -143,6 +148,8 @@ static inline void
 rctx_stats_freed(struct rctx *c)
 {
 	rctx_stat_add(RCTX_STAT_LIVE, -1);
+	if (RCTX_UNLIKELY(rctx_leak_enabled()))
+		rctx_leak_freed(c);
 	if (c->src == c) {
 		/* relaxed: a racing canceller's CAS is settled in the callee
 		 * by a CAS of our own (I3 in stats.c) */

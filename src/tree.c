@@ -184,7 +184,7 @@ attach(struct rctx *c, struct rctx *p)
 		/* relaxed: c is not yet visible to any other thread */
 		atomic_store_explicit(&c->state, s & ~(uint64_t)RCTX_ST_WAITERS,
 				      memory_order_relaxed);
-		rctx_stats_done(0, s);
+		rctx_stats_done(c, 0, s);
 		return 0;
 	}
 	slot = rctx_cset_insert(&p->children, (uintptr_t)c);
@@ -431,7 +431,7 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 		if (publish_done(ch, &cs, ns))
 			break;
 	}
-	rctx_stats_done(cs, ns);
+	rctx_stats_done(ch, cs, ns);
 	w->marked++;
 	/*
 	 * A plain leaf needs nothing more: no waiter to wake (none can
@@ -586,7 +586,7 @@ rctx_tree_cancel(struct rctx *c, unsigned code, int cause)
 			return -EALREADY;
 		ns = (s & RCTX_ST_WAITERS) | rctx_st_make(code, cause);
 	} while (!publish_done(c, &s, ns));
-	rctx_stats_done(s, ns);
+	rctx_stats_done(c, s, ns);
 	cascade(c, ns);
 	return 0;
 }
