@@ -189,6 +189,7 @@ print_node(const rctx_dump_node_t *n, void *arg)
 {
 	int fd = *(int *)arg;
 	char rem[32], age[32];
+	int r;
 
 	if (n->remaining == RCTX_DUMP_FOREVER)
 		snprintf(rem, sizeof(rem), "none");
@@ -198,16 +199,17 @@ print_node(const rctx_dump_node_t *n, void *arg)
 		snprintf(age, sizeof(age), "?");
 	else
 		snprintf(age, sizeof(age), "%.6fs", (double)n->age / 1e9);
-	if (dprintf(fd,
-		    "%*s%s %p %s cause=%d left=%s children=%u afters=%u "
-		    "age=%s\n",
-		    (int)(2 * n->depth), "", kind_names[n->kind],
-		    (const void *)n->ctx,
-		    n->err == 0		  ? "live"
-		    : n->err == ECANCELED ? "cancelled"
-					  : "timed-out",
-		    n->cause, rem, n->children, n->afters, age) < 0) {
-		*(int *)arg = -errno;
+	if ((r = rctx_fd_printf(
+		 fd,
+		 "%*s%s %p %s cause=%d left=%s children=%u afters=%u "
+		 "age=%s\n",
+		 (int)(2 * n->depth), "", kind_names[n->kind],
+		 (const void *)n->ctx,
+		 n->err == 0	       ? "live"
+		 : n->err == ECANCELED ? "cancelled"
+				       : "timed-out",
+		 n->cause, rem, n->children, n->afters, age)) < 0) {
+		*(int *)arg = r;
 		return 1;
 	}
 	return 0;

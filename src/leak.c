@@ -5,6 +5,8 @@
 #endif
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -265,20 +267,48 @@ rctx_leak_do_report(rctx_time_t older_than,
 	return (int)g.n;
 }
 
+int
+rctx_fd_printf(int fd, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -EINVAL;
+	if ((size_t)n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	for (int off = 0; off < n;) {
+		ssize_t w = write(fd, buf + off, (size_t)(n - off));
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		off += (int)w;
+	}
+	return 0;
+}
+
 static int
 print_site(const rctx_leak_site_t *s, void *arg)
 {
 	int fd = *(int *)arg;
+	int r;
 
-	if (dprintf(fd,
-		    "rctx leak: %llu context(s) %s, oldest %.3f s, made at "
-		    "%s+0x%lx (%s) [%p]\n",
-		    (unsigned long long)s->count,
-		    s->done ? "done but still referenced" : "alive",
-		    (double)s->oldest / 1e9, s->symbol ? s->symbol : "?",
-		    (unsigned long)s->offset, s->object ? s->object : "?",
-		    s->site) < 0) {
-		*(int *)arg = -errno;
+	if ((r = rctx_fd_printf(
+		 fd,
+		 "rctx leak: %llu context(s) %s, oldest %.3f s, made at "
+		 "%s+0x%lx (%s) [%p]\n",
+		 (unsigned long long)s->count,
+		 s->done ? "done but still referenced" : "alive",
+		 (double)s->oldest / 1e9, s->symbol ? s->symbol : "?",
+		 (unsigned long)s->offset, s->object ? s->object : "?",
+		 s->site)) < 0) {
+		*(int *)arg = r;
 		return 1;
 	}
 	return 0;

@@ -34,4 +34,9 @@ int rctx_leak_do_report(rctx_time_t older_than,
 			int (*fn)(const rctx_leak_site_t *, void *), void *arg);
 int rctx_leak_do_report_fd(rctx_time_t older_than, int fd);
 
+/* Format one line (at most 512 bytes) and write it all to fd: 0 or
+ * -errno. No stdio stream (dprintf leaks its buffer on a bad fd). */
+int rctx_fd_printf(int fd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 #endif /* RCTX_LEAK_H */
