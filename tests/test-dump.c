@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "fault.h"
 #include "rctx.h"
 #include "stress-util.h"
 
@@ -196,6 +197,41 @@ test_fd(void **state)
 	rctx_release(root);
 }
 
+/* Out of memory at each allocation in turn: -ENOMEM, nothing held. */
+static void
+test_out_of_memory(void **state)
+{
+	rctx_t *root = rctx_with_cancel(rctx_background());
+	rctx_t *kids[200];
+	rctx_stats_t s0, s;
+	int failed = 0;
+
+	(void)state;
+	for (int i = 0; i < 200; i++) /* enough for the walk to grow twice */
+		kids[i] = rctx_with_cancel(i < 100 ? root : kids[i - 100]);
+	assert_int_equal(rctx_stats(&s0, sizeof(s0)), 0);
+	for (unsigned long k = 1; k < 20; k++) {
+		struct seen sn = { .count = 0 };
+		int r;
+
+		rctx_fault_arm(RCTX_FAULT_MALLOC, k);
+		r = rctx_dump(root, 1000, collect, &sn);
+		rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
+		if (r == -ENOMEM) {
+			failed++;
+			assert_int_equal(sn.count, 0); /* nothing reported */
+		} else {
+			assert_int_equal(r, 201);
+		}
+		assert_int_equal(rctx_stats(&s, sizeof(s)), 0);
+		assert_int_equal(s.live, s0.live); /* references returned */
+	}
+	assert_true(failed >= 3); /* output, stack, their growth */
+	for (int i = 199; i >= 0; i--)
+		rctx_release(kids[i]);
+	rctx_release(root);
+}
+
 /* --- the dump under churn: run it under TSan --- */
 
 struct churn {
@@ -317,6 +353,7 @@ main(void)
 		cmocka_unit_test(test_fields),
 		cmocka_unit_test(test_age_with_tracking),
 		cmocka_unit_test(test_fd),
+		cmocka_unit_test(test_out_of_memory),
 		cmocka_unit_test(test_churn),
 	};
 

@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "fault.h"
 #include "rctx.h"
 
 static char key;
@@ -188,6 +189,30 @@ test_report_fd(void **state)
 	assert_int_equal(rctx_leak_track(false), 0);
 }
 
+static void
+test_out_of_memory(void **state)
+{
+	rctx_t *c;
+	struct groups g = { .n = 0 };
+
+	(void)state;
+	assert_int_equal(rctx_leak_track(true), 0);
+	/* The context is made; only its record is lost. */
+	rctx_fault_arm(RCTX_FAULT_MALLOC, 2); /* after the context's own */
+	c = plant_leak();
+	rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
+	assert_non_null(c);
+	rctx_release(c);
+	c = plant_leak();
+	rctx_fault_arm(RCTX_FAULT_MALLOC, 1);
+	assert_int_equal(rctx_leak_report(0, collect, &g), -ENOMEM);
+	rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
+	assert_int_equal(g.n, 0);
+	assert_int_equal(rctx_leak_report(0, collect, &g), 1);
+	rctx_release(c);
+	assert_int_equal(rctx_leak_track(false), 0);
+}
+
 /* RCTX_LEAK_TRACK=1 in the environment: a child run of this binary. */
 static void
 test_env_var(void **state)
@@ -230,6 +255,7 @@ main(int argc, char **argv)
 		cmocka_unit_test(test_planted_leak),
 		cmocka_unit_test(test_off_tracks_nothing),
 		cmocka_unit_test(test_report_fd),
+		cmocka_unit_test(test_out_of_memory),
 		cmocka_unit_test(test_env_var),
 	};
 

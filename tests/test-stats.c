@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "fault.h"
 #include "rctx.h"
 #include "stress-util.h"
 
@@ -65,7 +66,7 @@ test_size_handling(void **state)
 {
 	rctx_stats_t s;
 	unsigned char big[sizeof(rctx_stats_t) + 16];
-	rctx_metrics_t *m;
+	rctx_metrics_t *m, *m0;
 	unsigned char part[16];
 
 	(void)state;
@@ -90,6 +91,11 @@ test_size_handling(void **state)
 		assert_int_equal(part[i], 0xa5);
 	m = msnap();
 	free(m);
+	rctx_fault_arm(RCTX_FAULT_MALLOC, 1);
+	assert_int_equal(rctx_metrics(m0 = malloc(sizeof(*m0)), sizeof(*m0)),
+			 -ENOMEM);
+	rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
+	free(m0);
 }
 
 static void
