@@ -448,6 +448,240 @@ RCTX_API int rctx_egress(const rctx_t *ctx, rctx_time_t margin,
 RCTX_API int rctx_egress_grpc(const rctx_t *ctx, rctx_time_t margin, char *buf,
 			      size_t size);
 
+/* --- 0.2: statistics, metrics and draining (issue 14) --- */
+
+/* A snapshot of the library's counters (see rctx_stats). */
+typedef struct rctx_stats {
+	uint64_t live;	  /* contexts made and not yet freed (roots excluded) */
+	uint64_t created; /* contexts made since start */
+	uint64_t cancelled; /* contexts that became done with ECANCELED */
+	uint64_t timed_out; /* contexts that became done with ETIMEDOUT */
+	uint64_t timers; /* deadlines armed and neither fired nor withdrawn */
+	/* more fields may follow; callers pass sizeof their copy */
+} rctx_stats_t;
+
+/*
+ * rctx_stats - fill the first `size` bytes of *stats with counters summed
+ * over all threads (bytes past the fields this library knows are zeroed).
+ * Returns: 0;
+ *          -EINVAL for a NULL stats or a size below the five fields above.
+ * Any thread; takes a lock that only thread start and exit also take, so
+ * it never blocks derive, cancel or release (they write only counters of
+ * their own thread). The snapshot is weakly consistent: exact once the
+ * counting threads are quiet. Counts survive the threads that made them.
+ * cancelled and timed_out count cancelable contexts (with_cancel,
+ * with_deadline, with_timeout), each once, including every descendant a
+ * cascade makes done and children born done under a done parent; value
+ * and without_cancel contexts share their ancestor's state and are not
+ * counted there. A context counts as freed (live) when its last
+ * reference is dropped, before its memory is reclaimed.
+ */
+RCTX_API int rctx_stats(rctx_stats_t *stats, size_t size);
+
+/* Metrics (see rctx_metrics). Buckets are log2: see below. */
+#define RCTX_METRICS_CAUSES  128
+#define RCTX_METRICS_BUCKETS 32
+typedef struct rctx_metrics {
+	/* cancelable contexts freed while not done */
+	uint64_t released_live;
+	/* contexts that became done, by err and cause: [c] for a cause c
+	 * in 0..RCTX_METRICS_CAUSES-1, the last slot for any other cause */
+	uint64_t cancelled_by_cause[RCTX_METRICS_CAUSES + 1];
+	uint64_t timed_out_by_cause[RCTX_METRICS_CAUSES + 1];
+	/* deadline lateness (fire time - deadline, ns) of each context a
+	 * deadline timed out: bucket 0 holds 0, bucket b (1..30) holds
+	 * [2^(b-1), 2^b), bucket 31 everything from 2^30 ns (~1.07 s) */
+	uint64_t lateness[RCTX_METRICS_BUCKETS];
+	/* cascade sizes: contexts a cancel made done (itself included),
+	 * in the same buckets (bucket 1: one context, 2: 2-3, 3: 4-7...) */
+	uint64_t cascade[RCTX_METRICS_BUCKETS];
+	uint64_t lateness_sum_ns; /* sum of the lateness samples */
+	uint64_t cascade_sum;	  /* sum of the cascade sizes */
+	/* more fields may follow; callers pass sizeof their copy */
+} rctx_metrics_t;
+
+/*
+ * rctx_metrics - fill the first `size` bytes of *m with the metrics,
+ * summed over all threads as rctx_stats does (bytes past the fields this
+ * library knows are zeroed).
+ * Returns: 0; -EINVAL for a NULL m or a size of 0; -ENOMEM (nothing
+ *          written).
+ * Any thread; same cost and consistency as rctx_stats. A thread that could
+ * not allocate its metrics block (2.6 KiB, on first use) loses its
+ * samples; the counters of rctx_stats are never lost.
+ */
+RCTX_API int rctx_metrics(rctx_metrics_t *m, size_t size);
+
+/*
+ * Draining: wait until the work registered under a drain has finished
+ * (Go's errgroup.Wait, stdexec's counting_scope, a Trio nursery). A drain
+ * owns a context derived with rctx_with_cancel from the parent it was
+ * made with; work runs under rctx_drain_ctx(d), and rctx_drain_cancel_join
+ * cancels that context and waits for the work to leave.
+ */
+typedef struct rctx_drain {
+	void *opaque[4];
+} rctx_drain_t;
+
+/*
+ * rctx_drain_init - make *d a drain under parent.
+ * Returns: 0; -EINVAL for a NULL argument; -ENOMEM.
+ * Any thread; *d must not be in use.
+ * rctx_drain_ctx - the drain's context (owned by d; retain it to keep it
+ *   past rctx_drain_destroy). NULL for a NULL d.
+ */
+RCTX_API int rctx_drain_init(rctx_drain_t *d, rctx_t *parent);
+RCTX_API rctx_t *rctx_drain_ctx(rctx_drain_t *d);
+
+/*
+ * rctx_drain_enter - count one piece of work in.
+ * Returns: 0; -EINVAL for NULL; ECANCELED or ETIMEDOUT, negated, if the
+ *          drain's context is done (nothing entered: do not start).
+ * rctx_drain_leave - count it out (any thread, not only the one that
+ *   entered).
+ * Returns: 0; -EINVAL for NULL; -EPERM for a leave without an enter
+ *          (debug builds, RCTX_DEBUG, abort with a message instead).
+ * Any thread. Both are lock-free (one atomic RMW, a wake-up only when the
+ * last piece leaves while someone joins). A leave's writes happen before
+ * the return of a join that sees the drain empty. An enter that succeeds
+ * is waited for by every cancel_join, or fails if its cancel came first.
+ */
+RCTX_API int rctx_drain_enter(rctx_drain_t *d);
+RCTX_API int rctx_drain_leave(rctx_drain_t *d);
+
+/*
+ * rctx_drain_run - enter, run fn(arg) on this thread, leave. While fn runs,
+ * a join of d on this thread returns -EDEADLK instead of waiting forever.
+ * Returns: 0 once fn returned; -EINVAL for NULL; enter's error (fn not
+ *          run).
+ * Any thread.
+ */
+RCTX_API int rctx_drain_run(rctx_drain_t *d, void (*fn)(void *arg), void *arg);
+
+/*
+ * rctx_drain_join - wait until no work is inside d, or timeout ns pass
+ * (< 0: forever, 0: just look).
+ * Returns: 0 (the drain was seen empty);
+ *          -ETIMEDOUT if the timeout passed first;
+ *          -EDEADLK if called from inside work of d run by rctx_drain_run
+ *          on this thread (that work could never leave); a join from
+ *          inside work entered with rctx_drain_enter is not detected:
+ *          give it a timeout;
+ *          -EINVAL for NULL.
+ * Any thread, any number at once.
+ * rctx_drain_cancel_join - cancel the drain's context (cause ECANCELED;
+ *   no-op if done), then join. Same returns.
+ */
+RCTX_API int rctx_drain_join(rctx_drain_t *d, rctx_time_t timeout);
+RCTX_API int rctx_drain_cancel_join(rctx_drain_t *d, rctx_time_t timeout);
+
+/*
+ * rctx_drain_destroy - release the drain's context.
+ * Returns: 0; -EINVAL for NULL; -EBUSY while work is inside (d unchanged).
+ * Any thread, once no other thread uses d.
+ */
+RCTX_API int rctx_drain_destroy(rctx_drain_t *d);
+
+/*
+ * A dump of a subtree, weakly consistent: each node is read once, while
+ * other threads may derive and cancel; a node made or cancelled during
+ * the walk may or may not be seen. The walk follows children sets, which
+ * hold only cancelable contexts (with_cancel, with_deadline, with_timeout):
+ * a value or without_cancel context appears only as the dump's root, and
+ * the cancelable contexts below a value context appear under its nearest
+ * cancelable ancestor. A cancelled context leaves its parent's set (as in
+ * Go), so done contexts appear only as the dump's root.
+ */
+enum rctx_dump_kind {
+	RCTX_DUMP_ROOT = 1,    /* background, todo */
+	RCTX_DUMP_CANCEL = 2,  /* with_cancel (or a deadline no earlier than
+				* its parent's) */
+	RCTX_DUMP_TIMER = 3,   /* with_deadline, with_timeout */
+	RCTX_DUMP_VALUE = 4,   /* with_value */
+	RCTX_DUMP_WITHOUT = 5, /* without_cancel */
+};
+
+typedef struct rctx_dump_node {
+	const rctx_t *ctx;     /* identity only: not retained for the caller */
+	unsigned depth;	       /* 0 for the dump's root */
+	int kind;	       /* enum rctx_dump_kind */
+	int err;	       /* 0, ECANCELED or ETIMEDOUT */
+	int cause;	       /* 0 while not done */
+	rctx_time_t remaining; /* as rctx_remaining: RCTX_DUMP_FOREVER if no
+				* deadline, 0 if passed or done */
+	uint32_t children;     /* cancelable children registered under it */
+	uint32_t afters;       /* pending after-func registrations */
+	rctx_time_t age;       /* ns since it was made; -1 unless leak
+				* tracking (rctx_leak_track) was on then */
+} rctx_dump_node_t;
+
+#define RCTX_DUMP_FOREVER INT64_MAX
+
+/*
+ * rctx_dump - report ctx and the contexts below it, depth first, parents
+ * before children, at most max_nodes of them: fn(node, arg) per node,
+ * called after the walk (no lock held, no rctx lock or RCU section);
+ * a nonzero return from fn stops the report.
+ * Returns: the number of nodes reported;
+ *          -EINVAL for a NULL ctx or fn or a max_nodes of 0;
+ *          -ENOMEM (nothing reported).
+ * Any thread, while other threads derive, cancel and release: each node
+ * is held by a reference while the walk reads it (a node whose last
+ * reference is being dropped is skipped).
+ * rctx_dump_fd - the same, written to fd as one text line per node:
+ *   indent, kind, state, cause, remaining, children, afters, age.
+ * Returns: the number of nodes written; -EINVAL, -ENOMEM, or the negated
+ *          errno of a failed write.
+ */
+RCTX_API int rctx_dump(rctx_t *ctx, size_t max_nodes,
+		       int (*fn)(const rctx_dump_node_t *node, void *arg),
+		       void *arg);
+RCTX_API int rctx_dump_fd(rctx_t *ctx, size_t max_nodes, int fd);
+
+/*
+ * Leak reports. Off by default; RCTX_LEAK_TRACK=1 in the environment turns
+ * tracking on at load, rctx_leak_track(true) at any time (only contexts
+ * made while it is on are tracked; turning it off forgets them all).
+ * While on, each context made records its creation site (the return
+ * address in the code that called the constructor) and time in a side
+ * table (no field of the context; a lock striped by address). When off,
+ * it costs one load of a flag and a branch per derive, cancel and free.
+ */
+typedef struct rctx_leak_site {
+	const void *site;   /* return address in the code that made them */
+	const char *symbol; /* the function around it (dladdr), or NULL:
+			     * link with -rdynamic to name executables'
+			     * functions */
+	const char *object; /* the executable or library, or NULL */
+	uintptr_t offset;   /* site - symbol (or - object base) */
+	bool done;	    /* true: done for longer than the threshold and
+			     * still referenced; false: not done, made
+			     * longer ago than the threshold */
+	uint64_t count;	    /* contexts of this site and kind */
+	rctx_time_t oldest; /* the longest such time among them, ns */
+} rctx_leak_site_t;
+
+/*
+ * rctx_leak_track - turn tracking on or off. Returns 0. Any thread.
+ * rctx_leak_report - group the tracked contexts that are done for longer
+ *   than older_than ns but still referenced, or not done and made longer
+ *   than older_than ns ago, by site and kind; call fn(site, arg) for each
+ *   group, with no lock held (strings valid during the call); a nonzero
+ *   return from fn stops the report. A value or without_cancel context is
+ *   done when its cancelable ancestor is; its time since made is used.
+ * Returns: the number of groups reported; -EINVAL for a NULL fn or a
+ *          negative older_than; -ENOMEM.
+ * rctx_leak_report_fd - the same, one text line per group, to fd.
+ * Returns: the number of groups written; -EINVAL; -ENOMEM; the negated
+ *          errno of a failed write.
+ * Any thread.
+ */
+RCTX_API int rctx_leak_track(bool on);
+typedef int (*rctx_leak_fn)(const rctx_leak_site_t *site, void *arg);
+RCTX_API int rctx_leak_report(rctx_time_t older_than, rctx_leak_fn fn,
+			      void *arg);
+RCTX_API int rctx_leak_report_fd(rctx_time_t older_than, int fd);
+
 #ifdef __cplusplus
 }
 #endif

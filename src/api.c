@@ -2,12 +2,19 @@
 /* The public API: argument checks in one place, then dispatch. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "after.h"
 #include "alloc.h"
+#include "drain.h"
+#include "dump.h"
+#include "fault.h"
 #include "internal.h"
 #include "loop.h"
+#include "leak.h"
+#include "stats.h"
 #include "timer.h"
 #include "tree.h"
 #include "value.h"
@@ -37,6 +44,9 @@
 	rctx_validate(cond, errno = (err); return NULL)
 
 /* Observers treat NULL as background and check liveness in debug builds. */
+/* Where the application called us from (leak reports). */
+#define RCTX_SITE __builtin_return_address(0)
+
 static inline const struct rctx *
 observed(const rctx_t *ctx, const char *what)
 {
@@ -75,39 +85,55 @@ rctx_with_cancel(rctx_t *parent)
 {
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_cancel");
-	return rctx_tree_with_cancel(parent);
+	return rctx_stats_made(rctx_tree_with_cancel(parent), RCTX_SITE);
+}
+
+/* The deadline constructors share a body that is given the caller's site
+ * (leak reports), so that the short forms report their own caller. */
+static inline rctx_t *
+with_deadline(rctx_t *parent, rctx_time_t deadline, int cause, const void *site)
+{
+	rctx_validate_or_null(parent != NULL, EINVAL);
+	rctx_debug_check(parent, "rctx_with_deadline");
+	return rctx_stats_made(rctx_tree_with_deadline(parent, deadline, cause),
+			       site);
 }
 
 RCTX_API rctx_t *
 rctx_with_deadline_cause(rctx_t *parent, rctx_time_t deadline, int cause)
 {
-	rctx_validate_or_null(parent != NULL, EINVAL);
-	rctx_debug_check(parent, "rctx_with_deadline");
-	return rctx_tree_with_deadline(parent, deadline, cause);
+	return with_deadline(parent, deadline, cause, RCTX_SITE);
 }
 
 RCTX_API rctx_t *
 rctx_with_deadline(rctx_t *parent, rctx_time_t deadline)
 {
-	return rctx_with_deadline_cause(parent, deadline, 0);
+	return with_deadline(parent, deadline, 0, RCTX_SITE);
 }
 
-RCTX_API rctx_t *
-rctx_with_timeout_cause(rctx_t *parent, rctx_time_t timeout, int cause)
+static inline rctx_t *
+with_timeout(rctx_t *parent, rctx_time_t timeout, int cause, const void *site)
 {
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_timeout");
 	/* now + timeout, saturating both ways (a timeout <= 0 is due). */
 	rctx_time_t now = rctx_clock_now();
 
-	return rctx_tree_with_deadline_at(parent, rctx_clock_add(now, timeout),
-					  cause, now);
+	return rctx_stats_made(rctx_tree_with_deadline_at(
+				   parent, rctx_clock_add(now, timeout), cause, now),
+			       site);
+}
+
+RCTX_API rctx_t *
+rctx_with_timeout_cause(rctx_t *parent, rctx_time_t timeout, int cause)
+{
+	return with_timeout(parent, timeout, cause, RCTX_SITE);
 }
 
 RCTX_API rctx_t *
 rctx_with_timeout(rctx_t *parent, rctx_time_t timeout)
 {
-	return rctx_with_timeout_cause(parent, timeout, 0);
+	return with_timeout(parent, timeout, 0, RCTX_SITE);
 }
 
 RCTX_API rctx_t *
@@ -115,7 +141,8 @@ rctx_with_value(rctx_t *parent, const void *key, void *value)
 {
 	rctx_validate_or_null(parent != NULL && key != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_with_value");
-	return rctx_tree_with_value(parent, key, value);
+	return rctx_stats_made(rctx_tree_with_value(parent, key, value),
+			       RCTX_SITE);
 }
 
 RCTX_API rctx_t *
@@ -123,7 +150,7 @@ rctx_without_cancel(rctx_t *parent)
 {
 	rctx_validate_or_null(parent != NULL, EINVAL);
 	rctx_debug_check(parent, "rctx_without_cancel");
-	return rctx_tree_without_cancel(parent);
+	return rctx_stats_made(rctx_tree_without_cancel(parent), RCTX_SITE);
 }
 
 RCTX_API int
@@ -454,4 +481,154 @@ rctx_egress_grpc(const rctx_t *ctx, rctx_time_t margin, char *buf, size_t size)
 		return 0;
 	}
 	return rctx_wire_grpc_format(left, buf, size);
+}
+
+/* --- 0.2: statistics, metrics and draining (issue 14) --- */
+
+RCTX_API int
+rctx_stats(rctx_stats_t *stats, size_t size)
+{
+	rctx_stats_t s;
+
+	/* The five fields of 0.2 are the least a caller may ask for. */
+	rctx_validate_or_ret(stats != NULL &&
+				 size >= offsetof(rctx_stats_t, timers) +
+					     sizeof(s.timers),
+			     -EINVAL);
+	rctx_stats_read(&s);
+	memcpy(stats, &s, size < sizeof(s) ? size : sizeof(s));
+	if (size > sizeof(s))
+		memset((char *)stats + sizeof(s), 0, size - sizeof(s));
+	return 0;
+}
+
+RCTX_API int
+rctx_metrics(rctx_metrics_t *m, size_t size)
+{
+	rctx_metrics_t *s;
+	int r;
+
+	rctx_validate_or_ret(m != NULL && size > 0, -EINVAL);
+	if (size >= sizeof(*s)) {
+		r = rctx_stats_read_metrics(m);
+		if (r == 0)
+			memset((char *)m + sizeof(*s), 0, size - sizeof(*s));
+		return r;
+	}
+	s = rctx_malloc(sizeof(*s));
+	rctx_validate_or_ret(s != NULL, -ENOMEM);
+	r = rctx_stats_read_metrics(s);
+	if (r == 0)
+		memcpy(m, s, size);
+	free(s);
+	return r;
+}
+
+/* A drain argument: non-NULL and initialised. */
+static inline struct rctx_drain_impl *
+drain_of(rctx_drain_t *d)
+{
+	return (struct rctx_drain_impl *)(void *)d;
+}
+
+#define rctx_drain_ok(d) ((d) != NULL && drain_of(d)->magic == RCTX_DRAIN_MAGIC)
+
+RCTX_API int
+rctx_drain_init(rctx_drain_t *d, rctx_t *parent)
+{
+	int r;
+
+	rctx_validate_or_ret(d != NULL && parent != NULL, -EINVAL);
+	rctx_debug_check(parent, "rctx_drain_init");
+	r = rctx_drain_do_init(drain_of(d), parent);
+	if (r == 0)
+		(void)rctx_stats_made(drain_of(d)->ctx, RCTX_SITE);
+	return r;
+}
+
+RCTX_API rctx_t *
+rctx_drain_ctx(rctx_drain_t *d)
+{
+	rctx_validate_or_null(rctx_drain_ok(d), EINVAL);
+	return drain_of(d)->ctx;
+}
+
+RCTX_API int
+rctx_drain_enter(rctx_drain_t *d)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
+	return rctx_drain_do_enter(drain_of(d));
+}
+
+RCTX_API int
+rctx_drain_leave(rctx_drain_t *d)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
+	return rctx_drain_do_leave(drain_of(d));
+}
+
+RCTX_API int
+rctx_drain_run(rctx_drain_t *d, void (*fn)(void *arg), void *arg)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d) && fn != NULL, -EINVAL);
+	return rctx_drain_do_run(drain_of(d), fn, arg);
+}
+
+RCTX_API int
+rctx_drain_join(rctx_drain_t *d, rctx_time_t timeout)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
+	return rctx_drain_do_join(drain_of(d), timeout);
+}
+
+RCTX_API int
+rctx_drain_cancel_join(rctx_drain_t *d, rctx_time_t timeout)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
+	return rctx_drain_do_cancel_join(drain_of(d), timeout);
+}
+
+RCTX_API int
+rctx_drain_destroy(rctx_drain_t *d)
+{
+	rctx_validate_or_ret(rctx_drain_ok(d), -EINVAL);
+	return rctx_drain_do_destroy(drain_of(d));
+}
+
+RCTX_API int
+rctx_dump(rctx_t *ctx, size_t max_nodes,
+	  int (*fn)(const rctx_dump_node_t *node, void *arg), void *arg)
+{
+	rctx_validate_or_ret(ctx != NULL && fn != NULL && max_nodes > 0,
+			     -EINVAL);
+	rctx_debug_check(ctx, "rctx_dump");
+	return rctx_dump_do(ctx, max_nodes, fn, arg);
+}
+
+RCTX_API int
+rctx_dump_fd(rctx_t *ctx, size_t max_nodes, int fd)
+{
+	rctx_validate_or_ret(ctx != NULL && max_nodes > 0 && fd >= 0, -EINVAL);
+	rctx_debug_check(ctx, "rctx_dump_fd");
+	return rctx_dump_do_fd(ctx, max_nodes, fd);
+}
+
+RCTX_API int
+rctx_leak_track(bool on)
+{
+	return rctx_leak_set(on);
+}
+
+RCTX_API int
+rctx_leak_report(rctx_time_t older_than, rctx_leak_fn fn, void *arg)
+{
+	rctx_validate_or_ret(fn != NULL && older_than >= 0, -EINVAL);
+	return rctx_leak_do_report(older_than, fn, arg);
+}
+
+RCTX_API int
+rctx_leak_report_fd(rctx_time_t older_than, int fd)
+{
+	rctx_validate_or_ret(fd >= 0 && older_than >= 0, -EINVAL);
+	return rctx_leak_do_report_fd(older_than, fd);
 }

@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "fork.h"
 #include "internal.h"
+#include "stats.h"
 
 /*
  * The library runs threads of its own: timer owners (owner.c) and the
@@ -100,6 +101,7 @@ rctx_fork_prepare(void)
 			h->prepare();
 	}
 	urcu_bp_before_fork();
+	rctx_stats_before_fork();
 }
 
 static void
@@ -107,6 +109,7 @@ rctx_fork_parent(void)
 {
 	int i;
 
+	rctx_stats_after_fork_parent();
 	urcu_bp_after_fork_parent();
 	for (i = RCTX_FORK_NSLOTS - 1; i >= 0; i--) {
 		const struct rctx_fork_hooks *h = rctx_fork_hooks(i);
@@ -121,6 +124,7 @@ rctx_fork_child(void)
 {
 	int i;
 
+	rctx_stats_after_fork_child();
 	/* Forget the parent's other threads' RCU registrations first. */
 	urcu_bp_after_fork_child();
 	for (i = RCTX_FORK_NSLOTS - 1; i >= 0; i--) {

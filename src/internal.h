@@ -94,6 +94,7 @@ enum rctx_kind {
  *              bit itself rather than wait (tree.F)
  *   bit  4     CASCADE: done, but some descendant may not be yet; a
  *              losing canceller walks the subtree itself (tree.G)
+ *   bit  5     TIMER: live, and its deadline counts in rctx_stats' timers
  *   bits 32-63 cause (int32)
  * err and cause change together in one CAS, so any thread that sees err
  * sees its cause. The low 32 bits (err + WAITERS) are the futex word.
@@ -108,6 +109,9 @@ enum rctx_kind {
 #define RCTX_ST_CASCADE	 0x10u /* done, subtree not all marked (tree.G) */
 /* err and cause: what a context's done state passes to its children */
 #define RCTX_ST_FINAL_MASK (0xffffffff00000000ull | RCTX_ST_ERR_MASK)
+
+/* live, and its deadline counted in stats (stats.c I3) */
+#define RCTX_ST_TIMER 0x20u
 
 static inline uint64_t
 rctx_st_make(unsigned err_code, int cause)

@@ -71,7 +71,6 @@ rctx_park_wheel(struct rctx_twheel *tw)
 {
 	struct rctx_wheel_timer *wt, *wnext;
 	struct rctx_timer *t, *next;
-	size_t n;
 
 	/* seq_cst: as in rctx_tw_drain (twheel.A). */
 	t = atomic_exchange_explicit(&tw->queue, NULL, memory_order_seq_cst);
@@ -83,7 +82,7 @@ rctx_park_wheel(struct rctx_twheel *tw)
 
 		next = t->qnext;
 		if (f & RCTX_TIMER_F_WHEEL)
-			rctx_wheel_del(&tw->w, &t->wt);
+			rctx_tw_unfile(tw, t); /* the wheel or the near run */
 		if (f & RCTX_TIMER_F_DEAD) {
 			rctx_park_kill(t);
 			continue;
@@ -93,7 +92,7 @@ rctx_park_wheel(struct rctx_twheel *tw)
 					  memory_order_relaxed);
 		rctx_park_one(t);
 	}
-	wt = rctx_wheel_drain(&tw->w, &n);
+	wt = rctx_tw_unfile_all(tw);
 	for (; wt; wt = wnext) {
 		uint32_t f;
 

@@ -11,6 +11,7 @@
 #include "children.h"
 #include "fault.h"
 #include "timer.h"
+#include "stats.h"
 #include "tree.h"
 #include "value.h"
 #include "wait.h"
@@ -213,6 +214,7 @@ attach(struct rctx *c, struct rctx *p)
 		/* relaxed: c is not yet visible to any other thread */
 		atomic_store_explicit(&c->state, s & RCTX_ST_FINAL_MASK,
 				      memory_order_relaxed);
+		rctx_stats_done(c, 0, s);
 		return 0;
 	}
 	slot = rctx_cset_insert(&p->children, (uintptr_t)c);
@@ -296,6 +298,7 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 	r = rctx_timer_arm_at(&c->timer, deadline, now);
 	if (RCTX_UNLIKELY(r < 0)) {
 		c->armed = 0; /* never handed over: nobody else reads it */
+		rctx_stat_add(RCTX_STAT_LIVE, 1); /* api.c did not count it */
 		/* Leaves the parent as it was: the free path removes c from
 		 * its set (a racing canceller may still hold c; then it
 		 * frees c). */
@@ -303,6 +306,7 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 		errno = -r;
 		return NULL;
 	}
+	rctx_stats_timer_armed(c);
 	if (rctx_st_err(rctx_state_load(c)))
 		rctx_timer_cancel(&c->timer); /* cancelled while arming */
 	return c;
@@ -359,6 +363,7 @@ struct walk {
 	struct rctx **assist; /* done by others, to visit; referenced */
 	size_t nassist, cap;
 	struct rctx *assist_inl[ASSIST_INLINE];
+	uint64_t marked; /* nodes whose state CAS we won (stats) */
 };
 
 /* c's eventfd, or -1: loaded after the state CAS that made c done. */
@@ -487,6 +492,8 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 		if (publish_done(ch, &cs, ns, &held))
 			break;
 	}
+	rctx_stats_done(ch, cs, ns);
+	w->marked++;
 	/*
 	 * A plain leaf needs nothing more: no waiter to wake (none can
 	 * appear once err is set), its fd written, no timer, no children
@@ -597,6 +604,9 @@ cascade_finish(struct walk *w, struct rctx *c)
 		rctx_wait_notify(n, st);
 	}
 
+	if (c != NULL)
+		rctx_stats_cascade(1 + w->marked);
+
 	/* 3. Run after-funcs, outside any lock, and drop the list's
 	 * references (children come before their parents on the list). */
 	rctx_after_cascade_enter();
@@ -624,6 +634,7 @@ walk_init(struct walk *w)
 	w->assist = w->assist_inl;
 	w->cap = ASSIST_INLINE;
 	w->nassist = 0;
+	w->marked = 0;
 }
 
 /* c was just made done by us with state st; finish the job. */
@@ -649,6 +660,7 @@ cascade(struct rctx *c, uint64_t st)
 		if (c->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&c->timer);
 		rctx_wait_notify(c, st);
+		rctx_stats_cascade(1);
 		return;
 	}
 	walk_init(&w);
@@ -695,6 +707,7 @@ rctx_tree_cancel(struct rctx *c, unsigned code, int cause)
 		ns = (s & RCTX_ST_WAITERS) | rctx_st_make(code, cause) |
 		     RCTX_ST_CASCADE;
 	} while (!publish_done(c, &s, ns, &held));
+	rctx_stats_done(c, s, ns);
 	cascade(c, ns);
 	return 0;
 }
@@ -708,8 +721,9 @@ timer_fire(struct rctx_timer *t)
 	 * is valid; a zero count means it is being freed: nothing to do. */
 	if (!rctx_ref_tryget(c))
 		return;
-	(void)rctx_tree_cancel(c, RCTX_ST_TIMEDOUT,
-			       c->dcause ? c->dcause : ETIMEDOUT);
+	if (rctx_tree_cancel(c, RCTX_ST_TIMEDOUT,
+			     c->dcause ? c->dcause : ETIMEDOUT) == 0)
+		rctx_stats_late(c->deadline);
 	rctx_tree_release(c);
 }
 
@@ -755,6 +769,7 @@ timer_dead(struct rctx_timer *t)
 static void
 free_one(struct rctx *c)
 {
+	rctx_stats_freed(c);
 	if (c->registered)
 		rctx_cset_remove_hinted(&c->cparent->children, c->slot,
 					(uintptr_t)c);

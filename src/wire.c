@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "clock.h"
 #include "tree.h"
 #include "wire.h"
 
@@ -202,7 +203,7 @@ rctx_wire_ingress(rctx_t *parent, rctx_time_t timeout,
 int
 rctx_wire_egress(const struct rctx *c, rctx_time_t margin, rctx_time_t *timeout)
 {
-	rctx_time_t left = rctx_wire_remaining(c, rctx_now());
+	rctx_time_t left = rctx_wire_remaining(c, rctx_clock_now());
 	int err;
 
 	if (left == RCTX_FOREVER) {

@@ -94,6 +94,39 @@ test_shutdown_keeps_held_contexts(void **state)
 	assert_int_equal(rctx_alloc_outstanding(), 0);
 }
 
+/*
+ * Item 2 with precise expiry: a deadline the owner has already taken out
+ * of the wheel into its near run (about a tick before it is due) is
+ * parked by shutdown like any other and fires after the restart, never
+ * early. Shutdown is swept across the last few ticks before the deadline
+ * so that some rounds meet the timer in the near run; a round that
+ * misses it (the timer fired first) checks the same things.
+ */
+static void
+test_shutdown_parks_near_run_timers(void **state)
+{
+	(void)state;
+	for (int k = 0; k < 40; k++) {
+		rctx_time_t timeout = 4 * RCTX_MSEC;
+		rctx_time_t t0 = rctx_now();
+		rctx_t *c = rctx_with_timeout(rctx_background(), timeout);
+		rctx_t *held = rctx_with_timeout(rctx_background(), timeout);
+
+		assert_non_null(c);
+		assert_non_null(held);
+		/* Shut down 0 to 3.9 ms after arming. */
+		struct timespec ts = { 0, (long)(k % 40) * 100000L };
+		nanosleep(&ts, NULL);
+		rctx_release(c); /* queued for the owner as the wheel stops */
+		rctx_shutdown();
+		assert_int_equal(rctx_wait(held, LONG_WAIT), ETIMEDOUT);
+		assert_true(rctx_now() - t0 >= timeout);
+		rctx_release(held);
+	}
+	rctx_shutdown();
+	assert_int_equal(rctx_alloc_outstanding(), 0);
+}
+
 /* Item 2: a held context released after shutdown, before any restart. */
 static void
 test_shutdown_then_release_held(void **state)
@@ -353,6 +386,7 @@ main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_shutdown_keeps_held_contexts),
 		cmocka_unit_test(test_shutdown_then_release_held),
+		cmocka_unit_test(test_shutdown_parks_near_run_timers),
 		cmocka_unit_test(test_thread_exits_after_shutdown),
 		cmocka_unit_test(test_stop_waits_through_nested_after_func),
 #ifdef RCTX_FAULT_INJECTION
