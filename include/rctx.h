@@ -185,6 +185,30 @@ RCTX_API int rctx_loop_timeout_ms(rctx_loop_t *loop);
 RCTX_API int rctx_loop_run(rctx_loop_t *loop, rctx_time_t now);
 RCTX_API void rctx_loop_free(rctx_loop_t *loop);
 
+/*
+ * rctx_loop_after_func - run fn(arg) once, after ctx is done, on loop's
+ *   owner thread inside rctx_loop_run: never on the cancelling thread or
+ *   a library thread. If ctx is already done, fn runs at the loop's next
+ *   rctx_loop_run, not inside this call; never if ctx can never be done.
+ *   rctx_loop_fd polls readable while a call waits to run; rctx_loop_run
+ *   counts the calls it ran with the deadlines it fired. Stop with
+ *   rctx_after_stop (same contract; it waits for a running fn except from
+ *   within fn). fn may free reg; it must not call rctx_loop_run or
+ *   rctx_loop_free on its own loop. rctx_loop_free with calls still
+ *   pending: they never run and their stops return true (stop them before
+ *   reusing reg). Calls pending when the owner thread exits never run
+ *   either.
+ * Returns: 0; -EINVAL for a NULL loop, ctx, reg or fn;
+ *          -EOWNERDEAD if loop's owner thread has exited;
+ *          -ENOSPC if more than 1024 loops existed when loop was made.
+ * Any thread. Never allocates; makes a system call only to wake the loop
+ * (one eventfd write). Everything before the cancel that made ctx done
+ * happens before fn.
+ */
+RCTX_API int rctx_loop_after_func(rctx_loop_t *loop, rctx_t *ctx,
+				  rctx_after_t *reg, void (*fn)(void *arg),
+				  void *arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,6 +12,7 @@
 #include "after.h"
 #include "children.h"
 #include "fault.h"
+#include "loopafter.h"
 #include "tree.h"
 
 _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
@@ -149,7 +150,10 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 	 * B); a registrant may have claimed on a PENDING word */
 	if (a->src != NULL)
 		(void)rctx_state_load(a->src);
-	fn(arg); /* may free a: it is not touched after this */
+	if (atomic_load_explicit(&a->aux, memory_order_relaxed))
+		rctx_lafter_fire(a); /* relaxed: set before publication (C) */
+	else
+		fn(arg); /* may free a: it is not touched after this */
 	if (me) {
 		/* seq_cst: order B, pairs with the waiter's increment */
 		atomic_store_explicit(&me->running, NULL, memory_order_seq_cst);
@@ -301,6 +305,13 @@ int
 rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 		    void *arg)
 {
+	return rctx_after_register_aux(ctx, reg, fn, arg, 0);
+}
+
+int
+rctx_after_register_aux(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
+			void *arg, uint32_t aux)
+{
 	struct rctx_after_impl *a = (struct rctx_after_impl *)(void *)reg;
 	struct rctx *src = ctx->src;
 	_Atomic uintptr_t *slot;
@@ -313,6 +324,8 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 	a->slot = NULL;
 	a->onext = NULL;
 	a->opprev = NULL;
+	/* relaxed: published with the other fields (C) */
+	atomic_store_explicit(&a->aux, aux, memory_order_relaxed);
 	if (src == NULL) {
 		/* Never done: fn never runs; stop still reports it stopped. */
 		/* relaxed: registration storage is the caller's; publishing it

@@ -6,6 +6,7 @@
 #include "after.h"
 #include "alloc.h"
 #include "internal.h"
+#include "loopafter.h"
 #include "timer.h"
 #include "tree.h"
 #include "value.h"
@@ -230,6 +231,8 @@ RCTX_API bool
 rctx_after_stop(rctx_after_t *reg)
 {
 	rctx_validate_or_ret(reg != NULL, false);
+	if (rctx_lafter_is(reg)) /* made by rctx_loop_after_func */
+		return rctx_lafter_stop(reg);
 	return rctx_after_unregister(reg);
 }
 
@@ -255,4 +258,14 @@ rctx_shutdown(void)
 	rctx_timer_shutdown();
 	rctx_alloc_shutdown();
 	rctx_after_shutdown();
+}
+
+RCTX_API int
+rctx_loop_after_func(rctx_loop_t *loop, rctx_t *ctx, rctx_after_t *reg,
+		     void (*fn)(void *arg), void *arg)
+{
+	rctx_validate_or_ret(
+	    loop != NULL && ctx != NULL && reg != NULL && fn != NULL, -EINVAL);
+	rctx_debug_check(ctx, "rctx_loop_after_func");
+	return rctx_lafter_register(loop, ctx, reg, fn, arg);
 }

@@ -128,6 +128,7 @@
 #include "fault.h"
 #include "fork.h"
 #include "internal.h"
+#include "loopafter.h"
 #include "timer.h"
 #include "wheel.h"
 
@@ -1296,6 +1297,7 @@ rctx_loop_new(void)
 		rctx_tmr_sync();
 		free(old);
 	}
+	rctx_lafter_attach(loop, loop->tw.efd); /* loop after-funcs */
 	return loop;
 nomem:
 	errno = ENOMEM;
@@ -1321,6 +1323,7 @@ rctx_loop_next(rctx_loop_t *loop)
 		return -1;
 	tick = rctx_tw_tick(&loop->tw);
 	rctx_loop_clear_fd(loop);
+	rctx_lafter_rearm(loop); /* a loop after-func waits: fd readable */
 	for (round = 0;; round++) {
 		now = rctx_now();
 		/* seq_cst: the owner is awake, looks within a tick (B). */
@@ -1356,12 +1359,14 @@ int
 rctx_loop_run(rctx_loop_t *loop, rctx_time_t now)
 {
 	struct rctx_wheel_timer *due;
+	int n;
 
 	if (!loop)
 		return -EINVAL;
 	rctx_tw_drain(&loop->tw);
 	due = rctx_tw_collect(&loop->tw, now);
-	return rctx_tw_fire(due);
+	n = rctx_tw_fire(due);
+	return n + rctx_lafter_run(loop); /* loop after-funcs */
 }
 
 /*
@@ -1475,6 +1480,7 @@ rctx_loop_free(rctx_loop_t *loop)
 
 	if (!loop)
 		return;
+	rctx_lafter_detach(loop); /* pending loop after-funcs never run */
 	if (rctx_tmr_own_loop == loop)
 		rctx_tmr_own_loop = NULL;
 	pthread_mutex_lock(&rctx_tmr_lock);
