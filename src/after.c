@@ -150,8 +150,9 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 	 * B); a registrant may have claimed on a PENDING word */
 	if (a->src != NULL)
 		(void)rctx_state_load(a->src);
+	/* relaxed: aux was published with the registration (C) */
 	if (atomic_load_explicit(&a->aux, memory_order_relaxed))
-		rctx_lafter_fire(a); /* relaxed: set before publication (C) */
+		rctx_lafter_fire(a); /* a loop's: queue it there */
 	else
 		fn(arg); /* may free a: it is not touched after this */
 	if (me) {
