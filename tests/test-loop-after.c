@@ -18,6 +18,50 @@
 #include "loopafter.h"
 #include "rctx.h"
 
+/*
+ * Count the process's mallocs inside a window (glibc: the executable's
+ * malloc interposes the library's). Not under sanitizers, which bring
+ * their own allocator.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(RCTX_TSAN)
+#define LA_NO_MALLOC_COUNT 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define LA_NO_MALLOC_COUNT 1
+#endif
+#endif
+#ifndef LA_NO_MALLOC_COUNT
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t m);
+extern void *__libc_realloc(void *p, size_t n);
+static _Atomic long n_mallocs;
+static _Atomic bool counting;
+
+void *
+malloc(size_t n)
+{
+	if (atomic_load_explicit(&counting, memory_order_relaxed))
+		atomic_fetch_add(&n_mallocs, 1);
+	return __libc_malloc(n);
+}
+
+void *
+calloc(size_t n, size_t m)
+{
+	if (atomic_load_explicit(&counting, memory_order_relaxed))
+		atomic_fetch_add(&n_mallocs, 1);
+	return __libc_calloc(n, m);
+}
+
+void *
+realloc(void *p, size_t n)
+{
+	if (atomic_load_explicit(&counting, memory_order_relaxed))
+		atomic_fetch_add(&n_mallocs, 1);
+	return __libc_realloc(p, n);
+}
+#endif
+
 #ifndef RCTX_STRESS_SCALE
 #define RCTX_STRESS_SCALE 1
 #endif
@@ -405,6 +449,54 @@ test_free_pending(void **state)
 	rctx_loop_free(loop);
 }
 
+/*
+ * Registering, the hand-off to the loop, running and stopping allocate
+ * nothing, whether the context is live, done, or full of registrations.
+ */
+static void
+test_no_alloc(void **state)
+{
+#ifdef LA_NO_MALLOC_COUNT
+	(void)state;
+	skip();
+#else
+	enum { N = 64 };
+	rctx_loop_t *loop = rctx_loop_new();
+	rctx_t *ctx = rctx_with_cancel(rctx_background());
+	rctx_t *done = rctx_with_cancel(rctx_background());
+	static struct rec r[N], d[N];
+
+	(void)state;
+	assert_non_null(loop);
+	assert_int_equal(rctx_cancel(done), 0);
+	/* warm up this thread's one-time records */
+	assert_int_equal(
+	    rctx_loop_after_func(loop, done, &d[0].reg, on_done, &d[0]), 0);
+	assert_int_equal(rctx_loop_run(loop, rctx_now()), 1);
+	memset(d, 0, sizeof(d));
+	atomic_store(&n_mallocs, 0);
+	atomic_store(&counting, true);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(
+		    rctx_loop_after_func(loop, ctx, &r[i].reg, on_done, &r[i]),
+		    0); /* past 4, the set is full: its overflow list */
+		assert_int_equal(
+		    rctx_loop_after_func(loop, done, &d[i].reg, on_done, &d[i]),
+		    0);
+	}
+	assert_true(rctx_after_stop(&r[0].reg));     /* pending */
+	assert_true(rctx_after_stop(&d[0].reg));     /* queued */
+	assert_true(rctx_after_stop(&r[N - 1].reg)); /* overflow list */
+	assert_int_equal(rctx_cancel(ctx), 0);
+	assert_int_equal(rctx_loop_run(loop, rctx_now()), 2 * N - 3);
+	atomic_store(&counting, false);
+	assert_int_equal(atomic_load(&n_mallocs), 0);
+	rctx_release(ctx);
+	rctx_release(done);
+	rctx_loop_free(loop);
+#endif
+}
+
 /* ---- a loop on its own thread ------------------------------------------ */
 
 struct owner {
@@ -762,6 +854,7 @@ main(void)
 		cmocka_unit_test_teardown(test_fn_frees_reg, teardown),
 		cmocka_unit_test_teardown(test_never_done, teardown),
 		cmocka_unit_test_teardown(test_free_pending, teardown),
+		cmocka_unit_test_teardown(test_no_alloc, teardown),
 		cmocka_unit_test_teardown(test_stop_waits, teardown),
 		cmocka_unit_test_teardown(test_stop_races_cancel, teardown),
 		cmocka_unit_test_teardown(test_stop_races_run, teardown),
