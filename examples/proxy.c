@@ -5,7 +5,10 @@
  * proxy               self-test: fork a server, send it requests (one
  *                     times out, one disconnects), SIGTERM it, check.
  * proxy --serve [P]   serve on 127.0.0.1:P (0 or none: any port) until
- *                     SIGTERM; prints "proxy <port>" on stdout.
+ *                     SIGTERM; prints "proxy <port>" on stdout, then at
+ *                     exit the counters and the deadline lateness.
+ * proxy --serve-plain [P]  the same proxy without rctx: no contexts, no
+ *                     deadlines (the baseline of perf/proxy-load).
  *
  * The server process runs:
  *  - an upstream on loopback: "GET /sleep/<ms>" answers after <ms>, or
@@ -47,8 +50,13 @@
 
 static rctx_t *root;
 static int up_port;
-static int stop_fd; /* eventfd, readable once draining */
-static _Atomic bool draining;
+static int stop_fd;	     /* eventfd, readable once draining */
+static bool use_rctx = true; /* false: --serve-plain */
+
+/* Lateness of the 504s (ns past the deadline), the first LATE_MAX. */
+#define LATE_MAX 65536
+static rctx_time_t late[LATE_MAX];
+static _Atomic long n_late;
 
 /* Counters, reported at exit. */
 static _Atomic long live_ctx; /* request contexts made and not released */
@@ -296,8 +304,14 @@ req_done(void *arg)
 	r->ufd = -1;
 	atomic_fetch_add(&n_up_closed, 1);
 	if (rctx_err(r->up) == ETIMEDOUT) {
-		if (rctx_deadline(r->up, &dl) && rctx_now() < dl)
+		rctx_time_t now = rctx_now();
+		long i;
+
+		if (rctx_deadline(r->up, &dl) && now < dl)
 			atomic_fetch_add(&n_early, 1);
+		i = atomic_fetch_add(&n_late, 1);
+		if (i < LATE_MAX)
+			late[i] = now - dl;
 		atomic_fetch_add(&n_timeout, 1);
 		reply(r->cfd, 504, "Gateway Timeout", "deadline exceeded\n");
 	} else if (rctx_cause(r->up) == ECONNRESET) {
@@ -329,6 +343,18 @@ req_start(struct req *r)
 		req_free(r);
 		return;
 	}
+	if (!use_rctx) { /* the baseline: no context, no deadline */
+		r->ufd = connect_to(up_port, true);
+		if (r->ufd < 0) {
+			reply(r->cfd, 500, "Internal Server Error", "");
+			req_free(r);
+			return;
+		}
+		r->state = UP_WRITE;
+		watch(r->w, EPOLL_CTL_ADD, r->ufd, EPOLLOUT,
+		      (void *)((uintptr_t)r | TAG_UP));
+		return;
+	}
 	r->ctx = ms >= 0 ? rctx_with_timeout(root, ms * RCTX_MSEC)
 			 : rctx_with_cancel(root);
 	r->up = r->ctx ? rctx_with_timeout(r->ctx, UPSTREAM_CAP_MS * RCTX_MSEC)
@@ -358,7 +384,7 @@ req_start(struct req *r)
 static void
 req_finish(struct req *r)
 {
-	if (!rctx_after_stop(&r->reg))
+	if (r->ctx && !rctx_after_stop(&r->reg))
 		abort(); /* req_done would have freed r: we cannot be here */
 	write_all(r->cfd, r->out, r->outlen);
 	atomic_fetch_add(&n_ok, 1);
@@ -373,6 +399,10 @@ on_client(struct req *r, uint32_t ev)
 	if (r->state != READ_REQ) {
 		/* Only a hang-up is expected now: the client is gone. */
 		watch(r->w, EPOLL_CTL_DEL, r->cfd, 0, NULL);
+		if (r->ctx == NULL) { /* the baseline: end it here */
+			req_free(r);
+			return;
+		}
 		rctx_cancel_cause(r->ctx, ECONNRESET); /* req_done follows */
 		return;
 	}
@@ -503,6 +533,28 @@ worker_main(void *arg)
 	return NULL;
 }
 
+static int
+cmp_time(const void *a, const void *b)
+{
+	rctx_time_t x = *(const rctx_time_t *)a, y = *(const rctx_time_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void
+report_lateness(FILE *out)
+{
+	long n = atomic_load(&n_late);
+
+	if (n > LATE_MAX)
+		n = LATE_MAX;
+	if (n == 0)
+		return;
+	qsort(late, (size_t)n, sizeof(late[0]), cmp_time);
+	fprintf(out, "lateness n %ld p50_us %.1f p99_us %.1f max_us %.1f\n", n,
+		late[n / 2] / 1e3, late[n * 99 / 100] / 1e3, late[n - 1] / 1e3);
+}
+
 /* Serve until SIGTERM; report on `out`; 0 if the drain left nothing. */
 static int
 serve(int port, FILE *out)
@@ -536,7 +588,6 @@ serve(int port, FILE *out)
 	 * its own worker. */
 	while (sigwait(&set, &sig) != 0)
 		;
-	atomic_store(&draining, true);
 	rctx_cancel(root);
 	eventfd_write(stop_fd, 1);
 	for (int i = 0; i < WORKERS; i++)
@@ -560,6 +611,7 @@ serve(int port, FILE *out)
 		atomic_load(&n_drained), atomic_load(&n_bad),
 		atomic_load(&n_up_closed), atomic_load(&up_cut),
 		atomic_load(&live_ctx));
+	report_lateness(out);
 	fflush(out);
 	return clean ? 0 : 1;
 }
@@ -726,7 +778,9 @@ self_test(void)
 int
 main(int argc, char **argv)
 {
-	if (argc >= 2 && strcmp(argv[1], "--serve") == 0)
+	if (argc >= 2 && strcmp(argv[1], "--serve-plain") == 0)
+		use_rctx = false;
+	if (argc >= 2 && (strcmp(argv[1], "--serve") == 0 || !use_rctx))
 		return serve(argc >= 3 ? atoi(argv[2]) : 0, stdout);
 	return self_test();
 }
