@@ -165,17 +165,19 @@ RCTX_API void rctx_shutdown(void);
  *   Returns: the loop; NULL with errno ENOMEM/EMFILE on failure, EBUSY if
  *   this thread already owns a loop or library timer threads are running.
  * rctx_loop_fd - an fd that polls readable when a deadline earlier than
- *   the loop's planned wake-up was armed from another thread; poll it with
- *   the loop's other fds.
+ *   the loop's planned wake-up was armed from another thread, or while a
+ *   loop after-func waits to run; poll it with the loop's other fds.
  * rctx_loop_next - the absolute time at which the next deadline is due,
  *   rounded up to the wheel's tick (2^20 ns), or -1 if none. Owner only.
  * rctx_loop_timeout_ms - the same, as an epoll_wait timeout from now
  *   (rounded up, -1 for none). Owner thread only.
  * rctx_loop_run - fire every deadline due at now, rounded down to the
- *   tick (never one whose deadline is after now). Returns how many fired.
- *   Owner thread only.
+ *   tick (never one whose deadline is after now), then run the loop
+ *   after-funcs waiting. Returns how many deadlines fired plus how many
+ *   calls ran. Owner thread only.
  * rctx_loop_free - drop the loop; its pending deadlines move to the
- *   remaining loops, or to library threads if none remain. Owner only.
+ *   remaining loops, or to library threads if none remain; its pending
+ *   loop after-funcs never run. Owner only.
  */
 typedef struct rctx_loop rctx_loop_t;
 RCTX_API rctx_loop_t *rctx_loop_new(void);
