@@ -17,6 +17,7 @@
 #include "internal.h"
 #include "loopafter.h"
 #include "rctx.h"
+#include "stress-util.h" /* WCHECK: checks off the cmocka thread */
 
 /*
  * Count the process's mallocs inside a window (glibc: the executable's
@@ -117,7 +118,7 @@ teardown(void **state)
 static void *
 cancel_main(void *arg)
 {
-	assert_int_equal(rctx_cancel(arg), 0);
+	WCHECK(rctx_cancel(arg) == 0);
 	return NULL;
 }
 
@@ -512,7 +513,7 @@ owner_main(void *arg)
 	struct owner *o = arg;
 	rctx_loop_t *loop = rctx_loop_new();
 
-	assert_non_null(loop);
+	WCHECK(loop != NULL);
 	atomic_store(&o->loop, loop);
 	while (!atomic_load(&o->quit)) {
 		int ms = rctx_loop_timeout_ms(loop);
@@ -686,9 +687,9 @@ churn_main(void *arg)
 		rctx_t *ctx = rctx_with_cancel(rctx_background());
 		struct rec *r = calloc(1, sizeof(*r));
 
-		assert_non_null(r);
-		assert_int_equal(
-		    rctx_loop_after_func(c->loop, ctx, &r->reg, on_done, r), 0);
+		WCHECK(r != NULL);
+		WCHECK((rctx_loop_after_func(c->loop, ctx, &r->reg, on_done,
+					     r)) == 0);
 		if (i % 3 != 0)
 			(void)rctx_cancel(ctx);
 		if (i % 5 == 0)
@@ -696,9 +697,9 @@ churn_main(void *arg)
 		if (rctx_after_stop(&r->reg)) {
 			atomic_fetch_add(&c->stopped_true, 1);
 			(void)rctx_cancel(ctx); /* still never runs */
-			assert_int_equal(atomic_load(&r->ran), 0);
+			WCHECK(atomic_load(&r->ran) == 0);
 		} else {
-			assert_int_equal(atomic_load(&r->finished), 1);
+			WCHECK(atomic_load(&r->finished) == 1);
 			atomic_fetch_add(&c->ran_false, 1);
 		}
 		rctx_release(ctx);
@@ -745,10 +746,8 @@ register_main(void *arg)
 	for (int i = 0; i < m->n; i++) {
 		rctx_t *c = i % 4 == 0 ? m->done : m->root;
 
-		assert_int_equal(rctx_loop_after_func(m->loop, c,
-						      &m->recs[i].reg, on_done,
-						      &m->recs[i]),
-				 0);
+		WCHECK((rctx_loop_after_func(m->loop, c, &m->recs[i].reg,
+					     on_done, &m->recs[i])) == 0);
 	}
 	return NULL;
 }
@@ -809,10 +808,9 @@ exiting_owner(void *arg)
 	rctx_loop_t **out = arg;
 	rctx_loop_t *loop = rctx_loop_new();
 
-	assert_non_null(loop);
-	assert_int_equal(rctx_loop_after_func(loop, exit_ctx, &exit_rec.reg,
-					      on_done, &exit_rec),
-			 0);
+	WCHECK(loop != NULL);
+	WCHECK((rctx_loop_after_func(loop, exit_ctx, &exit_rec.reg, on_done,
+				     &exit_rec)) == 0);
 	*out = loop;
 	return NULL; /* exits without rctx_loop_free */
 }
