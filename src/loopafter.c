@@ -17,7 +17,7 @@
  * is pending (after.c's eight words), so the loop is named by a handle
  * in aux rather than by a pointer.
  *
- * Slots. Each loop gets one entry of a static table (la_slots) for its
+ * Slots. Each loop gets one entry of a static table (rctx_la_slots) for its
  * life; the handle is the slot index plus a generation bumped at each
  * attach. Everything a stopper or a late canceller touches lives in the
  * slot, which is never freed, so no pointer to a freed loop is ever
@@ -52,7 +52,7 @@
  *     acq_rel claim (after.c C). fire writes onext and the QUEUED state
  *     before its seq_cst push CAS; the owner's seq_cst exchange in
  *     rctx_lafter_run (and a stopper's acquire load of incoming in
- *     la_unlink) read them.
+ *     rctx_la_unlink) read them.
  *  B. Wake-up (Dekker): fire pushes (seq_cst CAS), then writes the
  *     eventfd if the stack was empty. rctx_lafter_rearm runs after
  *     rctx_loop_next read the eventfd empty, and loads incoming (seq_cst):
@@ -122,31 +122,31 @@ struct rctx_lslot {
 	_Atomic bool alive;	 /* the owner thread has not exited */
 	_Atomic bool used;	 /* ever held a loop: probes continue */
 	int efd;		 /* the loop's eventfd */
-	uint32_t gen;		 /* under la_lock */
-	bool inited;		 /* mu and cv initialised; under la_lock */
+	uint32_t gen;		 /* under rctx_la_lock */
+	bool inited;		 /* mu and cv initialised; under rctx_la_lock */
 } __attribute__((aligned(64)));
 
-static struct rctx_lslot la_slots[RCTX_LA_SLOTS];
-static pthread_mutex_t la_lock = PTHREAD_MUTEX_INITIALIZER; /* attach */
-static pthread_once_t la_once = PTHREAD_ONCE_INIT;
-static pthread_key_t la_key;
-static RCTX_TLS struct rctx_lslot *la_mine; /* this thread's loop's slot */
-static RCTX_TLS struct rctx *la_cur_ctx;    /* ctx being registered */
+static struct rctx_lslot rctx_la_slots[RCTX_LA_SLOTS];
+static pthread_mutex_t rctx_la_lock = PTHREAD_MUTEX_INITIALIZER; /* attach */
+static pthread_once_t rctx_la_once = PTHREAD_ONCE_INIT;
+static pthread_key_t rctx_la_key;
+static RCTX_TLS struct rctx_lslot *rctx_la_mine; /* this thread's loop's slot */
+static RCTX_TLS struct rctx *rctx_la_cur_ctx;	 /* ctx being registered */
 
 static inline struct rctx_after_impl *
-la_impl(const rctx_after_t *reg)
+rctx_la_impl(const rctx_after_t *reg)
 {
 	return (struct rctx_after_impl *)(void *)reg;
 }
 
 static inline struct rctx_lslot *
-la_slot_of(uint32_t aux)
+rctx_la_slot_of(uint32_t aux)
 {
-	return &la_slots[(aux >> 3) & (RCTX_LA_SLOTS - 1)];
+	return &rctx_la_slots[(aux >> 3) & (RCTX_LA_SLOTS - 1)];
 }
 
 static unsigned
-la_hash(const void *p)
+rctx_la_hash(const void *p)
 {
 	uint64_t x = (uint64_t)(uintptr_t)p >> 4;
 
@@ -156,16 +156,16 @@ la_hash(const void *p)
 
 /* The slot of a live loop, or NULL (no slot was free at its creation). */
 static struct rctx_lslot *
-la_find(const rctx_loop_t *loop)
+rctx_la_find(const rctx_loop_t *loop)
 {
-	struct rctx_lslot *s = la_mine;
-	unsigned h = la_hash(loop);
+	struct rctx_lslot *s = rctx_la_mine;
+	unsigned h = rctx_la_hash(loop);
 
 	/* relaxed: our own thread attached it */
 	if (s && atomic_load_explicit(&s->loop, memory_order_relaxed) == loop)
 		return s;
 	for (unsigned i = 0; i < RCTX_LA_SLOTS; i++) {
-		s = &la_slots[(h + i) & (RCTX_LA_SLOTS - 1)];
+		s = &rctx_la_slots[(h + i) & (RCTX_LA_SLOTS - 1)];
 		/* acquire: pairs with the release store in attach, so the
 		 * slot's efd, handle and mutex are seen initialised */
 		if (atomic_load_explicit(&s->loop, memory_order_acquire) ==
@@ -179,7 +179,7 @@ la_find(const rctx_loop_t *loop)
 }
 
 static void
-la_wake(int efd)
+rctx_la_wake(int efd)
 {
 	uint64_t one = 1;
 	ssize_t r;
@@ -191,7 +191,7 @@ la_wake(int efd)
 }
 
 static void
-la_thread_exit(void *arg)
+rctx_la_thread_exit(void *arg)
 {
 	struct rctx_lslot *s = arg;
 
@@ -200,28 +200,28 @@ la_thread_exit(void *arg)
 }
 
 static void
-la_make_key(void)
+rctx_la_make_key(void)
 {
-	(void)pthread_key_create(&la_key, la_thread_exit);
+	(void)pthread_key_create(&rctx_la_key, rctx_la_thread_exit);
 }
 
 void
 rctx_lafter_attach(rctx_loop_t *loop, int efd)
 {
-	unsigned h = la_hash(loop), i;
+	unsigned h = rctx_la_hash(loop), i;
 	struct rctx_lslot *s = NULL;
 	uint32_t handle;
 
-	(void)pthread_once(&la_once, la_make_key);
-	pthread_mutex_lock(&la_lock);
+	(void)pthread_once(&rctx_la_once, rctx_la_make_key);
+	pthread_mutex_lock(&rctx_la_lock);
 	for (i = 0; i < RCTX_LA_SLOTS && !s; i++) {
-		s = &la_slots[(h + i) & (RCTX_LA_SLOTS - 1)];
-		/* relaxed: slots are taken and freed under la_lock */
+		s = &rctx_la_slots[(h + i) & (RCTX_LA_SLOTS - 1)];
+		/* relaxed: slots are taken and freed under rctx_la_lock */
 		if (atomic_load_explicit(&s->loop, memory_order_relaxed))
 			s = NULL;
 	}
 	if (s == NULL) { /* no slot: rctx_loop_after_func gives -ENOSPC */
-		pthread_mutex_unlock(&la_lock);
+		pthread_mutex_unlock(&rctx_la_lock);
 		return;
 	}
 	if (!s->inited) {
@@ -230,8 +230,8 @@ rctx_lafter_attach(rctx_loop_t *loop, int efd)
 		s->inited = true;
 	}
 	s->gen = s->gen + 1 < RCTX_LA_GEN_MAX ? s->gen + 1 : 1;
-	handle = (uint32_t)(s - la_slots) << 3 | s->gen
-						     << (3 + RCTX_LA_IDX_BITS);
+	handle = (uint32_t)(s - rctx_la_slots) << 3 |
+		 s->gen << (3 + RCTX_LA_IDX_BITS);
 	pthread_mutex_lock(&s->mu);
 	s->efd = efd;
 	s->running = NULL;
@@ -245,16 +245,16 @@ rctx_lafter_attach(rctx_loop_t *loop, int efd)
 	 * RCU section detach waited for, so it cannot see this one (C) */
 	atomic_store_explicit(&s->handle, handle, memory_order_seq_cst);
 	pthread_mutex_unlock(&s->mu);
-	/* release: publishes the fields above; pairs with la_find */
+	/* release: publishes the fields above; pairs with rctx_la_find */
 	atomic_store_explicit(&s->loop, loop, memory_order_release);
-	pthread_mutex_unlock(&la_lock);
-	la_mine = s;
-	(void)pthread_setspecific(la_key, s);
+	pthread_mutex_unlock(&rctx_la_lock);
+	rctx_la_mine = s;
+	(void)pthread_setspecific(rctx_la_key, s);
 }
 
 /* Under s->mu: move the incoming stack to the tail of the ready list. */
 static unsigned
-la_take_incoming(struct rctx_lslot *s)
+rctx_la_take_incoming(struct rctx_lslot *s)
 {
 	/* seq_cst: pairs with the pushers' seq_cst CAS in fire (A, B) */
 	struct rctx_after_impl *a =
@@ -284,7 +284,7 @@ la_take_incoming(struct rctx_lslot *s)
 
 /* Under s->mu: pop the ready list's first entry, or NULL. */
 static struct rctx_after_impl *
-la_pop(struct rctx_lslot *s)
+rctx_la_pop(struct rctx_lslot *s)
 {
 	/* relaxed: under mu */
 	struct rctx_after_impl *a =
@@ -303,7 +303,7 @@ la_pop(struct rctx_lslot *s)
 void
 rctx_lafter_detach(rctx_loop_t *loop)
 {
-	struct rctx_lslot *s = la_find(loop);
+	struct rctx_lslot *s = rctx_la_find(loop);
 	struct rctx_after_impl *a;
 
 	if (s == NULL)
@@ -313,8 +313,8 @@ rctx_lafter_detach(rctx_loop_t *loop)
 	synchronize_rcu();
 	rctx_tsan_acquire(&rctx_rcu_token);
 	pthread_mutex_lock(&s->mu);
-	(void)la_take_incoming(s);
-	while ((a = la_pop(s)) != NULL) {
+	(void)rctx_la_take_incoming(s);
+	while ((a = rctx_la_pop(s)) != NULL) {
 		struct rctx *ctx = a->ctx;
 		/* relaxed: under mu */
 		uint32_t aux =
@@ -331,13 +331,13 @@ rctx_lafter_detach(rctx_loop_t *loop)
 	/* relaxed: nothing reads them for this loop any more */
 	atomic_store_explicit(&s->alive, false, memory_order_relaxed);
 	pthread_mutex_unlock(&s->mu);
-	pthread_mutex_lock(&la_lock);
-	/* relaxed: the slot is free; la_lock orders the next attach */
+	pthread_mutex_lock(&rctx_la_lock);
+	/* relaxed: the slot is free; rctx_la_lock orders the next attach */
 	atomic_store_explicit(&s->loop, NULL, memory_order_relaxed);
-	pthread_mutex_unlock(&la_lock);
-	if (la_mine == s) {
-		la_mine = NULL;
-		(void)pthread_setspecific(la_key, NULL);
+	pthread_mutex_unlock(&rctx_la_lock);
+	if (rctx_la_mine == s) {
+		rctx_la_mine = NULL;
+		(void)pthread_setspecific(rctx_la_key, NULL);
 	}
 }
 
@@ -345,21 +345,22 @@ int
 rctx_lafter_register(rctx_loop_t *loop, struct rctx *ctx, rctx_after_t *reg,
 		     void (*fn)(void *), void *arg)
 {
-	struct rctx_lslot *s = la_find(loop);
-	struct rctx *prev = la_cur_ctx;
+	struct rctx_lslot *s = rctx_la_find(loop);
+	struct rctx *prev = rctx_la_cur_ctx;
 	uint32_t h;
 	int rc;
 
 	if (s == NULL)
 		return -ENOSPC;
-	/* acquire: pairs with the release store in la_thread_exit */
+	/* acquire: pairs with the release store in rctx_la_thread_exit */
 	if (!atomic_load_explicit(&s->alive, memory_order_acquire))
 		return -EOWNERDEAD;
-	/* relaxed: published to us by la_find's acquire of loop */
+	/* relaxed: published to us by rctx_la_find's acquire of loop */
 	h = atomic_load_explicit(&s->handle, memory_order_relaxed);
-	la_cur_ctx = ctx; /* for fire, if after.c claims inside this call */
+	rctx_la_cur_ctx =
+	    ctx; /* for fire, if after.c claims inside this call */
 	rc = rctx_after_register_aux(ctx, reg, fn, arg, h | LA_ARMED);
-	la_cur_ctx = prev;
+	rctx_la_cur_ctx = prev;
 	return rc;
 }
 
@@ -368,8 +369,8 @@ rctx_lafter_is(const rctx_after_t *reg)
 {
 	/* relaxed: the caller got reg from its registrant through its own
 	 * synchronisation (as for any after-func) */
-	return atomic_load_explicit(&la_impl(reg)->aux, memory_order_relaxed) !=
-	       0;
+	return atomic_load_explicit(&rctx_la_impl(reg)->aux,
+				    memory_order_relaxed) != 0;
 }
 
 void
@@ -378,13 +379,13 @@ rctx_lafter_fire(struct rctx_after_impl *a)
 	/* relaxed: published with the registration (A) */
 	uint32_t aux = atomic_load_explicit(&a->aux, memory_order_relaxed);
 	uint32_t h = aux & ~RCTX_LA_ST;
-	struct rctx_lslot *s = la_slot_of(aux);
-	struct rctx *ctx = a->ctx ? a->ctx : la_cur_ctx;
+	struct rctx_lslot *s = rctx_la_slot_of(aux);
+	struct rctx *ctx = a->ctx ? a->ctx : rctx_la_cur_ctx;
 	struct rctx_after_impl *old;
 
 	rcu_read_lock();
 	/* seq_cst: order C, pairs with detach's store; acquire (alive):
-	 * pairs with la_thread_exit */
+	 * pairs with rctx_la_thread_exit */
 	if (atomic_load_explicit(&s->handle, memory_order_seq_cst) != h ||
 	    !atomic_load_explicit(&s->alive, memory_order_acquire)) {
 		rctx_rcu_read_unlock();
@@ -406,14 +407,14 @@ rctx_lafter_fire(struct rctx_after_impl *a)
 	} while (!atomic_compare_exchange_weak_explicit(
 	    &s->incoming, &old, a, memory_order_seq_cst, memory_order_relaxed));
 	if (old == NULL)
-		la_wake(s->efd);
+		rctx_la_wake(s->efd);
 	rctx_rcu_read_unlock();
 }
 
 void
 rctx_lafter_rearm(rctx_loop_t *loop)
 {
-	struct rctx_lslot *s = la_find(loop);
+	struct rctx_lslot *s = rctx_la_find(loop);
 	bool pending;
 
 	if (s == NULL)
@@ -426,13 +427,13 @@ rctx_lafter_rearm(rctx_loop_t *loop)
 	    atomic_load_explicit(&s->head, memory_order_relaxed) != NULL;
 	pthread_mutex_unlock(&s->mu);
 	if (pending)
-		la_wake(s->efd);
+		rctx_la_wake(s->efd);
 }
 
 int
 rctx_lafter_run(rctx_loop_t *loop)
 {
-	struct rctx_lslot *s = la_find(loop);
+	struct rctx_lslot *s = rctx_la_find(loop);
 	unsigned n, ran = 0;
 
 	if (s == NULL)
@@ -443,12 +444,12 @@ rctx_lafter_run(rctx_loop_t *loop)
 	    atomic_load_explicit(&s->head, memory_order_relaxed) == NULL)
 		return 0;
 	pthread_mutex_lock(&s->mu);
-	(void)la_take_incoming(s);
+	(void)rctx_la_take_incoming(s);
 	/* Calls queued before this run; later ones woke the fd (B) and wait
 	 * for the next run, so a fn that re-registers cannot keep us here. */
 	n = s->nready;
 	while (ran < n) {
-		struct rctx_after_impl *a = la_pop(s);
+		struct rctx_after_impl *a = rctx_la_pop(s);
 		void (*fn)(void *);
 		struct rctx *ctx;
 		void *arg;
@@ -479,7 +480,7 @@ rctx_lafter_run(rctx_loop_t *loop)
 
 /* Under s->mu: unlink QUEUED a from the incoming stack or ready list. */
 static void
-la_unlink(struct rctx_lslot *s, struct rctx_after_impl *a)
+rctx_la_unlink(struct rctx_lslot *s, struct rctx_after_impl *a)
 {
 	struct rctx_after_impl *p, *prev;
 
@@ -522,7 +523,7 @@ la_unlink(struct rctx_lslot *s, struct rctx_after_impl *a)
 bool
 rctx_lafter_stop(rctx_after_t *reg)
 {
-	struct rctx_after_impl *a = la_impl(reg);
+	struct rctx_after_impl *a = rctx_la_impl(reg);
 	/* acquire: order D, pairs with fire's and detach's stores */
 	uint32_t aux = atomic_load_explicit(&a->aux, memory_order_acquire);
 	struct rctx_lslot *s;
@@ -555,13 +556,13 @@ rctx_lafter_stop(rctx_after_t *reg)
 		    memory_order_acq_rel, memory_order_relaxed);
 	if ((aux & RCTX_LA_ST) != LA_QUEUED && (aux & RCTX_LA_ST) != LA_STARTED)
 		return false;
-	s = la_slot_of(aux);
+	s = rctx_la_slot_of(aux);
 	pthread_mutex_lock(&s->mu);
 	/* relaxed: under mu, where QUEUED is left (E) */
 	aux = atomic_load_explicit(&a->aux, memory_order_relaxed);
 	switch (aux & RCTX_LA_ST) {
 	case LA_QUEUED:
-		la_unlink(s, a);
+		rctx_la_unlink(s, a);
 		ctx = a->ctx;
 		/* relaxed: under mu; reg is the caller's again */
 		atomic_store_explicit(&a->aux, (aux & ~RCTX_LA_ST) | LA_STOPPED,
@@ -576,7 +577,7 @@ rctx_lafter_stop(rctx_after_t *reg)
 		pthread_mutex_unlock(&s->mu);
 		return true;
 	case LA_STARTED:
-		if (s->running == a && la_mine != s) {
+		if (s->running == a && rctx_la_mine != s) {
 			/* fn runs on the owner: wait until it returned (E) */
 			s->waiters++;
 			while (s->running == a)
@@ -595,7 +596,7 @@ rctx_lafter_stop(rctx_after_t *reg)
 unsigned
 rctx_lafter_waiters(rctx_loop_t *loop)
 {
-	struct rctx_lslot *s = la_find(loop);
+	struct rctx_lslot *s = rctx_la_find(loop);
 	unsigned n;
 
 	if (s == NULL)
