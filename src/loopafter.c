@@ -570,12 +570,16 @@ rctx_lafter_stop(rctx_after_t *reg)
 		pthread_mutex_unlock(&s->mu);
 		rctx_tree_release(ctx); /* I3 */
 		return true;
-	case LA_ORPHAN: /* detach drained it meanwhile */
-		/* relaxed: under mu */
-		atomic_store_explicit(&a->aux, (aux & ~RCTX_LA_ST) | LA_STOPPED,
-				      memory_order_relaxed);
+	case LA_ORPHAN: { /* detach drained it meanwhile */
+		/* relaxed: detach stored ORPHAN under mu, which we hold; a
+		 * concurrent stop may CAS it without mu: the first CAS wins */
+		bool won = atomic_compare_exchange_strong_explicit(
+		    &a->aux, &aux, (aux & ~RCTX_LA_ST) | LA_STOPPED,
+		    memory_order_relaxed, memory_order_relaxed);
+
 		pthread_mutex_unlock(&s->mu);
-		return true;
+		return won;
+	}
 	case LA_STARTED:
 		if (s->running == a && rctx_la_mine != s) {
 			/* fn runs on the owner: wait until it returned (E) */

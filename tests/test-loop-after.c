@@ -797,6 +797,78 @@ test_many_registrants(void **state)
 	rctx_loop_free(loop);
 }
 
+/*
+ * Two threads stop the same queued calls while the owner frees the loop:
+ * each call is stopped exactly once (one true between the two stoppers)
+ * and none runs.
+ */
+enum { DS_N = 256 };
+
+struct dstop {
+	struct rec r[DS_N];
+	_Atomic int wins[DS_N];
+	pthread_barrier_t bar;
+	rctx_t *ctx;
+};
+
+static void *
+dstop_main(void *arg)
+{
+	struct dstop *x = arg;
+
+	pthread_barrier_wait(&x->bar);
+	for (int i = 0; i < DS_N; i++)
+		if (rctx_after_stop(&x->r[i].reg))
+			atomic_fetch_add(&x->wins[i], 1);
+	return NULL;
+}
+
+static void *
+dstop_owner(void *arg)
+{
+	struct dstop *x = arg;
+	rctx_loop_t *loop = rctx_loop_new();
+
+	WCHECK(loop != NULL);
+	for (int i = 0; i < DS_N; i++)
+		WCHECK(rctx_loop_after_func(loop, x->ctx, &x->r[i].reg, on_done,
+					    &x->r[i]) == 0);
+	pthread_barrier_wait(&x->bar);
+	rctx_loop_free(loop); /* races the stoppers */
+	return NULL;
+}
+
+static void
+test_double_stop_vs_free(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 20 * RCTX_STRESS_SCALE; round++) {
+		struct dstop *x = calloc(1, sizeof(*x));
+		pthread_t th[3];
+
+		assert_non_null(x);
+		x->ctx = rctx_with_cancel(rctx_background());
+		assert_int_equal(rctx_cancel(x->ctx), 0); /* calls queue */
+		pthread_barrier_init(&x->bar, NULL, 3);
+		assert_int_equal(pthread_create(&th[0], NULL, dstop_owner, x),
+				 0);
+		assert_int_equal(pthread_create(&th[1], NULL, dstop_main, x),
+				 0);
+		assert_int_equal(pthread_create(&th[2], NULL, dstop_main, x),
+				 0);
+		for (int i = 0; i < 3; i++)
+			pthread_join(th[i], NULL);
+		for (int i = 0; i < DS_N; i++) {
+			assert_int_equal(atomic_load(&x->wins[i]), 1);
+			assert_int_equal(atomic_load(&x->r[i].ran), 0);
+		}
+		assert_int_equal(refs_of(x->ctx), 1);
+		rctx_release(x->ctx);
+		pthread_barrier_destroy(&x->bar);
+		free(x);
+	}
+}
+
 /* ---- owner thread exits (last: its loop stays behind) ------------------ */
 
 static rctx_t *exit_ctx;
@@ -857,6 +929,7 @@ main(void)
 		cmocka_unit_test_teardown(test_stop_races_cancel, teardown),
 		cmocka_unit_test_teardown(test_stop_races_run, teardown),
 		cmocka_unit_test_teardown(test_many_registrants, teardown),
+		cmocka_unit_test_teardown(test_double_stop_vs_free, teardown),
 		cmocka_unit_test_teardown(test_owner_exited, teardown),
 	};
 
