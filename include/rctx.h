@@ -178,8 +178,8 @@ RCTX_API void rctx_shutdown(void);
  *   Returns: the loop; NULL with errno ENOMEM/EMFILE on failure, EBUSY if
  *   this thread already owns a loop.
  * rctx_loop_fd - an fd that polls readable when a deadline earlier than
- *   the loop's planned wake-up was armed from another thread; poll it with
- *   the loop's other fds.
+ *   the loop's planned wake-up was armed from another thread, or while a
+ *   loop after-func waits to run; poll it with the loop's other fds.
  *   Returns: the fd; -EINVAL for a NULL loop. Any thread.
  * rctx_loop_next - the absolute time at which to call rctx_loop_run next:
  *   the exact deadline (ns) of the next timer once it is within about two
@@ -193,11 +193,14 @@ RCTX_API void rctx_shutdown(void);
  *   NULL loop (check it: epoll_wait would take it as "forever").
  *   Owner thread only.
  * rctx_loop_run - fire every deadline due at now, rounded down to the
- *   tick (never one whose deadline is after now).
- *   Returns: how many fired; -EINVAL for a NULL loop. Owner thread only.
+ *   tick (never one whose deadline is after now), then run the loop
+ *   after-funcs waiting.
+ *   Returns: how many deadlines fired plus how many calls ran; -EINVAL
+ *   for a NULL loop. Owner thread only.
  * rctx_loop_free - drop the loop; its pending deadlines move to library
  *   threads (no-thread mode: to the remaining loops, or they wait for the
- *   next rctx_loop_new). NULL: no-op.
+ *   next rctx_loop_new); its pending loop after-funcs never run (their
+ *   stops return true). NULL: no-op.
  *   Owner thread only.
  * Ordering: a deadline whose arm (on any thread) returned before a call
  * to rctx_loop_next or rctx_loop_run began is taken by that call.
@@ -209,6 +212,30 @@ RCTX_API rctx_time_t rctx_loop_next(rctx_loop_t *loop);
 RCTX_API int rctx_loop_timeout_ms(rctx_loop_t *loop);
 RCTX_API int rctx_loop_run(rctx_loop_t *loop, rctx_time_t now);
 RCTX_API void rctx_loop_free(rctx_loop_t *loop);
+
+/*
+ * rctx_loop_after_func - run fn(arg) once, after ctx is done, on loop's
+ *   owner thread inside rctx_loop_run: never on the cancelling thread or
+ *   a library thread. If ctx is already done, fn runs at the loop's next
+ *   rctx_loop_run, not inside this call; never if ctx can never be done.
+ *   rctx_loop_fd polls readable while a call waits to run; rctx_loop_run
+ *   counts the calls it ran with the deadlines it fired. Stop with
+ *   rctx_after_stop (same contract; it waits for a running fn except from
+ *   within fn). fn may free reg; it must not call rctx_loop_run or
+ *   rctx_loop_free on its own loop. rctx_loop_free with calls still
+ *   pending: they never run and their stops return true (stop them before
+ *   reusing reg). Calls pending when the owner thread exits never run
+ *   either.
+ * Returns: 0; -EINVAL for a NULL loop, ctx, reg or fn;
+ *          -EOWNERDEAD if loop's owner thread has exited;
+ *          -ENOSPC if more than 1024 loops existed when loop was made.
+ * Any thread. Never allocates; makes a system call only to wake the loop
+ * (one eventfd write). Everything before the cancel that made ctx done
+ * happens before fn.
+ */
+RCTX_API int rctx_loop_after_func(rctx_loop_t *loop, rctx_t *ctx,
+				  rctx_after_t *reg, void (*fn)(void *arg),
+				  void *arg);
 
 /*
  * Sleeping to the nanosecond (declared without <time.h>/<sys/epoll.h>).

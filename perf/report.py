@@ -7,6 +7,8 @@ Inputs (all in DIR, every one optional except bench-ctx.json):
   bench-ctx.json    Google Benchmark JSON (--benchmark_out) of bench-ctx
   go.json           bench/go/run.sh output (see load_go for the forms read)
   latency.jsonl     JSON lines of perf/cancel-latency and deadline-lateness
+  proxy.jsonl       perf/proxy-load: examples/proxy under wrk, per mode
+  proxy-note.txt    why the proxy scenario is missing, if it is
   raw/*.txt         sorted latency samples, one value in ns per line
   perfstat/*.csv    `perf stat -x,` output per benchmark, with *.json beside
   perfstat.txt      why perf stat counters are missing, if they are
@@ -623,6 +625,49 @@ def quantile_plot(d, files, fname, title, ylabel):
 
 # ---------------------------------------------------------------------------
 
+def proxy_plot(d, proxy):
+    """req/s and p99 of the proxy, with and without rctx, side by side."""
+    rows = [j for j in proxy if j.get("rps") is not None]
+    if not rows:
+        return None
+    with open(os.path.join(d, "proxy.dat"), "w") as f:
+        for j in rows:
+            f.write("%s %.6g %.6g\n" % (gp_quote(j["mode"]), j["rps"],
+                                        j.get("p99_ms") or float("nan")))
+    script = "\n".join([
+        "set terminal pngcairo size 1000,450 noenhanced"
+        if has_cairo() else "set terminal png size 1000,450 noenhanced",
+        "set output 'proxy.png'",
+        "set style data histograms",
+        "set style fill solid 0.8 border -1",
+        "set grid ytics",
+        "set yrange [0:*]",
+        "set multiplot layout 1,2 title 'examples/proxy under wrk "
+        "(loopback)'",
+        "set title 'requests/s (higher is better)'",
+        "plot 'proxy.dat' using 2:xtic(1) notitle",
+        "set title 'p99 latency ms (lower is better)'",
+        "plot 'proxy.dat' using 3:xtic(1) notitle",
+        "unset multiplot",
+        ""])
+    return run_gnuplot(script, d)
+
+
+def proxy_rows(proxy):
+    return [[j.get("mode"), j.get("seconds"), fmt_num(j.get("rps"), 0),
+             fmt_num(j.get("p50_ms"), 2), fmt_num(j.get("p99_ms"), 2),
+             j.get("timeouts", "-"), j.get("early", "-"),
+             fmt_num(j.get("late_p50_us"), 0), fmt_num(j.get("late_p99_us"), 0),
+             fmt_num(j.get("late_max_us"), 0),
+             j.get("live_after_drain", "-"), j.get("exit")]
+            for j in proxy]
+
+
+PROXY_HEADER = ["mode", "s", "req/s", "p50 ms", "p99 ms", "504s", "early",
+                "late p50 us", "late p99 us", "late max us",
+                "contexts after drain", "exit"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir", help="results directory of one perf/run")
@@ -659,6 +704,11 @@ def main():
     table = text_table(rows)
     checks = alloc_checks(gb)
     latency = load_jsonl(os.path.join(d, "latency.jsonl"))
+    proxy = load_jsonl(os.path.join(d, "proxy.jsonl"))
+    proxy_note = None
+    if os.path.exists(os.path.join(d, "proxy-note.txt")):
+        with open(os.path.join(d, "proxy-note.txt")) as f:
+            proxy_note = f.read().strip()
     perfstat = load_perfstat(d, gb)
 
     # ---- stdout
@@ -706,9 +756,19 @@ def main():
                   (j.get("bench"), j.get("lib"), what, j.get("p50_ns"),
                    j.get("p99_ns"), j.get("p999_ns"), j.get("max_ns"), extra))
 
+    if proxy:
+        print()
+        print("examples/proxy under wrk:")
+        for r in proxy_rows(proxy):
+            print("  " + "  ".join("%s %s" % (h, v)
+                                   for h, v in zip(PROXY_HEADER, r)))
+
     # ---- plots
     plot_notes = []
     pngs = []
+    if not args.no_plots and proxy:
+        err = proxy_plot(d, proxy)
+        (plot_notes.append(err) if err else pngs.append("proxy.png"))
     if not args.no_plots:
         for field, fname, title, ylabel, logy in (
                 ("", "ns-per-op.png", "ns/op by library (median, lower is "
@@ -843,6 +903,32 @@ def main():
                   "negative sample is an early expiry and fails the run.")
     else:
         md.append("No latency results.")
+    md.append("")
+    md.append("## The example proxy under wrk")
+    md.append("")
+    if proxy:
+        md.append(md_table(PROXY_HEADER, proxy_rows(proxy)))
+        md.append("")
+        by = {j.get("mode"): j for j in proxy}
+        if by.get("rctx", {}).get("rps") and by.get("plain", {}).get("rps"):
+            md.append("rctx/plain req/s: %.2f." %
+                      (by["rctx"]["rps"] / by["plain"]["rps"]))
+            md.append("")
+        md.append("`perf/proxy-load`: `examples/proxy` on 127.0.0.1 (2 "
+                  "epoll workers, upstream in the same process), wrk -t2 "
+                  "-c16. req/s and p50/p99 come from a run where every "
+                  "request carries a 5 s deadline and the upstream answers "
+                  "at once: `rctx` derives a request context and an "
+                  "upstream sub-call per request and registers a loop "
+                  "after-func; `plain` is the same proxy with no context "
+                  "and no deadline. The 504s and their lateness (time the "
+                  "loop after-func ran minus the deadline) come from a "
+                  "second run of the rctx proxy where 1 request in 10 "
+                  "outlives a 20 ms deadline. \"contexts after drain\" is "
+                  "counted by the proxy after SIGTERM.")
+    else:
+        md.append("No proxy results" +
+                  (": " + proxy_note if proxy_note else "."))
     md.append("")
     md.append("## perf stat (per op)")
     md.append("")

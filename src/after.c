@@ -15,6 +15,7 @@
 #include "children.h"
 #include "fault.h"
 #include "registry.h"
+#include "loopafter.h"
 #include "tree.h"
 
 _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
@@ -198,7 +199,11 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 	 * (wait.B); a registrant may have claimed on a PENDING word */
 	if (a->src != NULL)
 		(void)rctx_state_load(a->src);
-	fn(arg); /* may free a: it is not touched after this */
+	/* relaxed: aux was published with the registration (after.C) */
+	if (atomic_load_explicit(&a->aux, memory_order_relaxed))
+		rctx_lafter_fire(a); /* a loop's: queue it there */
+	else
+		fn(arg); /* may free a: it is not touched after this */
 	finish(me);
 	if (ctx)
 		rctx_tree_release(ctx);
@@ -346,6 +351,13 @@ int
 rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 		    void *arg)
 {
+	return rctx_after_register_aux(ctx, reg, fn, arg, 0);
+}
+
+int
+rctx_after_register_aux(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
+			void *arg, uint32_t aux)
+{
 	struct rctx_after_impl *a = (struct rctx_after_impl *)(void *)reg;
 	struct rctx *src = ctx->src;
 	_Atomic uintptr_t *slot;
@@ -358,6 +370,8 @@ rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 	a->slot = NULL;
 	a->onext = NULL;
 	a->opprev = NULL;
+	/* relaxed: published with the other fields (after.C) */
+	atomic_store_explicit(&a->aux, aux, memory_order_relaxed);
 	if (src == NULL) {
 		/* Never done: fn never runs; stop still reports it stopped. */
 		/* relaxed: registration storage is the caller's; publishing it

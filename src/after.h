@@ -13,6 +13,7 @@ struct rctx_after_impl {
 	void (*fn)(void *arg);
 	void *arg;
 	_Atomic uint32_t state; /* RCTX_AFTER_* */
+	_Atomic uint32_t aux;	/* 0, or a loop registration (loopafter.c) */
 	/* overflow list (slot == NULL), under src->olock */
 	struct rctx_after_impl *onext;
 	struct rctx_after_impl **opprev; /* NULL when not linked */
@@ -27,6 +28,10 @@ enum {
 /* Always 0: a full set sends the registration to the overflow list. */
 int rctx_after_register(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 			void *arg);
+/* The same, with aux stored before the entry is published; a non-zero aux
+ * hands the claimed registration to rctx_lafter_fire instead of fn. */
+int rctx_after_register_aux(struct rctx *ctx, rctx_after_t *reg,
+			    void (*fn)(void *), void *arg, uint32_t aux);
 bool rctx_after_unregister(rctx_after_t *reg);
 
 /* Cascade hook: a tagged entry of a done context's set; claim and run. */

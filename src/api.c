@@ -13,6 +13,7 @@
 #include "fault.h"
 #include "internal.h"
 #include "loop.h"
+#include "loopafter.h"
 #include "leak.h"
 #include "stats.h"
 #include "timer.h"
@@ -251,6 +252,8 @@ RCTX_API bool
 rctx_after_stop(rctx_after_t *reg)
 {
 	rctx_validate_or_ret(reg != NULL, false);
+	if (rctx_lafter_is(reg)) /* made by rctx_loop_after_func */
+		return rctx_lafter_stop(reg);
 	return rctx_after_unregister(reg);
 }
 
@@ -276,6 +279,16 @@ rctx_shutdown(void)
 	rctx_timer_shutdown();
 	rctx_alloc_shutdown();
 	rctx_after_shutdown();
+}
+
+RCTX_API int
+rctx_loop_after_func(rctx_loop_t *loop, rctx_t *ctx, rctx_after_t *reg,
+		     void (*fn)(void *arg), void *arg)
+{
+	rctx_validate_or_ret(
+	    loop != NULL && ctx != NULL && reg != NULL && fn != NULL, -EINVAL);
+	rctx_debug_check(ctx, "rctx_loop_after_func");
+	return rctx_lafter_register(loop, ctx, reg, fn, arg);
 }
 
 RCTX_API rctx_loop_t *

@@ -56,6 +56,7 @@
 #include "clock.h"
 #include "fault.h"
 #include "loop.h"
+#include "loopafter.h"
 #include "owner.h"
 #include "park.h"
 
@@ -198,6 +199,7 @@ rctx_loop_create(void)
 		rctx_loop_sync();
 		free(old);
 	}
+	rctx_lafter_attach(loop, loop->tw.efd); /* loop after-funcs */
 	return loop;
 nomem:
 	errno = ENOMEM;
@@ -221,6 +223,7 @@ rctx_loop_plan_next(struct rctx_loop *loop)
 
 	tick = rctx_tw_tick(&loop->tw);
 	rctx_loop_clear_fd(loop);
+	rctx_lafter_rearm(loop); /* a loop after-func waits: fd readable */
 	for (round = 0;; round++) {
 		now = rctx_clock_now();
 		/* seq_cst: the owner is awake and looks within a tick
@@ -302,7 +305,8 @@ int
 rctx_loop_fire_due(struct rctx_loop *loop, rctx_time_t now)
 {
 	rctx_tw_drain(&loop->tw);
-	return rctx_tw_fire(rctx_tw_collect(&loop->tw, now));
+	return rctx_tw_fire(rctx_tw_collect(&loop->tw, now)) +
+	       rctx_lafter_run(loop); /* loop after-funcs */
 }
 
 /*
@@ -522,6 +526,7 @@ rctx_loop_destroy(struct rctx_loop *loop)
 	bool parked = false;
 	unsigned i;
 
+	rctx_lafter_detach(loop); /* pending loop after-funcs never run */
 	if (rctx_loop_mine == loop)
 		rctx_loop_mine = NULL;
 	rctx_owner_lock();
