@@ -120,9 +120,10 @@ with_timeout(rctx_t *parent, rctx_time_t timeout, int cause, const void *site)
 	/* now + timeout, saturating both ways (a timeout <= 0 is due). */
 	rctx_time_t now = rctx_clock_now();
 
-	return rctx_stats_made(rctx_tree_with_deadline_at(
-				   parent, rctx_clock_add(now, timeout), cause, now),
-			       site);
+	return rctx_stats_made(
+	    rctx_tree_with_deadline_at(parent, rctx_clock_add(now, timeout),
+				       cause, now),
+	    site);
 }
 
 RCTX_API rctx_t *

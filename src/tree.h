@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cascade.h"
 #include "internal.h"
 #include "wait.h"
 
@@ -92,9 +93,6 @@ struct rctx *rctx_tree_with_deadline_at(struct rctx *parent,
 struct rctx *rctx_tree_with_value(struct rctx *parent, const void *key,
 				  void *value);
 struct rctx *rctx_tree_without_cancel(struct rctx *parent);
-
-/* Cancel c (cancelable) with err code and cause: 0 or -EALREADY. */
-int rctx_tree_cancel(struct rctx *c, unsigned code, int cause);
 
 /* Drop a reference; frees c and, iteratively, ancestors that hit zero. */
 void rctx_tree_release(struct rctx *c);

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "rctx.h"
-#include "stress-util.h"
+#include "util.h"
 
 /*
  * LOOPS owner threads run their loops. PRODUCERS threads register batches
@@ -212,5 +212,5 @@ main(void)
 		cmocka_unit_test(test_handoff),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 }

@@ -17,7 +17,7 @@
 #include "internal.h"
 #include "loopafter.h"
 #include "rctx.h"
-#include "stress-util.h" /* WCHECK: checks off the cmocka thread */
+#include "util.h" /* WCHECK: checks off the cmocka thread */
 
 /*
  * Count the process's mallocs inside a window (glibc: the executable's
@@ -91,12 +91,6 @@ on_done(void *arg)
 		atomic_store(&r->next_stopped,
 			     rctx_after_stop(&r->stop_next->reg) ? 1 : 0);
 	atomic_store(&r->finished, 1);
-}
-
-static uint32_t
-refs_of(rctx_t *c)
-{
-	return atomic_load(&((struct rctx *)c)->refs);
 }
 
 static bool
@@ -933,5 +927,5 @@ main(void)
 		cmocka_unit_test_teardown(test_owner_exited, teardown),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return RUN_TESTS(tests);
 }
