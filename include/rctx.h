@@ -12,7 +12,7 @@ extern "C" {
 #endif
 
 #define RCTX_VERSION_MAJOR 0
-#define RCTX_VERSION_MINOR 1
+#define RCTX_VERSION_MINOR 2
 #define RCTX_VERSION_PATCH 0
 
 #if defined(RCTX_BUILDING) && defined(__GNUC__)

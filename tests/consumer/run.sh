@@ -39,6 +39,12 @@ step_cflags() {
 	done
 	[ -n "$(pc --libs --static)" ] || return 1
 	echo "pkg-config --libs --static rctx: '$(pc --libs --static)'"
+	# rctx.pc's version is the installed header's.
+	local hv
+	hv=$(sed -n 's/^#define RCTX_VERSION_\(MAJOR\|MINOR\|PATCH\) //p' \
+		"$inc/rctx.h" | paste -sd.)
+	echo "pkg-config --modversion rctx: $(pc --modversion), rctx.h: $hv"
+	[ "$(pc --modversion)" = "$hv" ]
 }
 step_rpath() {
 	# shellcheck disable=SC2046
@@ -74,7 +80,28 @@ step_cmake() {
 		LD_LIBRARY_PATH=$libdir "$work/cmake/app-c" &&
 		LD_LIBRARY_PATH=$libdir "$work/cmake/app-cxx" &&
 		"$work/cmake/app-static" &&
-		! ldd "$work/cmake/app-static" | grep -q librctx
+		! ldd "$work/cmake/app-static" | grep -q librctx &&
+		cmake_versions
+}
+# The version file's rule (SameMajorVersion: the soname's major): asking
+# for an older minor of the same major finds it, a newer minor or the next
+# major does not.
+cmake_versions() {
+	local v maj min want ok
+	v=$(sed -n 's/^set(PACKAGE_VERSION "\(.*\)")$/\1/p' \
+		"$libdir/cmake/rctx/rctxConfigVersion.cmake")
+	maj=${v%%.*}
+	min=${v#*.}
+	min=${min%%.*}
+	for want in "$maj.$((min > 0 ? min - 1 : 0)):yes" "$maj.$min:yes" \
+		"$maj.$((min + 1)):no" "$((maj + 1)).0:no"; do
+		ok=yes
+		rm -rf "$work/cmake-want"
+		cmake -S "$here" -B "$work/cmake-want" -DCMAKE_PREFIX_PATH="$prefix" \
+			-DRCTX_WANT="${want%:*}" >"$work/cmake-want.log" 2>&1 || ok=no
+		echo "find_package(rctx ${want%:*}) with $v installed: found=$ok"
+		[ "$ok" = "${want#*:}" ] || { cat "$work/cmake-want.log"; return 1; }
+	done
 }
 step_meson() {
 	rm -rf "$work/meson"
