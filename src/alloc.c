@@ -297,17 +297,28 @@ tcache_register(void)
 		tcache.registered = true;
 }
 
-/* Push a chain of batches (linked by work_next) back in one CAS. */
+/*
+ * Push a chain of batches (linked by work_next) back. The pool is usually
+ * still empty since our pool_take: then one CAS from NULL puts the whole
+ * chain back. Otherwise the chain's last batch is linked to the new head,
+ * which takes a walk (a long chain, after a burst of frees, would make
+ * that walk on every refill costly).
+ */
 static void
 pool_push_chain(struct rctx *first)
 {
 	struct rctx *last = first;
-	struct rctx *old;
+	struct rctx *old = NULL;
 
+	/* release: publishes the chain's links; pairs with the acquire
+	 * exchange in pool_take (alloc.A). Relaxed on failure: old is only
+	 * linked to below, never read through. */
+	if (atomic_compare_exchange_strong_explicit(&pool_head, &old, first,
+						    memory_order_release,
+						    memory_order_relaxed))
+		return;
 	while (batch_next(last))
 		last = batch_next(last);
-	/* relaxed: the CAS below publishes */
-	old = atomic_load_explicit(&pool_head, memory_order_relaxed);
 	do {
 		last->work_next = old;
 		/* release: publishes the chain's links; pairs with the
