@@ -826,6 +826,91 @@ request(benchmark::State &st)
 }
 
 /* ------------------------------------------------------------------ */
+/* Parallel: the same op on every thread, with and without a shared line */
+
+/*
+ * Parallel/op:{derive,timeout,request}/parent:{shared,own,background}
+ * runs one op on each of T threads (Google Benchmark's /threads:T) and
+ * reports wall time over all threads' ops, as SharedParent does:
+ *	derive	with_cancel(parent), cancel, release
+ *	timeout	with_timeout(parent, 1 h), cancel, release
+ *	request	the Request op below, rooted at parent
+ * parent:shared is one live context made by thread 0 for all threads,
+ * parent:own a live context per thread, parent:background the background
+ * context. Comparing own with background and with 1 thread shows what
+ * the threads share besides the parent (timer staging, the allocator's
+ * pool, global counters). A thread's own parent is made in its first
+ * iteration: before the start barrier thread 0 may be resetting the
+ * library (reg() below).
+ */
+enum ParOp { PAR_DERIVE, PAR_TIMEOUT, PAR_REQUEST };
+enum ParParent { PAR_SHARED, PAR_OWN, PAR_BACKGROUND };
+
+void *par_shared;
+
+template <class L>
+inline void
+request_op(typename L::ctx_t *root)
+{
+	typename L::ctx_t *r = L::with_timeout(root, L::sec);
+	typename L::ctx_t *v1 = L::with_value(r, &key_a, &val_a);
+	typename L::ctx_t *v2 = L::with_value(v1, &key_b, &val_b);
+
+	for (int i = 0; i < 3; i++) {
+		typename L::ctx_t *s = L::with_timeout(v2, L::sec / 10);
+		benchmark::DoNotOptimize(L::value(s, &key_a));
+		benchmark::DoNotOptimize(L::err(s));
+		L::cancel(s);
+		L::release(s);
+	}
+	L::cancel(r);
+	L::release(v2);
+	L::release(v1);
+	L::release(r);
+}
+
+template <class L>
+void
+parallel_bench(benchmark::State &st, ParOp op, ParParent pk)
+{
+	typename L::ctx_t *own = nullptr, *p = L::background();
+
+	if (pk == PAR_SHARED && st.thread_index() == 0)
+		par_shared = L::with_cancel(L::background());
+	/* the loop starts behind a barrier: thread 0's store is seen */
+	AllocMeter m(st);
+	for (auto _ : st) {
+		if (pk == PAR_SHARED) {
+			p = static_cast<typename L::ctx_t *>(par_shared);
+		} else if (pk == PAR_OWN && own == nullptr) {
+			own = L::with_cancel(L::background());
+			p = own;
+		}
+		if (op == PAR_REQUEST) {
+			request_op<L>(p);
+		} else {
+			typename L::ctx_t *c = op == PAR_DERIVE ?
+				L::with_cancel(p) :
+				L::with_timeout(p, 3600 * L::sec);
+			L::cancel(c);
+			L::release(c);
+		}
+	}
+	m.report();
+	if (own != nullptr) {
+		L::cancel(own);
+		L::release(own);
+	}
+	/* the loop ends behind a barrier: nobody uses the shared parent */
+	if (pk == PAR_SHARED && st.thread_index() == 0) {
+		auto *sp = static_cast<typename L::ctx_t *>(par_shared);
+		L::cancel(sp);
+		L::release(sp);
+		par_shared = nullptr;
+	}
+}
+
+/* ------------------------------------------------------------------ */
 /* ColdDerive: mallocs per context before any cache is warm.            */
 
 /*
@@ -979,12 +1064,50 @@ register_std()
 	}
 }
 
+/* 1 thread and nproc threads (the rows the report compares). */
+void
+one_and_nproc(benchmark::internal::Benchmark *b)
+{
+	long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+
+	b->UseRealTime()->Threads(1);
+	if (nproc > 1)
+		b->Threads(int(nproc));
+}
+
+template <class L>
+void
+register_parallel()
+{
+	static const char *const ops[] = { "derive", "timeout", "request" };
+	static const char *const parents[] = { "shared", "own",
+		"background" };
+
+	for (int o = PAR_DERIVE; o <= PAR_REQUEST; o++)
+		for (int k = PAR_SHARED; k <= PAR_BACKGROUND; k++) {
+			/* derive under a shared parent is SharedParent */
+			if (o == PAR_DERIVE && k == PAR_SHARED)
+				continue;
+			/* timeout: background is the 1-thread row's twin */
+			if (o == PAR_TIMEOUT && k != PAR_BACKGROUND)
+				continue;
+			one_and_nproc(reg(L::name,
+				std::string("Parallel/op:") + ops[o] +
+					"/parent:" + parents[k],
+				[o, k](benchmark::State &st) {
+					parallel_bench<L>(st, ParOp(o),
+						ParParent(k));
+				}));
+		}
+}
+
 } /* namespace */
 
 int
 main(int argc, char **argv)
 {
 	register_lib<RctxLib>();
+	register_parallel<RctxLib>();
 	register_lib<MctxLib>();
 	register_std();
 	benchmark::Initialize(&argc, argv);

@@ -78,11 +78,33 @@ WORKLOADS = [
      [("go", 5.0), ("mctx", 3.0)]),
     ("Request", "Request", None, ("go", 9.0)),
 ]
+# Parallel/op:O/parent:P/threads:T rows join Go's Parallel/op=O/parent=P/
+# threads=T (build_rows makes the name: the thread counts are the
+# machine's).
+
+# Scaling rows: (label, key without /threads:N). The aggregate ns/op at
+# nproc threads over the 1-thread figure is the scaling ratio (1/nproc
+# is perfect, 1.0 no gain); SharedParent's target is from issue 13.
+SCALING = [
+    ("derive+cancel, shared live parent", "SharedParent"),
+    ("derive+cancel, own live parent", "Parallel/op:derive/parent:own"),
+    ("derive+cancel, background", "Parallel/op:derive/parent:background"),
+    ("timeout+cancel, background", "Parallel/op:timeout/parent:background"),
+    ("request, shared root", "Parallel/op:request/parent:shared"),
+    ("request, own root", "Parallel/op:request/parent:own"),
+    ("request, background root", "Parallel/op:request/parent:background"),
+]
+SHARED_SCALE_TARGET = 0.6  # shared parent at nproc threads / 1 thread
+SHARED_OWN_TARGET = 1.5    # shared parent / own parent, both at nproc
+
+# Bytes per live context by kind (perf/footprint; Go's Footprint/kind=K):
+# (kind, rctx target in bytes or None).
+FOOTPRINT = [("value", 48), ("cancel", 96), ("timer", 160), ("child", None)]
 
 # Workloads whose rctx allocs/op must be zero in steady state.
 STEADY_ALLOC_PREFIXES = ("DeriveCancelRelease/", "WithTimeoutCancel/",
                          "WithValue", "Request", "AfterFunc/", "SharedParent/",
-                         "Value/", "DonePoll", "Err", "Cause")
+                         "Value/", "DonePoll", "Err", "Cause", "Parallel/")
 LIBS = ("rctx", "mctx", "std", "go")
 GB_NOISE = re.compile(
     r"^(iterations|repeats|min_time|min_warmup_time|manual_time|real_time|"
@@ -319,7 +341,9 @@ def build_rows(gb, go):
     # workloads bench-ctx ran that the table does not name still show
     for (lib, key) in sorted(gb):
         if key not in known:
-            table.append((key, None, None, None))
+            goname = (key.replace(":", "=") if key.startswith("Parallel/")
+                      else None)
+            table.append((key, goname, None, None))
             known.add(key)
     for key, goname, units, target in table:
         if key in seen:
@@ -510,6 +534,132 @@ def load_perfstat(d, gb_runs):
     return out
 
 
+def thread_counts(gb, key):
+    """Sorted thread counts bench-ctx ran for key/threads:N (rctx)."""
+    out = []
+    for (lib, k) in gb:
+        m = re.match(re.escape(key) + r"/threads:(\d+)$", k)
+        if lib == "rctx" and m:
+            out.append(int(m.group(1)))
+    return sorted(set(out))
+
+
+def scaling_rows(gb, go):
+    """One row per SCALING entry: 1-thread and nproc ns/op, both libs."""
+    rows = []
+    for label, key in SCALING:
+        ts = thread_counts(gb, key)
+        if not ts:
+            continue
+        lo, hi = ts[0], ts[-1]
+        r = {"label": label, "key": key, "lo": lo, "hi": hi}
+        for t, tag in ((lo, "1"), (hi, "n")):
+            rec = gb.get(("rctx", "%s/threads:%d" % (key, t)))
+            r["rctx" + tag] = rec["ns"] if rec else None
+            g = go_lookup(go, key.replace(":", "=") + "/threads=%d" % t,
+                          None)
+            r["go" + tag] = g["ns"] if g else None
+        r["rctx_scale"] = ratio(r["rctxn"], r["rctx1"])
+        r["go_scale"] = ratio(r["gon"], r["go1"])
+        r["go_x"] = ratio(r["gon"], r["rctxn"])
+        rows.append(r)
+    return rows
+
+
+def scaling_checks(srows):
+    """Issue 13's shared-parent goals as (name, got, want, ok)."""
+    by = {r["key"]: r for r in srows}
+    sp, own = by.get("SharedParent"), by.get("Parallel/op:derive/parent:own")
+    out = []
+    if sp and sp["hi"] > 1 and sp["rctx_scale"] is not None:
+        out.append(("rctx shared parent: %d threads / 1 thread (ns/op)" %
+                    sp["hi"], sp["rctx_scale"],
+                    "<= %g" % SHARED_SCALE_TARGET,
+                    sp["rctx_scale"] <= SHARED_SCALE_TARGET))
+    if sp and own and sp["hi"] > 1:
+        got = ratio(sp["rctxn"], own["rctxn"])
+        if got is not None:
+            out.append(("rctx shared parent / own parent at %d threads" %
+                        sp["hi"], got, "<= %g" % SHARED_OWN_TARGET,
+                        got <= SHARED_OWN_TARGET))
+    return out
+
+
+def scaling_table(srows):
+    hdr = ["workload", "threads", "rctx ns (1)", "rctx ns (n)",
+           "rctx n/1", "Go ns (1)", "Go ns (n)", "Go n/1", "Go/rctx (n)"]
+    rows = [[r["label"], "1, %d" % r["hi"], fmt_ns(r["rctx1"]),
+             fmt_ns(r["rctxn"]), fmt_num(r["rctx_scale"]),
+             fmt_ns(r["go1"]), fmt_ns(r["gon"]), fmt_num(r["go_scale"]),
+             fmt_num(r["go_x"], 1)] for r in srows]
+    return hdr, rows
+
+
+def load_go_footprint(path):
+    """{kind: {'bytes': Go B/op, 'live': live-B/ctx}} from go.json."""
+    out = {}
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return out
+    if isinstance(doc, dict):
+        doc = doc.get("benchmarks", [])
+    for b in doc if isinstance(doc, list) else []:
+        m = re.match(r"^(?:Benchmark)?Footprint/kind=(\w+?)(?:-\d+)?$",
+                     b.get("name") or "")
+        if m:
+            out[m.group(1)] = {
+                "bytes": b.get("bytes_per_op"),
+                "live": (b.get("metrics") or {}).get("live-B/ctx")}
+    return out
+
+
+def footprint_rows(d):
+    """Rows of the bytes-per-context table, one per FOOTPRINT kind."""
+    fp = {j.get("kind"): j for j in
+          load_jsonl(os.path.join(d, "footprint.jsonl"))
+          if j.get("bench") == "footprint"}
+    gofp = load_go_footprint(os.path.join(d, "go.json"))
+    rows = []
+    for kind, want in FOOTPRINT:
+        j, g = fp.get(kind, {}), gofp.get(kind, {})
+        heap = j.get("heap_bytes_per_ctx")
+        rows.append({"key": kind, "heap": heap,
+                     "rss": j.get("rss_bytes_per_ctx"),
+                     "go_bytes": g.get("bytes"), "go_live": g.get("live"),
+                     "want": want,
+                     "ok": None if heap is None or want is None
+                     else heap <= want})
+    return [r for r in rows if r["heap"] is not None or
+            r["go_bytes"] is not None]
+
+
+def footprint_table(frows):
+    hdr = ["kind", "rctx heap B/ctx", "rctx RSS B/ctx", "Go B/op",
+           "Go live heap B/ctx", "target (heap)", "verdict"]
+    rows = [[r["key"], fmt_num(r["heap"], 0), fmt_num(r["rss"], 0),
+             fmt_num(r["go_bytes"], 0), fmt_num(r["go_live"], 0),
+             "-" if r["want"] is None else "<= %d" % r["want"],
+             "-" if r["ok"] is None else "ok" if r["ok"] else "MISS"]
+            for r in frows]
+    return hdr, rows
+
+
+def plain_table(hdr, rows):
+    cells = [hdr] + rows
+    widths = [max(len(str(row[i])) for row in cells)
+              for i in range(len(hdr))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(
+            str(v).ljust(widths[i]) if i == 0 else str(v).rjust(widths[i])
+            for i, v in enumerate(row)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # Plots (gnuplot, PNG)
 
@@ -528,8 +678,9 @@ def run_gnuplot(script, d):
     return None
 
 
-def bar_plot(d, rows, field, fname, title, ylabel, logscale):
-    libs = [lib for lib in LIBS
+def bar_plot(d, rows, field, fname, title, ylabel, logscale, series=LIBS,
+             key="top left"):
+    libs = [lib for lib in series
             if any(r.get(lib + field) not in (None, 0) for r in rows)]
     data = [r for r in rows
             if any(r.get(lib + field) not in (None, 0) for lib in libs)]
@@ -561,7 +712,7 @@ def bar_plot(d, rows, field, fname, title, ylabel, logscale):
         "set style histogram clustered gap 1",
         "set style fill solid 0.8 border -1",
         "set xtics rotate by 50 right font ',8'",
-        "set key top left",
+        "set key " + key,
         "set grid ytics",
         "set bmargin 16",
         "set logscale y" if logscale else "set yrange [0:*]",
@@ -703,6 +854,12 @@ def main():
     rows = build_rows(gb, go)
     table = text_table(rows)
     checks = alloc_checks(gb)
+    srows = scaling_rows(gb, go)
+    frows = footprint_rows(d)
+    checks += scaling_checks(srows)
+    checks += [("rctx %s context: heap bytes per live context" % r["key"],
+                r["heap"], "<= %d" % r["want"], r["ok"])
+               for r in frows if r["ok"] is not None]
     latency = load_jsonl(os.path.join(d, "latency.jsonl"))
     proxy = load_jsonl(os.path.join(d, "proxy.jsonl"))
     proxy_note = None
@@ -731,6 +888,16 @@ def main():
             misses += 1
         print("  %s: want %s, measured %s  %s" %
               (name, want, fmt_num(got, 3), "ok" if ok else "MISSED"))
+    if srows:
+        print()
+        print("Scaling (aggregate ns/op over all threads; n/1: nproc "
+              "threads over 1):")
+        print(plain_table(*scaling_table(srows)))
+    if frows:
+        print()
+        print("Bytes per live context (200,000 held; Go: -benchmem B/op "
+              "and live heap):")
+        print(plain_table(*footprint_table(frows)))
     busy = load_warning(machine)
     if busy:
         print("  warning: " + busy)
@@ -776,6 +943,28 @@ def main():
                 ("_allocs", "allocs-per-op.png", "allocations per op",
                  "allocs/op", False)):
             err = bar_plot(d, rows, field, fname, title, ylabel, logy)
+            (plot_notes.append(err) if err else pngs.append(fname))
+        # scaling: one bar per (workload, threads), rctx beside Go
+        prow = []
+        for r in srows:
+            for tag, t in (("1", r["lo"]), ("n", r["hi"])):
+                prow.append({"key": "%s, %d thr" % (r["label"], t),
+                             "rctx": r["rctx" + tag], "go": r["go" + tag]})
+        frow = [{"key": r["key"], "rctx heap": r["heap"],
+                 "rctx RSS": r["rss"], "Go B/op": r["go_bytes"],
+                 "Go live heap": r["go_live"]} for r in frows]
+        for prs, fname, title, ylabel, logy, series, key in (
+                (prow, "scaling.png", "aggregate ns/op at 1 and nproc "
+                 "threads (lower is better)", "ns/op", True,
+                 ("rctx", "go"), "top left"),
+                (frow, "footprint.png", "bytes per live context by kind "
+                 "(200,000 held)", "bytes", False,
+                 ("rctx heap", "rctx RSS", "Go B/op", "Go live heap"),
+                 "outside right top")):
+            if not prs:
+                continue
+            err = bar_plot(d, prs, "", fname, title, ylabel, logy, series,
+                           key)
             (plot_notes.append(err) if err else pngs.append(fname))
         raw = os.path.join(d, "raw")
         if os.path.isdir(raw):
@@ -830,6 +1019,30 @@ def main():
     md.append(md_table([c[0] for c in COLUMNS],
                        [[c[1](r) for c in COLUMNS] for r in rows]))
     md.append("")
+    if srows:
+        md.append("## Scaling: 1 and nproc threads")
+        md.append("")
+        md.append("Aggregate wall time per op over all threads' ops (Go: "
+                  "RunParallel with GOMAXPROCS set to the thread count). "
+                  "n/1 is the nproc-thread figure over the 1-thread one: "
+                  "1/nproc is perfect scaling, 1 no gain, above 1 a "
+                  "shared line costs more than the second core gives.")
+        md.append("")
+        md.append(md_table(*scaling_table(srows)))
+        md.append("")
+    if frows:
+        md.append("## Bytes per live context")
+        md.append("")
+        md.append("perf/footprint holds 200,000 contexts of each kind (in "
+                  "a fresh process per kind) and divides the growth of "
+                  "malloc's bytes in use (mallinfo2) and of the resident "
+                  "set by 200,000; child is a cancel context under one "
+                  "live parent. Go: -benchmem B/op of making one, and the "
+                  "live heap (HeapAlloc after GC) per context over "
+                  "200,000 held, cancel functions included.")
+        md.append("")
+        md.append(md_table(*footprint_table(frows)))
+        md.append("")
     md.append("## Targets")
     md.append("")
     trows = []

@@ -297,13 +297,56 @@ tcache_register(void)
 		tcache.registered = true;
 }
 
-/* Splice a reclaimed batch list (batches chained by work_next) in. */
+/*
+ * Push a chain of batches (linked by work_next) back. The pool is usually
+ * still empty since our pool_take: then one CAS from NULL puts the whole
+ * chain back. Otherwise the chain's last batch is linked to the new head,
+ * which takes a walk (a long chain, after a burst of frees, would make
+ * that walk on every refill costly).
+ */
+static void
+pool_push_chain(struct rctx *first)
+{
+	struct rctx *last = first;
+	struct rctx *old = NULL;
+
+	/* release: publishes the chain's links; pairs with the acquire
+	 * exchange in pool_take (alloc.A). Relaxed on failure: old is only
+	 * linked to below, never read through. */
+	if (atomic_compare_exchange_strong_explicit(&pool_head, &old, first,
+						    memory_order_release,
+						    memory_order_relaxed))
+		return;
+	while (batch_next(last))
+		last = batch_next(last);
+	do {
+		last->work_next = old;
+		/* release: publishes the chain's links; pairs with the
+		 * acquire exchange in pool_take (alloc.A) */
+	} while (!atomic_compare_exchange_weak_explicit(&pool_head, &old, first,
+							memory_order_release,
+							memory_order_relaxed));
+}
+
+/*
+ * Splice reclaimed batches (chained by work_next) in until the cache holds
+ * RCTX_CACHE_MAX / 2, and put the rest back in the pool. Adopting the
+ * whole pool made threads that allocate at once trade it back and forth:
+ * the taker overflowed its cache and pushed batches out on every free,
+ * which the other then took, and each context crossed cores (issue 13,
+ * docs/scale.md).
+ */
 static void
 tcache_adopt(struct rctx *batches)
 {
 	while (batches) {
 		struct rctx *next = batch_next(batches);
 		struct rctx *c = batches;
+
+		if (tcache.nfree >= RCTX_CACHE_MAX / 2) {
+			pool_push_chain(batches);
+			return;
+		}
 
 		while (c) {
 			struct rctx *n = c->free_next;

@@ -17,8 +17,12 @@
  *      STAGED, and QUEUED too if it kills it or files it (twheel.I1).
  *  I2. Only the stage's thread pushes; anyone may take the whole list
  *      with one exchange (no ABA: nobody pops a single element).
- *  I3. A stage is bound to one wheel (st->tw) for its life; a thread
- *      whose arms go to another wheel hands off directly.
+ *  I3. A stage is bound to one wheel (st->tw) for its life: the wheel of
+ *      the CPU its thread first staged on. The thread keeps staging there
+ *      when it runs on another CPU; handing each such arm to that CPU's
+ *      queue instead wrote a shared line and woke its owner on every arm
+ *      and release (issue 13: a thread moved by the scheduler after its
+ *      first arm handed off 40% of its arms, at 3x the cost).
  *  I4. Stage records are never freed before shutdown (a stealer may read
  *      any record of the registry at any time, registry.c).
  *
@@ -121,8 +125,7 @@ rctx_stage_self(struct rctx_twheel *tw)
 	    (struct rctx_stage *)rctx_reg_mine(&rctx_stage_reg);
 
 	if (RCTX_LIKELY(st != NULL))
-		/* I3: bound to another wheel: hand off directly */
-		return st->tw == tw ? st : NULL;
+		return st; /* I3: whatever CPU we run on now */
 	return (struct rctx_stage *)rctx_reg_claim(
 	    &rctx_stage_reg, rctx_stage_match, rctx_stage_init, tw);
 }

@@ -15,7 +15,11 @@
 
 struct rctx_stage;
 
-/* This thread's stage for library wheel tw, or NULL (hand off directly). */
+/*
+ * This thread's stage: its existing one (bound to whichever wheel it was
+ * made for), else a new one bound to tw; NULL only when out of memory
+ * (hand off directly).
+ */
 struct rctx_stage *rctx_stage_self(struct rctx_twheel *tw);
 
 /* Stage t (already initialised, not armed) to fire at expires. */

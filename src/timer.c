@@ -19,7 +19,8 @@
  *     calling thread's CPU, started on first use, whether or not loops
  *     exist (a loop never runs expiry work for threads not its own):
  *     staged on the calling thread if due at least RCTX_STAGE_MIN_TICKS
- *     ticks after `now` (stage.c), else pushed on the wheel's queue
+ *     ticks after `now` (stage.c; the stage keeps the wheel of the CPU
+ *     it was made on, stage.I3), else pushed on the wheel's queue
  *     (twheel.A/B);
  *  3. no library threads (rctx_timer_set_threads(false)): hand t to one
  *     of the loops (by CPU), inside an RCU read-side section (loop.B);

@@ -247,6 +247,62 @@ test_cache_bounded_overflow_to_pool(void **state)
 	free(w.made.v);
 }
 
+/* A thread that takes one context from the pool while another waits. */
+struct taker {
+	struct gate took, go;
+};
+
+static void *
+taker_main(void *arg)
+{
+	struct taker *t = arg;
+	struct rctx *c = xalloc();
+
+	gate_pass(&t->took);
+	gate_pass(&t->go);
+	rctx_ctx_free_now(c);
+	return NULL;
+}
+
+/*
+ * A thread refilling its empty cache takes about RCTX_CACHE_MAX / 2 from
+ * the pool and leaves the rest to others. It used to take the whole pool:
+ * two threads allocating at once then traded it back and forth, each
+ * context crossing cores (issue 13); here the other thread found the pool
+ * empty and reused none while the taker lived.
+ */
+static void
+test_refill_leaves_the_rest(void **state)
+{
+	enum { N = 4 * RCTX_CACHE_MAX };
+	struct cset made = { 0 }, kept = { 0 };
+	struct taker t;
+	pthread_t th;
+	size_t while_alive, at_exit;
+
+	(void)state;
+	for (int i = 0; i < N; i++)
+		cs_add(&made, xalloc());
+	for (size_t i = 0; i < made.n; i++)
+		rctx_ctx_free_now(made.v[i]);
+	rctx_alloc_thread_flush(); /* all N in the pool, none cached here */
+	gate_init(&t.took, 2);
+	gate_init(&t.go, 2);
+	xpthread_create(&th, taker_main, &t);
+	gate_pass(&t.took);
+	while_alive = take_until_malloc(&made, &kept);
+	/* one refill keeps at most RCTX_CACHE_MAX / 2 plus one batch, and a
+	 * batch (a flushed cache) holds at most RCTX_CACHE_MAX */
+	assert_true(while_alive + RCTX_CACHE_MAX / 2 + RCTX_CACHE_MAX >= N);
+	gate_pass(&t.go);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	at_exit = take_until_malloc(&made, &kept);
+	assert_int_equal(while_alive + at_exit, N);
+	assert_int_equal(rctx_alloc_outstanding(), N + 2);
+	cs_free_now(&kept);
+	free(made.v);
+}
+
 /* --------------------------------------------------------- reclaimer */
 
 /* A full batch of deferred frees goes to the reclaimer thread, which
@@ -458,6 +514,7 @@ main(void)
 		cmocka_unit_test_setup(test_thread_flush_hands_over, fresh),
 		cmocka_unit_test_setup(test_cache_bounded_overflow_to_pool,
 				       fresh),
+		cmocka_unit_test_setup(test_refill_leaves_the_rest, fresh),
 		cmocka_unit_test_setup(test_reclaimer_returns_batches, fresh),
 		cmocka_unit_test_setup(test_outstanding_zero_after_shutdown,
 				       fresh),

@@ -480,6 +480,76 @@ test_wake_rule(void **state)
 	sched_setaffinity(0, sizeof(one), &one);
 }
 
+/* Pin the calling thread to one CPU (false: the CPU is not ours to use). */
+static bool
+pin_cpu(int cpu)
+{
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	return sched_setaffinity(0, sizeof(one), &one) == 0 &&
+	       sched_getcpu() == cpu;
+}
+
+static void
+unpin(void)
+{
+	cpu_set_t all;
+
+	CPU_ZERO(&all);
+	for (int i = 0; i < CPU_SETSIZE; i++)
+		CPU_SET(i, &all);
+	sched_setaffinity(0, sizeof(all), &all);
+}
+
+/*
+ * A thread that moved to another CPU after its first staged arm keeps
+ * staging (stage.I3). Before, each such arm was pushed on the other CPU's
+ * queue (QUEUED without STAGED) and each release woke that owner: a thread
+ * the scheduler moved after its first arm paid it on 40% of its arms.
+ */
+static struct tt mig_a, mig_b; /* static: teardown may kill them */
+
+static void
+test_stage_after_migration(void **state)
+{
+	struct tt *a = &mig_a, *b = &mig_b;
+	rctx_time_t now;
+
+	(void)state;
+	reset();
+	if (!pin_cpu(0) || !pin_cpu(1)) {
+		unpin();
+		print_message("# needs CPUs 0 and 1: nothing to check\n");
+		return;
+	}
+	assert_true(pin_cpu(0));
+	memset(a, 0, sizeof(*a));
+	memset(b, 0, sizeof(*b));
+	rctx_timer_init(&a->t);
+	rctx_timer_init(&b->t);
+	now = rctx_now();
+	assert_int_equal(rctx_timer_arm_at(&a->t, now + 3600 * RCTX_SEC, now),
+			 0);
+	/* staged (its owner may steal it at any moment: not asserted) */
+	assert_true(pin_cpu(1));
+	now = rctx_now();
+	assert_int_equal(rctx_timer_arm_at(&b->t, now + 3600 * RCTX_SEC, now),
+			 0);
+	/* staged on the same stage, so homed on CPU 0's wheel (the owner
+	 * may have stolen it already, clearing STAGED) */
+	assert_ptr_equal(atomic_load(&b->t.home), atomic_load(&a->t.home));
+	rctx_timer_release(&a->t);
+	rctx_timer_release(&b->t);
+	unpin();
+	/* a flush or the owner's steal kills them */
+	rctx_timer_shutdown();
+	assert_int_equal(atomic_load(&a->dead), 1);
+	assert_int_equal(atomic_load(&b->dead), 1);
+	assert_int_equal(atomic_load(&n_fired), 0);
+}
+
 /* fork: a timer armed before fork and one armed in the child both fire. */
 static void
 test_fork(void **state)
@@ -596,6 +666,7 @@ main(void)
 		cmocka_unit_test_teardown(test_shutdown_restart, teardown),
 		cmocka_unit_test_teardown(test_small_tick, teardown),
 		cmocka_unit_test_teardown(test_wake_rule, teardown),
+		cmocka_unit_test_teardown(test_stage_after_migration, teardown),
 		cmocka_unit_test_teardown(test_fork, teardown),
 		cmocka_unit_test_teardown(test_fork_no_arm, teardown),
 	};

@@ -363,3 +363,176 @@ func BenchmarkRequest(b *testing.B) {
 		cancelR()
 	}
 }
+
+// --- Parallel/op=O/parent=P/threads=T ----------------------------------
+
+// requestOp is one op of BenchmarkRequest, rooted at root.
+func requestOp(root context.Context) {
+	r, cancelR := context.WithTimeout(root, time.Second)
+	v1 := context.WithValue(r, keyA, valA)
+	v2 := context.WithValue(v1, keyB, valB)
+	for s := 0; s < 3; s++ {
+		sc, cancelS := context.WithTimeout(v2, 100*time.Millisecond)
+		sinkAny = sc.Value(keyA)
+		sinkErr = sc.Err()
+		cancelS()
+	}
+	cancelR()
+}
+
+// BenchmarkParallel runs one op on each of T goroutines with GOMAXPROCS
+// set to T (1 and the CPU count), reporting wall time over all their
+// ops like bench-ctx's Parallel rows: derive (WithCancel, cancel),
+// timeout (WithTimeout 1h, cancel) and request (requestOp), under one
+// shared live parent, a live parent per goroutine, or Background.
+func BenchmarkParallel(b *testing.B) {
+	threads := []int{1}
+	if n := runtime.NumCPU(); n > 1 {
+		threads = append(threads, n)
+	}
+	for _, op := range []string{"derive", "timeout", "request"} {
+		for _, pk := range []string{"shared", "own", "background"} {
+			// the same rows as bench-ctx registers
+			if (op == "derive" && pk == "shared") ||
+				(op == "timeout" && pk != "background") {
+				continue
+			}
+			for _, t := range threads {
+				op, pk, t := op, pk, t
+				name := fmt.Sprintf("op=%s/parent=%s/threads=%d",
+					op, pk, t)
+				b.Run(name, func(b *testing.B) {
+					parallelRun(b, op, pk, t)
+				})
+			}
+		}
+	}
+}
+
+func parallelRun(b *testing.B, op, pk string, t int) {
+	old := runtime.GOMAXPROCS(t)
+	defer runtime.GOMAXPROCS(old)
+	shared, cancelShared := context.WithCancel(context.Background())
+	defer cancelShared()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		p := context.Background()
+		switch pk {
+		case "shared":
+			p = shared
+		case "own":
+			own, cancelOwn := context.WithCancel(p)
+			defer cancelOwn()
+			p = own
+		}
+		for pb.Next() {
+			switch op {
+			case "derive":
+				c, cc := context.WithCancel(p)
+				cc()
+				if c.Err() == nil {
+					panic("child not done")
+				}
+			case "timeout":
+				_, cc := context.WithTimeout(p, time.Hour)
+				cc()
+			default:
+				requestOp(p)
+			}
+		}
+	})
+}
+
+// --- Footprint/kind=K ----------------------------------------------------
+
+// footprintLive is the number of contexts held at once to measure the
+// live heap per context, as perf/footprint does for rctx.
+const footprintLive = 200000
+
+var (
+	footprintCache     = map[string]float64{}
+	footprintParent, _ = context.WithCancel(context.Background())
+)
+
+// liveBytes holds footprintLive contexts of one kind under Background
+// (child: under one live parent; with their cancel functions, which a
+// caller holds too) and returns
+// the growth of the live heap per context, after a GC on either side.
+func liveBytes(kind string) float64 {
+	if v, ok := footprintCache[kind]; ok {
+		return v
+	}
+	ctxs := make([]context.Context, footprintLive)
+	cancels := make([]context.CancelFunc, footprintLive)
+	parent, cancelParent := context.WithCancel(context.Background())
+	defer cancelParent()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range ctxs {
+		switch kind {
+		case "value":
+			ctxs[i] = context.WithValue(context.Background(), keyA,
+				valA)
+		case "cancel":
+			ctxs[i], cancels[i] = context.WithCancel(
+				context.Background())
+		case "child":
+			ctxs[i], cancels[i] = context.WithCancel(parent)
+		default:
+			ctxs[i], cancels[i] = context.WithTimeout(
+				context.Background(), time.Hour)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	v := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) /
+		footprintLive
+	for _, c := range cancels {
+		if c != nil {
+			c()
+		}
+	}
+	runtime.KeepAlive(ctxs)
+	footprintCache[kind] = v
+	return v
+}
+
+// BenchmarkFootprint makes one context of a kind per op under
+// Background (child: under a live parent): B/op (-benchmem) is what one context allocates, and the
+// live-B/ctx metric the live heap per context over footprintLive held
+// at once.
+func BenchmarkFootprint(b *testing.B) {
+	for _, kind := range []string{"value", "cancel", "timer", "child"} {
+		kind := kind
+		b.Run("kind="+kind, func(b *testing.B) {
+			live := liveBytes(kind)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				switch kind {
+				case "value":
+					sinkCtx = context.WithValue(
+						context.Background(), keyA,
+						valA)
+				case "cancel", "child":
+					p := context.Background()
+					if kind == "child" {
+						p = footprintParent
+					}
+					var cc context.CancelFunc
+					sinkCtx, cc = context.WithCancel(p)
+					cc()
+				default:
+					var cc context.CancelFunc
+					sinkCtx, cc = context.WithTimeout(
+						context.Background(),
+						time.Hour)
+					cc()
+				}
+			}
+			b.ReportMetric(live, "live-B/ctx")
+		})
+	}
+}

@@ -65,6 +65,12 @@ def cxx_name(name):
     m = re.match(r'SharedParent/threads=(\d+)$', n)
     if m:
         return 'SharedParent/threads:' + m.group(1)
+    m = re.match(r'Parallel/op=(\w+)/parent=(\w+)/threads=(\d+)$', n)
+    if m:
+        return 'Parallel/op:%s/parent:%s/threads:%s' % m.groups()
+    m = re.match(r'Footprint/kind=(\w+)$', n)
+    if m:
+        return 'Footprint/kind:' + m.group(1)
     return None
 
 
