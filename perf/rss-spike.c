@@ -2,8 +2,8 @@
 /* Resident memory before, at the peak of, and after a released context spike. */
 
 /*
- * Three spikes, one after the other in one process, none followed by
- * rctx_shutdown:
+ * Three spikes, each in a process of its own (forked before the library is
+ * used), none followed by rctx_shutdown:
  *
  *	children	N children of one cancelable parent; the parent is
  *			cancelled, then every context released
@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -140,6 +141,37 @@ struct spike {
 	size_t n;
 };
 
+/* In a forked child: one spike, its table row and JSON line. */
+static int
+measure(const struct spike *sp, long settle_ms)
+{
+	double before, peak, after = 0;
+	long back = -1;
+
+	/* Warm the library up (its threads, caches) before the level. */
+	rctx_release(
+	    must(rctx_with_timeout(rctx_background(), RCTX_SEC), "warm-up"));
+	before = rss_bytes();
+	peak = sp->run(sp->n);
+	for (long t = 0; t <= settle_ms; t += SAMPLE_MS) {
+		after = rss_bytes();
+		if (back < 0 && after - before <= BACK_WITHIN)
+			back = t;
+		if (t < settle_ms)
+			sleep_ms(SAMPLE_MS);
+	}
+	fprintf(stderr, "%-10s %9zu %9.1f %9.1f %9.1f %9.1f %8ld\n", sp->name,
+		sp->n, before / MB, peak / MB, after / MB,
+		(after - before) / MB, back);
+	printf("{\"spike\":\"%s\",\"contexts\":%zu,\"before_mb\":%.1f,"
+	       "\"peak_mb\":%.1f,\"after_mb\":%.1f,\"settle_ms\":%ld,"
+	       "\"back_ms\":%ld}\n",
+	       sp->name, sp->n, before / MB, peak / MB, after / MB, settle_ms,
+	       back);
+	fflush(stdout);
+	return after - before > BACK_WITHIN;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -167,36 +199,24 @@ main(int argc, char **argv)
 		{ "chain", spike_chain, chain },
 	};
 
-	/* Warm the library up (its threads, caches) before the first level. */
-	rctx_release(
-	    must(rctx_with_timeout(rctx_background(), RCTX_SEC), "warm-up"));
 	fprintf(stderr, "%-10s %9s %9s %9s %9s %9s %8s\n", "spike", "contexts",
 		"before", "peak", "after", "excess", "back");
 	fprintf(stderr, "%-10s %9s %9s %9s %9s %9s %8s\n", "", "", "MB", "MB",
 		"MB", "MB", "ms");
-	for (size_t s = 0; s < sizeof(spikes) / sizeof(spikes[0]); s++) {
-		const struct spike *sp = &spikes[s];
-		double before = rss_bytes(), peak = sp->run(sp->n), after = 0;
-		long back = -1;
-
-		for (long t = 0; t <= settle_ms; t += SAMPLE_MS) {
-			after = rss_bytes();
-			if (back < 0 && after - before <= BACK_WITHIN)
-				back = t;
-			if (t < settle_ms)
-				sleep_ms(SAMPLE_MS);
-		}
-		if (after - before > BACK_WITHIN)
-			bad = 1;
-		fprintf(stderr, "%-10s %9zu %9.1f %9.1f %9.1f %9.1f %8ld\n",
-			sp->name, sp->n, before / MB, peak / MB, after / MB,
-			(after - before) / MB, back);
-		printf("{\"spike\":\"%s\",\"contexts\":%zu,\"before_mb\":%.1f,"
-		       "\"peak_mb\":%.1f,\"after_mb\":%.1f,\"settle_ms\":%ld,"
-		       "\"back_ms\":%ld}\n",
-		       sp->name, sp->n, before / MB, peak / MB, after / MB,
-		       settle_ms, back);
-	}
 	fflush(stdout);
+	for (size_t s = 0; s < sizeof(spikes) / sizeof(spikes[0]); s++) {
+		int st;
+		pid_t pid = fork();
+
+		if (pid < 0) {
+			perror("rss-spike: fork");
+			return 1;
+		}
+		if (pid == 0)
+			_exit(measure(&spikes[s], settle_ms));
+		if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) ||
+		    WEXITSTATUS(st) != 0)
+			bad = 1;
+	}
 	return bad;
 }

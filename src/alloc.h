@@ -60,5 +60,25 @@ long rctx_alloc_outstanding(void);
 #define RCTX_FREE_BATCH 32
 /* A thread's cache holds at most this many ready contexts. */
 #define RCTX_CACHE_MAX (8 * RCTX_FREE_BATCH)
+/* A trim keeps about this many contexts in the shared pool... */
+#define RCTX_POOL_RESERVE (16 * RCTX_CACHE_MAX)
+/* ...once it has seen no demand (refill or malloc) for this long. */
+#define RCTX_TRIM_QUIET RCTX_SEC
+
+/*
+ * Free what the pool holds beyond RCTX_POOL_RESERVE now, and give the
+ * pages back to the system (the reclaimer does it after RCTX_TRIM_QUIET
+ * of quiet; tests). Returns how many contexts it freed.
+ */
+long rctx_alloc_trim(void);
+
+/* Contexts the reclaimer's own trims have freed (tests). */
+long rctx_alloc_trimmed(void);
+
+/* Contexts in the shared pool now (tests; walks it under its lock). */
+long rctx_alloc_pool_count(void);
+
+/* Ready contexts in the calling thread's cache (tests). */
+unsigned rctx_alloc_cached(void);
 
 #endif /* RCTX_ALLOC_H */
