@@ -75,6 +75,7 @@ static _Atomic(struct rctx *) pool_list;
 static _Atomic unsigned long pool_demand; /* refills and mallocs (I4) */
 static _Atomic bool trim_armed; /* the pool grew since the last trim */
 static _Atomic long trim_freed; /* contexts the reclaimer trimmed (tests) */
+static _Atomic bool trim_held;	/* tests: the reclaimer does not trim */
 /* The reclaimer's own: pool_demand when last seen, and since when. */
 static unsigned long trim_demand;
 static rctx_time_t trim_since;
@@ -260,10 +261,11 @@ pool_trim(long keep)
 	return freed;
 }
 
-/* Trim the pool under rcl_lock (fork finds us between rounds), then hand
- * the freed pages back to the system. Returns how many were freed. */
+/* Trim the pool under rcl_lock (fork finds us between rounds; tests see
+ * the pool and trim_freed agree), then hand the freed pages back to the
+ * system. Returns how many were freed. */
 static long
-trim_now(void)
+trim_now(bool reclaimer)
 {
 	long freed = 0;
 
@@ -271,6 +273,10 @@ trim_now(void)
 	/* relaxed: written under rcl_lock, which we hold */
 	if (!atomic_load_explicit(&rcl_stop, memory_order_relaxed))
 		freed = pool_trim(RCTX_POOL_RESERVE);
+	if (reclaimer)
+		/* relaxed: a statistic for tests, read under rcl_lock */
+		atomic_fetch_add_explicit(&trim_freed, freed,
+					  memory_order_relaxed);
 	pthread_mutex_unlock(&rcl_lock);
 #ifdef __GLIBC__
 	if (freed)
@@ -293,7 +299,9 @@ rcl_trim_check(void)
 	unsigned long d =
 	    atomic_load_explicit(&pool_demand, memory_order_relaxed);
 
-	if (trim_since == 0 || d != trim_demand) {
+	/* relaxed: a test's switch, no data */
+	if (trim_since == 0 || d != trim_demand ||
+	    atomic_load_explicit(&trim_held, memory_order_relaxed)) {
 		trim_demand = d;
 		trim_since = now;
 	}
@@ -302,9 +310,7 @@ rcl_trim_check(void)
 	trim_since = 0;
 	/* seq_cst: the clear half of trim.B, before pool_trim's exchange */
 	atomic_store_explicit(&trim_armed, false, memory_order_seq_cst);
-	/* relaxed: a statistic for tests */
-	atomic_fetch_add_explicit(&trim_freed, trim_now(),
-				  memory_order_relaxed);
+	(void)trim_now(true);
 	return 0;
 }
 
@@ -701,7 +707,14 @@ rctx_alloc_outstanding(void)
 long
 rctx_alloc_trim(void)
 {
-	return trim_now();
+	return trim_now(false);
+}
+
+void
+rctx_alloc_trim_hold(bool hold)
+{
+	/* relaxed: a switch; a test that releases it waits for the effect */
+	atomic_store_explicit(&trim_held, hold, memory_order_relaxed);
 }
 
 long
@@ -716,6 +729,8 @@ rctx_alloc_pool_count(void)
 {
 	long n = 0;
 
+	/* rcl_lock: not in the middle of a trim */
+	pthread_mutex_lock(&rcl_lock);
 	pthread_mutex_lock(&pool_lock);
 	/* relaxed: pool_list under pool_lock; pool_head is only read (a
 	 * test's snapshot), and the acquire pairs with pool_push (alloc.A) */
@@ -729,6 +744,7 @@ rctx_alloc_pool_count(void)
 				n++;
 	}
 	pthread_mutex_unlock(&pool_lock);
+	pthread_mutex_unlock(&rcl_lock);
 	return n;
 }
 

@@ -72,10 +72,13 @@ long rctx_alloc_outstanding(void);
  */
 long rctx_alloc_trim(void);
 
+/* While held, the reclaimer trims nothing by itself (tests). */
+void rctx_alloc_trim_hold(bool hold);
+
 /* Contexts the reclaimer's own trims have freed (tests). */
 long rctx_alloc_trimmed(void);
 
-/* Contexts in the shared pool now (tests; walks it under its lock). */
+/* Contexts in the shared pool now, never mid-trim (tests; walks it). */
 long rctx_alloc_pool_count(void);
 
 /* Ready contexts in the calling thread's cache (tests). */
