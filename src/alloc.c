@@ -75,7 +75,8 @@ static _Atomic(struct rctx *) pool_list;
 static _Atomic unsigned long pool_demand; /* refills and mallocs (I4) */
 static _Atomic bool trim_armed; /* the pool grew since the last trim */
 static _Atomic long trim_freed; /* contexts the reclaimer trimmed (tests) */
-static _Atomic bool trim_held;	/* tests: the reclaimer does not trim */
+/* RCTX_TRIM_QUIET; tests shorten it, or stop trims (< 0) */
+static _Atomic rctx_time_t trim_quiet = RCTX_TRIM_QUIET;
 /* The reclaimer's own: pool_demand when last seen, and since when. */
 static unsigned long trim_demand;
 static rctx_time_t trim_since;
@@ -300,13 +301,17 @@ rcl_trim_check(void)
 	    atomic_load_explicit(&pool_demand, memory_order_relaxed);
 
 	/* relaxed: a test's switch, no data */
-	if (trim_since == 0 || d != trim_demand ||
-	    atomic_load_explicit(&trim_held, memory_order_relaxed)) {
+	rctx_time_t quiet =
+	    atomic_load_explicit(&trim_quiet, memory_order_relaxed);
+
+	if (quiet < 0)
+		return RCTX_TRIM_QUIET; /* held by a test: look again later */
+	if (trim_since == 0 || d != trim_demand) {
 		trim_demand = d;
 		trim_since = now;
 	}
-	if (now - trim_since < RCTX_TRIM_QUIET)
-		return trim_since + RCTX_TRIM_QUIET - now;
+	if (now - trim_since < quiet)
+		return trim_since + quiet - now;
 	trim_since = 0;
 	/* seq_cst: the clear half of trim.B, before pool_trim's exchange */
 	atomic_store_explicit(&trim_armed, false, memory_order_seq_cst);
@@ -711,10 +716,12 @@ rctx_alloc_trim(void)
 }
 
 void
-rctx_alloc_trim_hold(bool hold)
+rctx_alloc_trim_quiet(rctx_time_t quiet)
 {
-	/* relaxed: a switch; a test that releases it waits for the effect */
-	atomic_store_explicit(&trim_held, hold, memory_order_relaxed);
+	/* relaxed: a setting, no data; the reclaimer reads it when it next
+	 * looks at the pool */
+	atomic_store_explicit(&trim_quiet, quiet < 0 ? -1 : quiet,
+			      memory_order_relaxed);
 }
 
 long

@@ -72,8 +72,11 @@ long rctx_alloc_outstanding(void);
  */
 long rctx_alloc_trim(void);
 
-/* While held, the reclaimer trims nothing by itself (tests). */
-void rctx_alloc_trim_hold(bool hold);
+/*
+ * Set the quiet period before the reclaimer trims by itself (tests): < 0
+ * stops it trimming at all, RCTX_TRIM_QUIET is the default.
+ */
+void rctx_alloc_trim_quiet(rctx_time_t quiet);
 
 /* Contexts the reclaimer's own trims have freed (tests). */
 long rctx_alloc_trimmed(void);

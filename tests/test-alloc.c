@@ -483,7 +483,7 @@ test_refill_bounded(void **state)
 	struct rctx *c;
 
 	(void)state;
-	rctx_alloc_trim_hold(true);
+	rctx_alloc_trim_quiet(-1);
 	spike_to_pool();
 	assert_int_equal(rctx_alloc_pool_count(), SPIKE);
 	c = xalloc();
@@ -492,7 +492,7 @@ test_refill_bounded(void **state)
 	assert_int_equal(rctx_alloc_pool_count() + rctx_alloc_cached() + 1,
 			 SPIKE);
 	rctx_ctx_free_now(c);
-	rctx_alloc_trim_hold(false);
+	rctx_alloc_trim_quiet(RCTX_TRIM_QUIET);
 }
 
 /* A trim frees the pool down to its reserve, which then still serves
@@ -504,7 +504,7 @@ test_trim_keeps_reserve(void **state)
 	struct cset got = { 0 };
 
 	(void)state;
-	rctx_alloc_trim_hold(true);
+	rctx_alloc_trim_quiet(-1);
 	spike_to_pool();
 	freed = rctx_alloc_trim();
 	left = rctx_alloc_pool_count();
@@ -518,7 +518,7 @@ test_trim_keeps_reserve(void **state)
 	assert_int_equal(rctx_alloc_outstanding(), left); /* no malloc */
 	assert_int_equal(rctx_alloc_pool_count(), 0);
 	cs_free_now(&got);
-	rctx_alloc_trim_hold(false);
+	rctx_alloc_trim_quiet(RCTX_TRIM_QUIET);
 }
 
 /* Left alone, the reclaimer trims the pool by itself once no thread has
@@ -544,6 +544,67 @@ test_reclaimer_trims_when_quiet(void **state)
 	assert_int_equal(rctx_alloc_trimmed() - t0, SPIKE - left);
 }
 
+/* Threads allocate and free bursts larger than the reserve while the
+ * reclaimer trims as soon as it is idle and this thread trims too: no
+ * context is lost or freed twice (ASan, TSan), none is left over. */
+struct burst {
+	int rounds;
+	_Atomic int *running;
+};
+
+static void *
+burst_main(void *arg)
+{
+	struct burst *b = arg;
+	struct rctx **v = calloc(RCTX_POOL_RESERVE, sizeof(*v));
+
+	WCHECK(v != NULL);
+	for (int r = 0; r < b->rounds; r++) {
+		for (int i = 0; i < RCTX_POOL_RESERVE; i++)
+			v[i] = xalloc();
+		for (int i = 0; i < RCTX_POOL_RESERVE; i++) {
+			if ((i + r) % 3)
+				rctx_ctx_free_rcu(v[i]);
+			else
+				rctx_ctx_free_now(v[i]);
+		}
+		rctx_alloc_thread_flush();
+	}
+	free(v);
+	atomic_fetch_sub(b->running, 1);
+	return NULL;
+}
+
+static void
+test_trim_during_churn(void **state)
+{
+	enum { THREADS = 4 };
+	struct burst b[THREADS];
+	pthread_t th[THREADS];
+	_Atomic int running = THREADS;
+	long left;
+
+	(void)state;
+	rctx_alloc_trim_quiet(0);
+	for (int i = 0; i < THREADS; i++) {
+		b[i] = (struct burst){ SCALED(20), &running };
+		xpthread_create(&th[i], burst_main, &b[i]);
+	}
+	while (atomic_load(&running) > 0)
+		(void)rctx_alloc_trim();
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	rctx_alloc_trim_quiet(-1);
+	rctx_alloc_barrier();
+	(void)rctx_alloc_trim();
+	left = rctx_alloc_pool_count();
+	assert_true(left <= RCTX_POOL_RESERVE + RCTX_CACHE_MAX);
+	assert_int_equal(rctx_alloc_outstanding(), left + rctx_alloc_cached());
+	rctx_alloc_shutdown();
+	assert_int_equal(rctx_alloc_outstanding(), 0);
+	rctx_alloc_trim_quiet(RCTX_TRIM_QUIET);
+}
+
 int
 main(void)
 {
@@ -565,6 +626,7 @@ main(void)
 		cmocka_unit_test_setup(test_refill_bounded, fresh),
 		cmocka_unit_test_setup(test_trim_keeps_reserve, fresh),
 		cmocka_unit_test_setup(test_reclaimer_trims_when_quiet, fresh),
+		cmocka_unit_test_setup(test_trim_during_churn, fresh),
 	};
 
 	return RUN_TESTS(tests);
