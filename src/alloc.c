@@ -626,6 +626,8 @@ rctx_alloc_shutdown(void)
 	pthread_mutex_unlock(&rcl_lock);
 	if (joined)
 		pthread_join(rcl_thread, NULL);
+	/* relaxed: quiescent; the next push starts a reclaimer (pool_kick) */
+	atomic_store_explicit(&trim_armed, false, memory_order_relaxed);
 	rctx_alloc_barrier(); /* every batch flushed has reached the pool */
 	free_list(tcache.free);
 	tcache.free = NULL;
