@@ -346,8 +346,8 @@ reclaimer(void *arg)
 			/* relaxed: a statistic for tests */
 			atomic_fetch_add_explicit(&rcl_batches, worked,
 						  memory_order_relaxed);
-			/* relaxed: we are its only reader (trim.B concerns
-			 * other threads' pushes) */
+			/* relaxed: our own pushes, which we read back
+			 * ourselves (trim.B is for other threads' pushes) */
 			atomic_store_explicit(&trim_armed, true,
 					      memory_order_relaxed);
 			/* Batches are coming: poll, so flushes need no wake. */
