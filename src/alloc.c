@@ -26,8 +26,8 @@
  *       (pool_head or pool_list), a trim's surplus being freed.
  *  (I3) A thread's ready cache holds at most RCTX_CACHE_MAX contexts: it is
  *       refilled, when empty, with one pool batch (at most that many).
- *  (I4) After RCTX_TRIM_QUIET without demand (a refill from the pool, or a
- *       malloc), the reclaimer frees what the pool holds beyond
+ *  (I4) After RCTX_TRIM_QUIET without traffic (a refill from the pool, a
+ *       malloc, a push), the reclaimer frees what the pool holds beyond
  *       RCTX_POOL_RESERVE. Pool contexts are past their grace period (I1),
  *       so nothing can still read them.
  *
@@ -72,13 +72,15 @@ static _Atomic long outstanding;	 /* malloc'd, not yet freed */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Written under pool_lock; atomic only for pool_take's unlocked hint. */
 static _Atomic(struct rctx *) pool_list;
-static _Atomic unsigned long pool_demand; /* refills and mallocs (I4) */
+/* Refills, mallocs and pushes (I4): a trim waits for it to stand still.
+ * Pushes count so that a long release is trimmed once, at its end. */
+static _Atomic unsigned long pool_traffic;
 static _Atomic bool trim_armed; /* the pool grew since the last trim */
 static _Atomic long trim_freed; /* contexts the reclaimer trimmed (tests) */
 /* RCTX_TRIM_QUIET; tests shorten it, or stop trims (< 0) */
 static _Atomic rctx_time_t trim_quiet = RCTX_TRIM_QUIET;
-/* The reclaimer's own: pool_demand when last seen, and since when. */
-static unsigned long trim_demand;
+/* The reclaimer's own: pool_traffic when last seen, and since when. */
+static unsigned long trim_traffic;
 static rctx_time_t trim_since;
 
 /*
@@ -126,6 +128,8 @@ pool_push(struct rctx *batch)
 	} while (!atomic_compare_exchange_weak_explicit(&pool_head, &old, batch,
 							memory_order_seq_cst,
 							memory_order_relaxed));
+	/* relaxed: a count the reclaimer compares (I4), no data */
+	atomic_fetch_add_explicit(&pool_traffic, 1, memory_order_relaxed);
 }
 
 /* One batch from the pool (its work_next cleared), or NULL. */
@@ -152,7 +156,7 @@ pool_take(void)
 				      memory_order_relaxed);
 		b->work_next = NULL;
 		/* relaxed: a count the reclaimer compares (I4), no data */
-		atomic_fetch_add_explicit(&pool_demand, 1,
+		atomic_fetch_add_explicit(&pool_traffic, 1,
 					  memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&pool_lock);
@@ -288,7 +292,7 @@ trim_now(bool reclaimer)
 
 /*
  * The reclaimer, idle, with trim_armed set: trim once the pool has seen
- * no demand for RCTX_TRIM_QUIET. Returns 0 when it trimmed, else how long
+ * no traffic for RCTX_TRIM_QUIET. Returns 0 when it trimmed, else how long
  * to wait before looking again.
  */
 static rctx_time_t
@@ -298,7 +302,7 @@ rcl_trim_check(void)
 	/* relaxed: a count compared with its last value; a stale one only
 	 * moves the trim later */
 	unsigned long d =
-	    atomic_load_explicit(&pool_demand, memory_order_relaxed);
+	    atomic_load_explicit(&pool_traffic, memory_order_relaxed);
 
 	/* relaxed: a test's switch, no data */
 	rctx_time_t quiet =
@@ -306,12 +310,17 @@ rcl_trim_check(void)
 
 	if (quiet < 0)
 		return RCTX_TRIM_QUIET; /* held by a test: look again later */
-	if (trim_since == 0 || d != trim_demand) {
-		trim_demand = d;
+	if (trim_since == 0 || d != trim_traffic) {
+		trim_traffic = d;
 		trim_since = now;
 	}
-	if (now - trim_since < quiet)
-		return trim_since + quiet - now;
+	if (now - trim_since < quiet) {
+		rctx_time_t left = trim_since + quiet - now;
+
+		/* Look four times a period: the trim comes at most a quarter
+		 * period late after the last traffic. */
+		return left > quiet / 4 && quiet >= 4 ? quiet / 4 : left;
+	}
 	trim_since = 0;
 	/* seq_cst: the clear half of trim.B, before pool_trim's exchange */
 	atomic_store_explicit(&trim_armed, false, memory_order_seq_cst);
@@ -550,8 +559,8 @@ rctx_ctx_alloc(void)
 			/* relaxed: a statistic for tests, no ordering */
 			atomic_fetch_add_explicit(&outstanding, 1,
 						  memory_order_relaxed);
-			/* relaxed: demand, compared by the reclaimer (I4) */
-			atomic_fetch_add_explicit(&pool_demand, 1,
+			/* relaxed: traffic, compared by the reclaimer (I4) */
+			atomic_fetch_add_explicit(&pool_traffic, 1,
 						  memory_order_relaxed);
 			return c;
 		}

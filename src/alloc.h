@@ -62,7 +62,7 @@ long rctx_alloc_outstanding(void);
 #define RCTX_CACHE_MAX (8 * RCTX_FREE_BATCH)
 /* A trim keeps about this many contexts in the shared pool... */
 #define RCTX_POOL_RESERVE (16 * RCTX_CACHE_MAX)
-/* ...once it has seen no demand (refill or malloc) for this long. */
+/* ...once it has seen no traffic (refill, malloc, push) for this long. */
 #define RCTX_TRIM_QUIET RCTX_SEC
 
 /*
