@@ -9,6 +9,8 @@ Inputs (all in DIR, every one optional except bench-ctx.json):
   latency.jsonl     JSON lines of perf/cancel-latency and deadline-lateness
   proxy.jsonl       perf/proxy-load: examples/proxy under wrk, per mode
   proxy-note.txt    why the proxy scenario is missing, if it is
+  rss.jsonl         perf/rss-spike: RSS before, at the peak of and after a
+                    released spike of contexts
   raw/*.txt         sorted latency samples, one value in ns per line
   perfstat/*.csv    `perf stat -x,` output per benchmark, with *.json beside
   perfstat.txt      why perf stat counters are missing, if they are
@@ -819,6 +821,16 @@ PROXY_HEADER = ["mode", "s", "req/s", "p50 ms", "p99 ms", "504s", "early",
                 "contexts after drain", "exit"]
 
 
+RSS_HEADER = ["spike", "contexts", "before MB", "peak MB", "after MB",
+              "back ms"]
+
+
+def rss_rows(rss):
+    return [[j.get("spike"), j.get("contexts"), j.get("before_mb"),
+             j.get("peak_mb"), j.get("after_mb"), j.get("back_ms")]
+            for j in rss]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir", help="results directory of one perf/run")
@@ -862,6 +874,7 @@ def main():
                for r in frows if r["ok"] is not None]
     latency = load_jsonl(os.path.join(d, "latency.jsonl"))
     proxy = load_jsonl(os.path.join(d, "proxy.jsonl"))
+    rss = load_jsonl(os.path.join(d, "rss.jsonl"))
     proxy_note = None
     if os.path.exists(os.path.join(d, "proxy-note.txt")):
         with open(os.path.join(d, "proxy-note.txt")) as f:
@@ -923,6 +936,13 @@ def main():
                   (j.get("bench"), j.get("lib"), what, j.get("p50_ns"),
                    j.get("p99_ns"), j.get("p999_ns"), j.get("max_ns"), extra))
 
+    if rss:
+        print()
+        print("RSS after a released spike (MB; back: ms until within 32 MB "
+              "of before, -1 never):")
+        for r in rss_rows(rss):
+            print("  " + "  ".join("%s %s" % (h, v)
+                                   for h, v in zip(RSS_HEADER, r)))
     if proxy:
         print()
         print("examples/proxy under wrk:")
@@ -1094,6 +1114,16 @@ def main():
           fmt_num(ratio(r["mctx_cpu"], r["rctx_cpu"]), 1)]
          for r in rows if r["rctx_cpu"] is not None]))
     md.append("")
+    if rss:
+        md.append("## Memory after a spike")
+        md.append("")
+        md.append("perf/rss-spike: each spike in a fresh process, released "
+                  "without rctx_shutdown; *after* is %s ms later, *back* the "
+                  "first sample within 32 MB of *before* (-1: never)." %
+                  rss[0].get("settle_ms"))
+        md.append("")
+        md.append(md_table(RSS_HEADER, rss_rows(rss)))
+        md.append("")
     md.append("## Latency profiles")
     md.append("")
     if latency:

@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "alloc.h"
 #include "clock.h"
@@ -19,22 +22,37 @@
  *       rcu_read_lock() may still try-retain it safely.
  *  (I2) Each context is in at most one of: in use, a thread's free cache,
  *       a thread's pending batch, a batch waiting for a grace period
- *       (gp_head, or taken by a reclaim round), the global pool.
+ *       (gp_head, or taken by a reclaim round), the global pool
+ *       (pool_head or pool_list), a trim's surplus being freed.
+ *  (I3) A thread's ready cache holds at most RCTX_CACHE_MAX contexts: it is
+ *       refilled, when empty, with one pool batch (at most that many).
+ *  (I4) After RCTX_TRIM_QUIET without traffic (a refill from the pool, a
+ *       malloc, a push), the reclaimer frees what the pool holds beyond
+ *       RCTX_POOL_RESERVE. Pool contexts are past their grace period (I1),
+ *       so nothing can still read them.
  *
  * Ordering
  *  alloc.A Batches enter the global pool by a release CAS on pool_head and
  *      leave it by an acquire exchange of the whole list, so the thread
  *      that takes a batch sees the links written by the thread that made
  *      it. Taking the whole list at once makes the stack immune to ABA.
- *      gp_head works the same way.
+ *      gp_head works the same way. The list taken goes to pool_list, from
+ *      which refills pop one batch at a time under pool_lock.
  *  alloc.B The reclaimer sleeps only after it has published rcl_sleeping and
  *      then seen gp_head empty; a flush pushes on gp_head and then reads
  *      rcl_sleeping (all seq_cst), so one of the two sees the other: a
  *      pushed batch is never left with the reclaimer asleep.
+ *  trim.B A thread other than the reclaimer that pushes to the pool then
+ *      sets trim_armed (pool_kick); the reclaimer clears it before a trim
+ *      takes the pool (all seq_cst). Either the trim sees the batch, or
+ *      the pusher sees the flag clear and wakes the reclaimer, which reads
+ *      rcl_futex before trim_armed (as alloc.B) and so cannot sleep through
+ *      it: no batch is left untrimmed with the reclaimer asleep for good.
  *
  * Progress: alloc and free are wait-free on the thread's cache; refill is
- * lock-free (one exchange); a flush is one CAS, and a system call only
- * when the reclaimer sleeps (it stays awake, polling, while batches come).
+ * one batch under a short lock (pool_lock); a flush is one CAS, and a
+ * system call only when the reclaimer sleeps (it stays awake, polling,
+ * while batches come). Trimming runs on the reclaimer.
  */
 
 struct rctx_tcache {
@@ -50,6 +68,20 @@ static pthread_key_t tcache_key;
 static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
 static _Atomic(struct rctx *) pool_head; /* batches linked by work_next */
 static _Atomic long outstanding;	 /* malloc'd, not yet freed */
+/* Refills pop from pool_list, one batch each, under pool_lock (alloc.A). */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Written under pool_lock; atomic only for pool_take's unlocked hint. */
+static _Atomic(struct rctx *) pool_list;
+/* Refills, mallocs and pushes (I4): a trim waits for it to stand still.
+ * Pushes count so that a long release is trimmed once, at its end. */
+static _Atomic unsigned long pool_traffic;
+static _Atomic bool trim_armed; /* the pool grew since the last trim */
+static _Atomic long trim_freed; /* contexts the reclaimer trimmed (tests) */
+/* RCTX_TRIM_QUIET; tests shorten it, or stop trims (< 0) */
+static _Atomic rctx_time_t trim_quiet = RCTX_TRIM_QUIET;
+/* The reclaimer's own: pool_traffic when last seen, and since when. */
+static unsigned long trim_traffic;
+static rctx_time_t trim_since;
 
 /*
  * The reclaimer: one thread of ours waits for grace periods on behalf of
@@ -89,21 +121,46 @@ pool_push(struct rctx *batch)
 	    atomic_load_explicit(&pool_head, memory_order_relaxed);
 	do {
 		batch->work_next = old;
-		/* release: publishes the batch links; pairs with the acquire
-		 * exchange in pool_take (alloc.A) */
+		/* seq_cst: its release publishes the batch links, pairing
+		 * with the acquire exchanges in pool_take and pool_trim
+		 * (alloc.A); it is ordered before pool_kick's exchange
+		 * (trim.B) */
 	} while (!atomic_compare_exchange_weak_explicit(&pool_head, &old, batch,
-							memory_order_release,
+							memory_order_seq_cst,
 							memory_order_relaxed));
+	/* relaxed: a count the reclaimer compares (I4), no data */
+	atomic_fetch_add_explicit(&pool_traffic, 1, memory_order_relaxed);
 }
 
+/* One batch from the pool (its work_next cleared), or NULL. */
 static struct rctx *
 pool_take(void)
 {
-	/* relaxed pre-check: an empty pool needs no exchange */
-	if (atomic_load_explicit(&pool_head, memory_order_relaxed) == NULL)
+	struct rctx *b;
+
+	/* relaxed pre-checks: an empty pool needs no lock; a stale answer
+	 * costs one malloc */
+	if (atomic_load_explicit(&pool_list, memory_order_relaxed) == NULL &&
+	    atomic_load_explicit(&pool_head, memory_order_relaxed) == NULL)
 		return NULL;
-	/* acquire: pairs with the release CAS in pool_push (alloc.A) */
-	return atomic_exchange_explicit(&pool_head, NULL, memory_order_acquire);
+	pthread_mutex_lock(&pool_lock);
+	/* relaxed: pool_list is written under pool_lock, which we hold */
+	b = atomic_load_explicit(&pool_list, memory_order_relaxed);
+	if (b == NULL)
+		/* acquire: pairs with the release CAS in pool_push (alloc.A) */
+		b = atomic_exchange_explicit(&pool_head, NULL,
+					     memory_order_acquire);
+	if (b) {
+		/* relaxed: under pool_lock */
+		atomic_store_explicit(&pool_list, batch_next(b),
+				      memory_order_relaxed);
+		b->work_next = NULL;
+		/* relaxed: a count the reclaimer compares (I4), no data */
+		atomic_fetch_add_explicit(&pool_traffic, 1,
+					  memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&pool_lock);
+	return b;
 }
 
 char rctx_rcu_token;
@@ -137,6 +194,140 @@ reclaim_round(void)
 	return n;
 }
 
+/* Return a list (through free_next) to malloc; how many it held. */
+static long
+free_list(struct rctx *c)
+{
+	long n = 0;
+
+	while (c) {
+		struct rctx *next = c->free_next;
+
+		free(c);
+		n++;
+		c = next;
+	}
+	/* relaxed: a statistic for tests, no ordering */
+	atomic_fetch_sub_explicit(&outstanding, n, memory_order_relaxed);
+	return n;
+}
+
+/*
+ * Keep the first batches of the pool, up to about keep contexts, and free
+ * the rest (I4). The pool is emptied under pool_lock and the kept batches
+ * go back under it; a refill in between finds it empty and mallocs.
+ * Returns how many contexts went back to malloc.
+ */
+static long
+pool_trim(long keep)
+{
+	struct rctx *lists[2], *kfirst = NULL, *klast = NULL;
+	long kept = 0, freed = 0;
+
+	pthread_mutex_lock(&pool_lock);
+	/* relaxed: under pool_lock */
+	lists[0] = atomic_load_explicit(&pool_list, memory_order_relaxed);
+	atomic_store_explicit(&pool_list, NULL, memory_order_relaxed);
+	/* seq_cst: its acquire pairs with pool_push's CAS (alloc.A); it is
+	 * ordered after the clear of trim_armed in rcl_trim (trim.B) */
+	lists[1] =
+	    atomic_exchange_explicit(&pool_head, NULL, memory_order_seq_cst);
+	pthread_mutex_unlock(&pool_lock);
+	for (int i = 0; i < 2; i++) {
+		struct rctx *b = lists[i];
+
+		while (b) {
+			struct rctx *next = batch_next(b);
+
+			if (kept >= keep) {
+				freed += free_list(b);
+				b = next;
+				continue;
+			}
+			for (struct rctx *c = b; c; c = c->free_next)
+				kept++;
+			b->work_next = NULL;
+			if (klast)
+				klast->work_next = b;
+			else
+				kfirst = b;
+			klast = b;
+			b = next;
+		}
+	}
+	if (kfirst) {
+		pthread_mutex_lock(&pool_lock);
+		/* relaxed: under pool_lock */
+		klast->work_next =
+		    atomic_load_explicit(&pool_list, memory_order_relaxed);
+		atomic_store_explicit(&pool_list, kfirst, memory_order_relaxed);
+		pthread_mutex_unlock(&pool_lock);
+	}
+	return freed;
+}
+
+/* Trim the pool under rcl_lock (fork finds us between rounds; tests see
+ * the pool and trim_freed agree), then hand the freed pages back to the
+ * system. Returns how many were freed. */
+static long
+trim_now(bool reclaimer)
+{
+	long freed = 0;
+
+	pthread_mutex_lock(&rcl_lock);
+	/* relaxed: written under rcl_lock, which we hold */
+	if (!atomic_load_explicit(&rcl_stop, memory_order_relaxed))
+		freed = pool_trim(RCTX_POOL_RESERVE);
+	if (reclaimer)
+		/* relaxed: a statistic for tests, read under rcl_lock */
+		atomic_fetch_add_explicit(&trim_freed, freed,
+					  memory_order_relaxed);
+	pthread_mutex_unlock(&rcl_lock);
+#ifdef __GLIBC__
+	if (freed)
+		(void)malloc_trim(0);
+#endif
+	return freed;
+}
+
+/*
+ * The reclaimer, idle, with trim_armed set: trim once the pool has seen
+ * no traffic for RCTX_TRIM_QUIET. Returns 0 when it trimmed, else how long
+ * to wait before looking again.
+ */
+static rctx_time_t
+rcl_trim_check(void)
+{
+	rctx_time_t now = rctx_clock_now();
+	/* relaxed: a count compared with its last value; a stale one only
+	 * moves the trim later */
+	unsigned long d =
+	    atomic_load_explicit(&pool_traffic, memory_order_relaxed);
+
+	/* relaxed: a test's switch, no data */
+	rctx_time_t quiet =
+	    atomic_load_explicit(&trim_quiet, memory_order_relaxed);
+
+	if (quiet < 0)
+		return RCTX_TRIM_QUIET; /* held by a test: look again later */
+	if (trim_since == 0 || d != trim_traffic) {
+		trim_traffic = d;
+		trim_since = now;
+	}
+	if (now - trim_since < quiet) {
+		rctx_time_t left = trim_since + quiet - now;
+
+		/* Look four times a period: the trim comes at most a quarter
+		 * period late after the last traffic. */
+		return left > quiet / 4 && quiet >= 4 ? quiet / 4 : left;
+	}
+	trim_since = 0;
+	/* seq_cst: the clear half of trim.B, before pool_trim's exchange */
+	atomic_store_explicit(&trim_armed, false, memory_order_seq_cst);
+	(void)trim_now(true);
+	return 0;
+}
+
 static void *
 reclaimer(void *arg)
 {
@@ -164,6 +355,10 @@ reclaimer(void *arg)
 			/* relaxed: a statistic for tests */
 			atomic_fetch_add_explicit(&rcl_batches, worked,
 						  memory_order_relaxed);
+			/* relaxed: our own pushes, which we read back
+			 * ourselves (trim.B is for other threads' pushes) */
+			atomic_store_explicit(&trim_armed, true,
+					      memory_order_relaxed);
 			/* Batches are coming: poll, so flushes need no wake. */
 			struct timespec ts = { 0, RCTX_RECLAIM_POLL };
 
@@ -173,6 +368,19 @@ reclaimer(void *arg)
 		/* acquire: pairs with the release increments (wake, stop) */
 		uint32_t seq =
 		    atomic_load_explicit(&rcl_futex, memory_order_acquire);
+		struct timespec tmo, *tp = NULL;
+
+		/* relaxed: read after seq; a pool_kick whose flag we miss has
+		 * bumped rcl_futex since (trim.B) */
+		if (atomic_load_explicit(&trim_armed, memory_order_relaxed)) {
+			rctx_time_t left = rcl_trim_check();
+
+			if (left == 0)
+				continue;
+			tmo.tv_sec = (time_t)(left / RCTX_SEC);
+			tmo.tv_nsec = (long)(left % RCTX_SEC);
+			tp = &tmo;
+		}
 		/* seq_cst: store half of alloc.B */
 		atomic_store_explicit(&rcl_sleeping, true,
 				      memory_order_seq_cst);
@@ -180,8 +388,7 @@ reclaimer(void *arg)
 		if (atomic_load_explicit(&gp_head, memory_order_seq_cst) ==
 			NULL &&
 		    !atomic_load_explicit(&rcl_stop, memory_order_relaxed))
-			rctx_futex(&rcl_futex, FUTEX_WAIT_PRIVATE, seq, NULL,
-				   0);
+			rctx_futex(&rcl_futex, FUTEX_WAIT_PRIVATE, seq, tp, 0);
 		/* relaxed: only a hint for flushes; alloc.B re-publishes it */
 		atomic_store_explicit(&rcl_sleeping, false,
 				      memory_order_relaxed);
@@ -222,6 +429,20 @@ rcl_start(void)
 		}
 	}
 	pthread_mutex_unlock(&rcl_lock);
+}
+
+/* After a push by another thread than the reclaimer: see it trimmed. */
+static void
+pool_kick(void)
+{
+	/* seq_cst: the set half of trim.B, after pool_push's CAS */
+	if (atomic_exchange_explicit(&trim_armed, true, memory_order_seq_cst))
+		return;
+	/* acquire: pairs with the release in rcl_start */
+	if (!atomic_load_explicit(&rcl_started, memory_order_acquire))
+		rcl_start();
+	else
+		rcl_wake();
 }
 
 /* Hand a batch to the reclaimer. */
@@ -279,6 +500,7 @@ rctx_alloc_thread_flush(void)
 		pool_push(tcache.free);
 		tcache.free = NULL;
 		tcache.nfree = 0;
+		pool_kick();
 	}
 }
 
@@ -380,6 +602,9 @@ rctx_ctx_alloc(void)
 			/* relaxed: a statistic for tests, no ordering */
 			atomic_fetch_add_explicit(&outstanding, 1,
 						  memory_order_relaxed);
+			/* relaxed: traffic, compared by the reclaimer (I4) */
+			atomic_fetch_add_explicit(&pool_traffic, 1,
+						  memory_order_relaxed);
 			return c;
 		}
 	}
@@ -406,6 +631,7 @@ rctx_ctx_free_now(struct rctx *c)
 		last->free_next = NULL;
 		tcache.nfree -= RCTX_FREE_BATCH;
 		pool_push(b);
+		pool_kick();
 	}
 }
 
@@ -432,25 +658,9 @@ rctx_ctx_free_rcu(struct rctx *c)
 		rctx_alloc_flush();
 }
 
-static void
-free_list(struct rctx *c)
-{
-	while (c) {
-		struct rctx *n = c->free_next;
-
-		free(c);
-		/* relaxed: a statistic for tests, no ordering */
-		atomic_fetch_sub_explicit(&outstanding, 1,
-					  memory_order_relaxed);
-		c = n;
-	}
-}
-
 void
 rctx_alloc_shutdown(void)
 {
-	struct rctx *b;
-
 	rctx_alloc_flush();
 	pthread_mutex_lock(&rcl_lock);
 	bool joined = rcl_running;
@@ -468,17 +678,13 @@ rctx_alloc_shutdown(void)
 	pthread_mutex_unlock(&rcl_lock);
 	if (joined)
 		pthread_join(rcl_thread, NULL);
+	/* relaxed: quiescent; the next push starts a reclaimer (pool_kick) */
+	atomic_store_explicit(&trim_armed, false, memory_order_relaxed);
 	rctx_alloc_barrier(); /* every batch flushed has reached the pool */
 	free_list(tcache.free);
 	tcache.free = NULL;
 	tcache.nfree = 0;
-	b = pool_take();
-	while (b) {
-		struct rctx *next = batch_next(b);
-
-		free_list(b);
-		b = next;
-	}
+	(void)pool_trim(0);
 }
 
 void
@@ -504,11 +710,14 @@ rctx_alloc_before_fork(void)
 {
 	pthread_mutex_lock(&rcl_lock);
 	rctx_fork_park(&rcl_unparked, rctx_clock_now() + RCTX_FORK_PARK_WAIT);
+	/* After rcl_lock, as trim_now: the pool is whole in the child. */
+	pthread_mutex_lock(&pool_lock);
 }
 
 static void
 rctx_alloc_after_fork_parent(void)
 {
+	pthread_mutex_unlock(&pool_lock);
 	pthread_mutex_unlock(&rcl_lock);
 }
 
@@ -521,7 +730,10 @@ rctx_alloc_after_fork_child(void)
 	atomic_store_explicit(&rcl_unparked, false, memory_order_relaxed);
 	atomic_store_explicit(&rcl_sleeping, false, memory_order_relaxed);
 	atomic_store_explicit(&rcl_stop, false, memory_order_relaxed);
-	pthread_mutex_unlock(&rcl_lock); /* this thread took it */
+	/* No reclaimer will trim: the next push starts one (pool_kick). */
+	atomic_store_explicit(&trim_armed, false, memory_order_relaxed);
+	pthread_mutex_unlock(&pool_lock); /* this thread took both */
+	pthread_mutex_unlock(&rcl_lock);
 }
 
 static const struct rctx_fork_hooks rctx_alloc_fork_hooks = {
@@ -549,4 +761,56 @@ rctx_alloc_outstanding(void)
 {
 	/* relaxed: a statistic for tests, read after threads are joined */
 	return atomic_load_explicit(&outstanding, memory_order_relaxed);
+}
+
+long
+rctx_alloc_trim(void)
+{
+	return trim_now(false);
+}
+
+void
+rctx_alloc_trim_quiet(rctx_time_t quiet)
+{
+	/* relaxed: a setting, no data; the reclaimer reads it when it next
+	 * looks at the pool */
+	atomic_store_explicit(&trim_quiet, quiet < 0 ? -1 : quiet,
+			      memory_order_relaxed);
+}
+
+long
+rctx_alloc_trimmed(void)
+{
+	/* relaxed: a statistic for tests */
+	return atomic_load_explicit(&trim_freed, memory_order_relaxed);
+}
+
+long
+rctx_alloc_pool_count(void)
+{
+	long n = 0;
+
+	/* rcl_lock: not in the middle of a trim */
+	pthread_mutex_lock(&rcl_lock);
+	pthread_mutex_lock(&pool_lock);
+	/* relaxed: pool_list under pool_lock; pool_head is only read (a
+	 * test's snapshot), and the acquire pairs with pool_push (alloc.A) */
+	for (int i = 0; i < 2; i++) {
+		struct rctx *b =
+		    i ? atomic_load_explicit(&pool_head, memory_order_acquire)
+		      : atomic_load_explicit(&pool_list, memory_order_relaxed);
+
+		for (; b; b = batch_next(b))
+			for (struct rctx *c = b; c; c = c->free_next)
+				n++;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	pthread_mutex_unlock(&rcl_lock);
+	return n;
+}
+
+unsigned
+rctx_alloc_cached(void)
+{
+	return tcache.nfree;
 }

@@ -60,5 +60,31 @@ long rctx_alloc_outstanding(void);
 #define RCTX_FREE_BATCH 32
 /* A thread's cache holds at most this many ready contexts. */
 #define RCTX_CACHE_MAX (8 * RCTX_FREE_BATCH)
+/* A trim keeps about this many contexts in the shared pool... */
+#define RCTX_POOL_RESERVE (16 * RCTX_CACHE_MAX)
+/* ...once it has seen no traffic (refill, malloc, push) for this long. */
+#define RCTX_TRIM_QUIET RCTX_SEC
+
+/*
+ * Free what the pool holds beyond RCTX_POOL_RESERVE now, and give the
+ * pages back to the system (the reclaimer does it after RCTX_TRIM_QUIET
+ * of quiet; tests). Returns how many contexts it freed.
+ */
+long rctx_alloc_trim(void);
+
+/*
+ * Set the quiet period before the reclaimer trims by itself (tests): < 0
+ * stops it trimming at all, RCTX_TRIM_QUIET is the default.
+ */
+void rctx_alloc_trim_quiet(rctx_time_t quiet);
+
+/* Contexts the reclaimer's own trims have freed (tests). */
+long rctx_alloc_trimmed(void);
+
+/* Contexts in the shared pool now, never mid-trim (tests; walks it). */
+long rctx_alloc_pool_count(void);
+
+/* Ready contexts in the calling thread's cache (tests). */
+unsigned rctx_alloc_cached(void);
 
 #endif /* RCTX_ALLOC_H */

@@ -504,6 +504,163 @@ test_free_now_needs_no_grace_period(void **state)
 	rctx_ctx_free_now(d);
 }
 
+/* ------------------------------------------------------------- trim */
+
+enum { SPIKE = 8 * RCTX_POOL_RESERVE };
+
+/* A spike: SPIKE contexts from malloc, half freed at once, half through
+ * RCU, and all of them in the pool at the end (this thread keeps none). */
+static void
+spike_to_pool(void)
+{
+	struct rctx **v = calloc(SPIKE, sizeof(*v));
+
+	WCHECK(v != NULL);
+	for (int i = 0; i < SPIKE; i++)
+		v[i] = xalloc();
+	assert_int_equal(rctx_alloc_outstanding(), SPIKE);
+	for (int i = 0; i < SPIKE; i++) {
+		if (i % 2)
+			rctx_ctx_free_rcu(v[i]);
+		else
+			rctx_ctx_free_now(v[i]);
+	}
+	free(v);
+	rctx_alloc_barrier();	   /* the deferred half reaches the pool */
+	rctx_alloc_thread_flush(); /* and this thread's cache */
+	assert_int_equal(rctx_alloc_cached(), 0);
+}
+
+/* A refill takes one batch, not the whole pool: after a spike the
+ * thread's cache stays within RCTX_CACHE_MAX and the rest stays shared. */
+static void
+test_refill_bounded(void **state)
+{
+	struct rctx *c;
+
+	(void)state;
+	rctx_alloc_trim_quiet(-1);
+	spike_to_pool();
+	assert_int_equal(rctx_alloc_pool_count(), SPIKE);
+	c = xalloc();
+	assert_int_equal(rctx_alloc_outstanding(), SPIKE); /* reused */
+	assert_true(rctx_alloc_cached() < RCTX_CACHE_MAX);
+	assert_int_equal(rctx_alloc_pool_count() + rctx_alloc_cached() + 1,
+			 SPIKE);
+	rctx_ctx_free_now(c);
+	rctx_alloc_trim_quiet(RCTX_TRIM_QUIET);
+}
+
+/* A trim frees the pool down to its reserve, which then still serves
+ * allocations without malloc. */
+static void
+test_trim_keeps_reserve(void **state)
+{
+	long freed, left;
+	struct cset got = { 0 };
+
+	(void)state;
+	rctx_alloc_trim_quiet(-1);
+	spike_to_pool();
+	freed = rctx_alloc_trim();
+	left = rctx_alloc_pool_count();
+	assert_true(left >= RCTX_POOL_RESERVE);
+	assert_true(left <= RCTX_POOL_RESERVE + RCTX_CACHE_MAX);
+	assert_int_equal(freed, SPIKE - left);
+	assert_int_equal(rctx_alloc_outstanding(), left);
+	assert_int_equal(rctx_alloc_trim(), 0); /* nothing beyond the reserve */
+	for (long i = 0; i < left; i++)
+		cs_add(&got, xalloc());
+	assert_int_equal(rctx_alloc_outstanding(), left); /* no malloc */
+	assert_int_equal(rctx_alloc_pool_count(), 0);
+	cs_free_now(&got);
+	rctx_alloc_trim_quiet(RCTX_TRIM_QUIET);
+}
+
+/* Left alone, the reclaimer trims the pool by itself once no thread has
+ * asked it for contexts for a while (RCTX_TRIM_QUIET). */
+static void
+test_reclaimer_trims_when_quiet(void **state)
+{
+	long t0 = rctx_alloc_trimmed(), left; /* fresh: only ours to trim */
+	rctx_time_t give_up = rctx_now() + 60 * RCTX_SEC; /* hang guard */
+
+	(void)state;
+	spike_to_pool();
+	while (rctx_alloc_pool_count() > RCTX_POOL_RESERVE + RCTX_CACHE_MAX &&
+	       rctx_now() < give_up) {
+		struct timespec ts = { 0, 10 * RCTX_MSEC };
+
+		nanosleep(&ts, NULL);
+	}
+	left = rctx_alloc_pool_count();
+	assert_true(left >= RCTX_POOL_RESERVE);
+	assert_true(left <= RCTX_POOL_RESERVE + RCTX_CACHE_MAX);
+	assert_int_equal(rctx_alloc_outstanding(), left);
+	assert_int_equal(rctx_alloc_trimmed() - t0, SPIKE - left);
+}
+
+/* Threads allocate and free bursts larger than the reserve while the
+ * reclaimer trims as soon as it is idle and this thread trims too: no
+ * context is lost or freed twice (ASan, TSan), none is left over. */
+struct burst {
+	int rounds;
+	_Atomic int *running;
+};
+
+static void *
+burst_main(void *arg)
+{
+	struct burst *b = arg;
+	struct rctx **v = calloc(RCTX_POOL_RESERVE, sizeof(*v));
+
+	WCHECK(v != NULL);
+	for (int r = 0; r < b->rounds; r++) {
+		for (int i = 0; i < RCTX_POOL_RESERVE; i++)
+			v[i] = xalloc();
+		for (int i = 0; i < RCTX_POOL_RESERVE; i++) {
+			if ((i + r) % 3)
+				rctx_ctx_free_rcu(v[i]);
+			else
+				rctx_ctx_free_now(v[i]);
+		}
+		rctx_alloc_thread_flush();
+	}
+	free(v);
+	atomic_fetch_sub(b->running, 1);
+	return NULL;
+}
+
+static void
+test_trim_during_churn(void **state)
+{
+	enum { THREADS = 4 };
+	struct burst b[THREADS];
+	pthread_t th[THREADS];
+	_Atomic int running = THREADS;
+	long left;
+
+	(void)state;
+	rctx_alloc_trim_quiet(0);
+	for (int i = 0; i < THREADS; i++) {
+		b[i] = (struct burst){ SCALED(20), &running };
+		xpthread_create(&th[i], burst_main, &b[i]);
+	}
+	while (atomic_load(&running) > 0)
+		(void)rctx_alloc_trim();
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	rctx_alloc_trim_quiet(-1);
+	rctx_alloc_barrier();
+	(void)rctx_alloc_trim();
+	left = rctx_alloc_pool_count();
+	assert_true(left <= RCTX_POOL_RESERVE + RCTX_CACHE_MAX);
+	assert_int_equal(rctx_alloc_outstanding(), left + rctx_alloc_cached());
+	rctx_alloc_shutdown();
+	assert_int_equal(rctx_alloc_outstanding(), 0);
+	rctx_alloc_trim_quiet(RCTX_TRIM_QUIET);
+}
+
 int
 main(void)
 {
@@ -523,6 +680,10 @@ main(void)
 		cmocka_unit_test_setup(test_free_rcu_waits_for_readers, fresh),
 		cmocka_unit_test_setup(test_free_now_needs_no_grace_period,
 				       fresh),
+		cmocka_unit_test_setup(test_refill_bounded, fresh),
+		cmocka_unit_test_setup(test_trim_keeps_reserve, fresh),
+		cmocka_unit_test_setup(test_reclaimer_trims_when_quiet, fresh),
+		cmocka_unit_test_setup(test_trim_during_churn, fresh),
 	};
 
 	return RUN_TESTS(tests);
