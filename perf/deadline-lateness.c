@@ -14,10 +14,18 @@
  * fired within window + 10 s) or a context expires with an error other
  * than ETIMEDOUT.
  *
- * Output: one JSON line per library and size on stdout; with --raw DIR,
- * sorted samples (at most 100,000, evenly strided) in
- * DIR/deadline-lateness-<lib>-<N>.txt.
- * Usage: deadline-lateness [--max N] [--raw DIR]
+ * Two modes. "threads": the contexts are made on a thread that owns no
+ * loop, so library timer threads expire them (rctx and the mutex
+ * baseline). "loop": rctx only; the thread that makes them owns an
+ * rctx_loop and expires them itself, sleeping in rctx_loop_epoll_wait
+ * and calling rctx_loop_run when it wakes, as an event loop would. Built
+ * with -DPERF_LOOP_MS it sleeps in epoll_wait on rctx_loop_timeout_ms
+ * instead (for measuring trees older than rctx_loop_epoll_wait).
+ *
+ * Output: one JSON line per library, mode and size on stdout (the loop
+ * mode's lib is "rctx-loop"); with --raw DIR, sorted samples (at most
+ * 100,000, evenly strided) in DIR/deadline-lateness-<lib>-<N>.txt.
+ * Usage: deadline-lateness [--max N] [--mode threads|loop] [--raw DIR]
  */
 
 #include <errno.h>
@@ -28,7 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "plib.h"
 #include "pstats.h"
@@ -87,8 +97,43 @@ sleep_ms(long ms)
 		;
 }
 
+/* The loop-mode round's loop, or NULL in threads mode. */
+static rctx_loop_t *loop_of_round;
+static int loop_ep = -1;
+
+/* Loop mode: sleep to the loop's next deadline (or a loop fd event),
+ * then expire what is due. Returns false when nothing is left to wait
+ * for. */
+static bool
+loop_turn(void)
+{
+	struct epoll_event ev[4];
+	int rc;
+
+	if (rctx_loop_next(loop_of_round) < 0)
+		return false;
+#ifdef PERF_LOOP_MS
+	rc = epoll_wait(loop_ep, ev, 4, rctx_loop_timeout_ms(loop_of_round));
+	if (rc < 0)
+		rc = -errno;
+#else
+	rc = rctx_loop_epoll_wait(loop_of_round, loop_ep, ev, 4);
+#endif
+	if (rc < 0 && rc != -EINTR) {
+		fprintf(stderr, "deadline-lateness: epoll: %s\n",
+			strerror(-rc));
+		exit(2);
+	}
+	if (rctx_loop_run(loop_of_round, rctx_now()) < 0) {
+		fprintf(stderr, "deadline-lateness: rctx_loop_run failed\n");
+		exit(2);
+	}
+	return true;
+}
+
 static int
-run(const struct plib *lib, const struct size_plan *pl, const char *raw)
+run(const struct plib *lib, const char *label, const struct size_plan *pl,
+    const char *raw)
 {
 	size_t n = pl->n, early = 0, lost = 0, wrong = 0, got, m = 0;
 	struct rec *recs = calloc(n, sizeof(*recs));
@@ -129,7 +174,10 @@ run(const struct plib *lib, const struct size_plan *pl, const char *raw)
 	       n) {
 		if (lib->now() > give_up)
 			break;
-		sleep_ms(5);
+		if (loop_of_round == NULL)
+			sleep_ms(5);
+		else if (!loop_turn())
+			break;
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct rec *r = &recs[i];
@@ -152,7 +200,7 @@ run(const struct plib *lib, const struct size_plan *pl, const char *raw)
 	printf("{\"bench\":\"deadline-lateness\",\"lib\":\"%s\","
 	       "\"timers\":%zu,\"label\":\"%s\",\"create_ns_per_timer\":%.1f,"
 	       "\"early\":%zu,\"lost\":%zu,\"wrong_err\":%zu,",
-	       lib->name, n, pl->label, (double)(t_made - t_start) / (double)n,
+	       label, n, pl->label, (double)(t_made - t_start) / (double)n,
 	       early, lost, wrong);
 	pstats_print(stdout, &st);
 	printf("}\n");
@@ -161,15 +209,15 @@ run(const struct plib *lib, const struct size_plan *pl, const char *raw)
 		fprintf(stderr,
 			"deadline-lateness: %s/%s: %zu early, %zu lost, "
 			"%zu wrong err\n",
-			lib->name, pl->label, early, lost, wrong);
+			label, pl->label, early, lost, wrong);
 		rc = 1;
 	}
 	if (t_made - t_start > pl->lead)
 		fprintf(stderr,
 			"deadline-lateness: %s/%s: making the timers took "
 			"longer than the lead; fewer than %zu were live\n",
-			lib->name, pl->label, n);
-	snprintf(name, sizeof(name), "deadline-lateness-%s-%s.txt", lib->name,
+			label, pl->label, n);
+	snprintf(name, sizeof(name), "deadline-lateness-%s-%s.txt", label,
 		 pl->label);
 	if (pstats_write_raw(raw, name, late, m, 100000) != 0) {
 		fprintf(stderr, "deadline-lateness: cannot write %s/%s\n", raw,
@@ -181,10 +229,34 @@ run(const struct plib *lib, const struct size_plan *pl, const char *raw)
 	return rc;
 }
 
+/* One loop-mode round on the calling thread, which owns the loop. */
+static int
+run_loop(const struct size_plan *pl, const char *raw)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int rc;
+
+	loop_of_round = rctx_loop_new();
+	loop_ep = epoll_create1(EPOLL_CLOEXEC);
+	if (loop_of_round == NULL || loop_ep < 0 ||
+	    epoll_ctl(loop_ep, EPOLL_CTL_ADD, rctx_loop_fd(loop_of_round),
+		      &ev) != 0) {
+		perror("deadline-lateness: loop setup");
+		exit(2);
+	}
+	rc = run(&rctx_plib, "rctx-loop", pl, raw);
+	rctx_loop_free(loop_of_round);
+	loop_of_round = NULL;
+	close(loop_ep);
+	loop_ep = -1;
+	return rc;
+}
+
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: deadline-lateness [--max N] [--raw DIR]\n");
+	fprintf(stderr, "usage: deadline-lateness [--max N] "
+			"[--mode threads|loop] [--raw DIR]\n");
 	exit(2);
 }
 
@@ -192,7 +264,8 @@ int
 main(int argc, char **argv)
 {
 	size_t max = SIZE_MAX;
-	const char *raw = NULL;
+	const char *raw = NULL, *mode = NULL;
+	size_t nplans = sizeof(plans) / sizeof(plans[0]);
 	int rc = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -200,14 +273,28 @@ main(int argc, char **argv)
 			max = strtoull(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--raw") == 0 && i + 1 < argc)
 			raw = argv[++i];
+		else if (strcmp(argv[i], "--mode") == 0 && i + 1 < argc)
+			mode = argv[++i];
 		else
 			usage();
 	}
+	if (mode != NULL && strcmp(mode, "threads") != 0 &&
+	    strcmp(mode, "loop") != 0)
+		usage();
 	for (size_t l = 0; l < PLIB_COUNT; l++) {
-		for (size_t p = 0; p < sizeof(plans) / sizeof(plans[0]); p++)
+		if (mode != NULL && strcmp(mode, "threads") != 0)
+			break;
+		for (size_t p = 0; p < nplans; p++)
 			if (plans[p].n <= max)
-				rc |= run(plibs[l], &plans[p], raw);
+				rc |= run(plibs[l], plibs[l]->name, &plans[p],
+					  raw);
 		plibs[l]->shutdown();
+	}
+	if (mode == NULL || strcmp(mode, "loop") == 0) {
+		for (size_t p = 0; p < nplans; p++)
+			if (plans[p].n <= max)
+				rc |= run_loop(&plans[p], raw);
+		rctx_shutdown();
 	}
 	return rc;
 }
