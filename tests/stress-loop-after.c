@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "rctx.h"
-#include "stress-util.h"
+#include "util.h"
 
 /*
  * LOOPS owner threads run their loops. PRODUCERS threads register batches
