@@ -28,8 +28,10 @@
  * instead (for measuring trees older than rctx_loop_epoll_wait).
  *
  * Output: one JSON line per library, mode and size on stdout (the loop
- * mode's lib is "rctx-loop"); with --raw DIR, sorted samples (at most
- * 100,000, evenly strided) in DIR/deadline-lateness-<lib>-<N>.txt.
+ * mode's lib is "rctx-loop"; "sleeps" counts the process's voluntary
+ * context switches while the timers fired); with --raw DIR, sorted
+ * samples (at most 100,000, evenly strided) in
+ * DIR/deadline-lateness-<lib>-<N>.txt.
  * Usage: deadline-lateness [--max N] [--mode threads|loop] [--raw DIR]
  */
 
@@ -42,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -172,6 +175,7 @@ run(const struct plib *lib, const char *label, const struct size_plan *pl,
 	       m = 0;
 	struct rec *recs = calloc(n, sizeof(*recs));
 	int64_t *late = calloc(n, sizeof(*late));
+	struct rusage ru0, ru1;
 	int64_t t_start, t_made, give_up, lead = calibrated_lead(lib, n);
 	struct pstats st;
 	char name[128];
@@ -204,6 +208,7 @@ run(const struct plib *lib, const char *label, const struct size_plan *pl,
 		}
 	}
 	t_made = lib->now();
+	getrusage(RUSAGE_SELF, &ru0);
 	give_up = t_made + lead + pl->window + 10 * RCTX_SEC;
 	/* acquire: every counted fire's fields; pairs with on_fire */
 	while ((got = atomic_load_explicit(&nfired, memory_order_acquire)) <
@@ -236,13 +241,15 @@ run(const struct plib *lib, const char *label, const struct size_plan *pl,
 	for (size_t i = 0; i < n; i++)
 		lib->release(recs[i].ctx);
 
+	getrusage(RUSAGE_SELF, &ru1);
 	pstats_compute(late, m, &st);
 	printf("{\"bench\":\"deadline-lateness\",\"lib\":\"%s\","
 	       "\"timers\":%zu,\"label\":\"%s\",\"create_ns_per_timer\":%.1f,"
 	       "\"lead_ms\":%.1f,\"due_while_making\":%zu,\"early\":%zu,"
-	       "\"lost\":%zu,\"wrong_err\":%zu,",
+	       "\"lost\":%zu,\"wrong_err\":%zu,\"sleeps\":%ld,",
 	       label, n, pl->label, (double)(t_made - t_start) / (double)n,
-	       (double)lead / 1e6, skipped, early, lost, wrong);
+	       (double)lead / 1e6, skipped, early, lost, wrong,
+	       ru1.ru_nvcsw - ru0.ru_nvcsw);
 	pstats_print(stdout, &st);
 	printf("}\n");
 	fflush(stdout);
