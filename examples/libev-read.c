@@ -15,11 +15,13 @@
  * after-func may run on any thread: here, the cancelling one) and the
  * async callback stops the read. Read 1 is cancelled from another thread;
  * read 2 has a 20 ms deadline armed on the loop thread, which the driver
- * plans before libev blocks and fires; read 3's 20 ms deadline is armed on
- * another thread (in rctx 0.1 it lands on this loop and wakes it through
- * the loop's fd). No peer writes until its read was stopped, and the byte
- * written then must still be unread at the end: the stopped read took
- * nothing although the loop polled on.
+ * plans before libev blocks and fires: its after-func must run on the loop
+ * thread. Read 3's 20 ms deadline is armed on another thread, which owns
+ * no loop, so a library thread fires it; that thread binds the read with
+ * rctx_loop_after_func instead, whose call the driver runs on the loop
+ * thread once the loop's fd wakes it. No peer writes until its read was
+ * stopped, and the byte written then must still be unread at the end: the
+ * stopped read took nothing although the loop polled on.
  */
 #define CHECK(c)                                                               \
 	do {                                                                   \
@@ -43,7 +45,8 @@ struct read_op {
 static struct ev_loop *ev;
 static ev_timer guard;
 static struct read_op ops[3];
-static pthread_t armer;
+static pthread_t armer, loop_thread;
+static rctx_ev_t *drv;
 
 static void
 on_read(struct ev_loop *loop, ev_io *w, int revents)
@@ -63,6 +66,10 @@ on_ctx_done(void *arg)
 {
 	struct read_op *op = arg;
 
+	/* Read 2's deadline was armed on the loop thread: the driver's
+	 * rctx_loop_run fired it, so its after-func runs there. */
+	if (op == &ops[1])
+		CHECK(pthread_equal(pthread_self(), loop_thread));
 	ev_async_send(ev, &op->wake);
 }
 
@@ -70,14 +77,29 @@ static void start_read(struct read_op *op);
 static void bind_read(struct read_op *op, rctx_t *ctx);
 static void *arm_elsewhere(void *arg);
 
+static void stop_read(struct ev_loop *loop, struct read_op *op);
+
 /* Loop thread: the context is done; the read stops here. */
 static void
 on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
-	struct read_op *op = w->data;
+	(void)revents;
+	stop_read(loop, w->data);
+}
+
+/* Read 3's loop after-func: the driver runs it inside rctx_loop_run. */
+static void
+on_loop_done(void *arg)
+{
+	CHECK(pthread_equal(pthread_self(), loop_thread));
+	stop_read(ev, arg);
+}
+
+static void
+stop_read(struct ev_loop *loop, struct read_op *op)
+{
 	rctx_time_t deadline, now = rctx_now();
 
-	(void)revents;
 	op->err = rctx_err(op->ctx);
 	CHECK(op->err != 0);
 	if (rctx_deadline(op->ctx, &deadline))
@@ -139,20 +161,27 @@ canceller(void *arg)
 	return NULL;
 }
 
+/* A thread without a loop: a library thread fires this deadline, and the
+ * loop after-func hands the stop to the loop thread. */
 static void *
 arm_elsewhere(void *arg)
 {
-	bind_read(arg, rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC));
+	struct read_op *op = arg;
+
+	op->ctx = rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC);
+	CHECK(op->ctx != NULL);
+	CHECK(rctx_loop_after_func(rctx_ev_loop(drv), op->ctx, &op->after,
+				   on_loop_done, op) == 0);
 	return NULL;
 }
 
 int
 main(void)
 {
-	rctx_ev_t *drv;
 	pthread_t t;
 	char c;
 
+	loop_thread = pthread_self();
 	ev = ev_loop_new(EVFLAG_AUTO);
 	CHECK(ev != NULL);
 	errno = 0;

@@ -18,11 +18,14 @@
  * thread: here, the cancelling one) and that event's callback stops the
  * read. Read 1 is cancelled from another thread; read 2 has a 20 ms
  * deadline armed by a callback on the loop thread, which the driver plans
- * between iterations of rctx_event_dispatch and fires; read 3's 20 ms
- * deadline is armed on another thread (in rctx 0.1 it lands on this loop
- * and wakes it through the loop's fd). No peer writes until its read was
- * stopped, and the byte written then must still be unread at the end: the
- * stopped read took nothing although the loop polled on.
+ * between iterations of rctx_event_dispatch and fires: its after-func
+ * must run on the loop thread. Read 3's 20 ms deadline is armed on another
+ * thread, which owns no loop, so a library thread fires it; that thread
+ * binds the read with rctx_loop_after_func instead, whose call the driver
+ * runs on the loop thread once the loop's fd wakes it. No peer writes
+ * until its read was stopped, and the byte written then must still be
+ * unread at the end: the stopped read took nothing although the loop
+ * polled on.
  */
 #define CHECK(c)                                                               \
 	do {                                                                   \
@@ -46,7 +49,7 @@ struct read_op {
 static struct event_base *base;
 static rctx_event_t *drv;
 static struct read_op ops[3];
-static pthread_t armer;
+static pthread_t armer, loop_thread;
 
 static void
 on_read(evutil_socket_t fd, short what, void *arg)
@@ -65,6 +68,10 @@ on_ctx_done(void *arg)
 {
 	struct read_op *op = arg;
 
+	/* Read 2's deadline was armed on the loop thread: the driver's
+	 * rctx_loop_run fired it, so its after-func runs there. */
+	if (op == &ops[1])
+		CHECK(pthread_equal(pthread_self(), loop_thread));
 	event_active(op->wake, EV_READ, 0);
 }
 
@@ -83,15 +90,30 @@ on_finish(evutil_socket_t fd, short what, void *arg)
 static void bind_read(struct read_op *op, rctx_t *ctx);
 static void *arm_elsewhere(void *arg);
 
+static void stop_read(struct read_op *op);
+
 /* Loop thread: the context is done; the read stops here. */
 static void
 on_wake(evutil_socket_t fd, short what, void *arg)
 {
-	struct read_op *op = arg;
-	rctx_time_t deadline, now = rctx_now();
-
 	(void)fd;
 	(void)what;
+	stop_read(arg);
+}
+
+/* Read 3's loop after-func: the driver runs it inside rctx_loop_run. */
+static void
+on_loop_done(void *arg)
+{
+	CHECK(pthread_equal(pthread_self(), loop_thread));
+	stop_read(arg);
+}
+
+static void
+stop_read(struct read_op *op)
+{
+	rctx_time_t deadline, now = rctx_now();
+
 	op->err = rctx_err(op->ctx);
 	CHECK(op->err != 0);
 	if (rctx_deadline(op->ctx, &deadline))
@@ -153,10 +175,17 @@ canceller(void *arg)
 	return NULL;
 }
 
+/* A thread without a loop: a library thread fires this deadline, and the
+ * loop after-func hands the stop to the loop thread. */
 static void *
 arm_elsewhere(void *arg)
 {
-	bind_read(arg, rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC));
+	struct read_op *op = arg;
+
+	op->ctx = rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC);
+	CHECK(op->ctx != NULL);
+	CHECK(rctx_loop_after_func(rctx_event_loop(drv), op->ctx, &op->after,
+				   on_loop_done, op) == 0);
 	return NULL;
 }
 
@@ -168,6 +197,7 @@ main(void)
 	pthread_t t;
 	char c;
 
+	loop_thread = pthread_self();
 	CHECK(evthread_use_pthreads() == 0); /* event_active from any thread */
 	base = event_base_new();
 	CHECK(base != NULL);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,11 @@
  * the bridge's eventfd poll wakes the owner, which queues an
  * IORING_OP_ASYNC_CANCEL, and the recv completes cancelled. Read 2 carries
  * its context's 20 ms deadline as a linked absolute timeout: it completes
- * cancelled, never before the deadline. Each peer writes a byte only
+ * cancelled, never before the deadline, and the link timeout's own CQE
+ * says it expired (-ETIME). Read 2 is not watched, so only the kernel's
+ * timeout can end it, not a cancel queued when rctx's timer fires the
+ * context (a watched request would take whichever comes first). Each peer
+ * writes a byte only
  * after its read ended; the byte must still be unread: the read took
  * nothing. Exit 77 (a meson SKIP) where io_uring is not available.
  */
@@ -32,6 +37,7 @@
 
 static struct io_uring ring;
 static rctx_uring_t *br;
+static int timeout_res = 1; /* the last link timeout's CQE; 1: none yet */
 
 /*
  * Submit, then wait for request ud, feeding every CQE to the bridge. It
@@ -41,8 +47,11 @@ static rctx_uring_t *br;
  * blocks (so the canceller could not run).
  */
 static int
-wait_for(uint64_t ud)
+wait_for(uint64_t ud, bool and_timeout)
 {
+	bool got = false;
+	int ret = 0;
+
 	for (;;) {
 		struct pollfd pfd = { .fd = ring.ring_fd, .events = POLLIN };
 		struct io_uring_cqe *cqe;
@@ -54,11 +63,16 @@ wait_for(uint64_t ud)
 
 			CHECK(mine == 0 || mine == 1);
 			io_uring_cqe_seen(&ring, cqe);
+			if (data == RCTX_URING_TIMEOUT)
+				timeout_res = res;
 			if (mine)
 				continue; /* the bridge's: cancels go next */
 			CHECK(data == ud);
-			return res;
+			got = true;
+			ret = res;
 		}
+		if (got && (!and_timeout || timeout_res != 1))
+			return ret;
 		if (io_uring_sq_ready(&ring))
 			continue; /* the bridge queued cancels: submit them */
 		switch (poll(&pfd, 1, 30000)) {
@@ -146,7 +160,7 @@ main(void)
 	queue_recv(sv[0][0], &buf[0], ctx[0], 1, &ts, 0);
 	CHECK(io_uring_submit(&ring) >= 1); /* in flight before the cancel */
 	CHECK(pthread_create(&t, NULL, canceller, ctx[0]) == 0);
-	r = wait_for(1);
+	r = wait_for(1, false);
 	CHECK(r == -ECANCELED || r == -EINTR);
 	CHECK(rctx_err(ctx[0]) == ECANCELED);
 	CHECK(rctx_uring_unwatch(br, &req[0]) == 1);
@@ -156,12 +170,11 @@ main(void)
 	/* Read 2: its deadline as a linked absolute timeout. */
 	ctx[1] = rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC);
 	CHECK(ctx[1] != NULL && rctx_deadline(ctx[1], &deadline));
-	CHECK(rctx_uring_watch(br, &req[1], ctx[1], 2) == 0);
 	queue_recv(sv[1][0], &buf[1], ctx[1], 2, &ts, 1);
-	r = wait_for(2);
+	r = wait_for(2, true);
 	CHECK(rctx_now() >= deadline); /* never early */
 	CHECK(r == -ECANCELED || r == -EINTR);
-	CHECK(rctx_uring_unwatch(br, &req[1]) >= 0);
+	CHECK(timeout_res == -ETIME); /* the kernel's timeout ended it */
 	CHECK(write(sv[1][1], "x", 1) == 1);
 	CHECK(rctx_wait(ctx[1], 30 * RCTX_SEC) == ETIMEDOUT);
 	CHECK(rctx_now() >= deadline);

@@ -15,11 +15,13 @@
  * after-func may run on any thread: here, the cancelling one) and the
  * async callback stops the read. Read 1 is cancelled from another thread;
  * read 2 has a 20 ms deadline armed on the loop thread, which the driver
- * plans before uv sleeps and fires; read 3's 20 ms deadline is armed on
- * another thread (in rctx 0.1 it lands on this loop and wakes it through
- * the loop's fd). No peer writes until its read was stopped, and the byte
- * written then must still be unread at the end: the stopped read took
- * nothing although the loop polled on.
+ * plans before uv sleeps and fires: its after-func must run on the loop
+ * thread. Read 3's 20 ms deadline is armed on another thread, which owns
+ * no loop, so a library thread fires it; that thread binds the read with
+ * rctx_loop_after_func instead, whose call the driver runs on the loop
+ * thread once the loop's fd wakes it. No peer writes until its read was
+ * stopped, and the byte written then must still be unread at the end: the
+ * stopped read took nothing although the loop polled on.
  */
 #define CHECK(c)                                                               \
 	do {                                                                   \
@@ -44,7 +46,8 @@ struct read_op {
 static uv_loop_t uv;
 static uv_timer_t guard;
 static struct read_op ops[3];
-static pthread_t armer;
+static pthread_t armer, loop_thread;
+static rctx_uv_t *drv;
 
 static void
 on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf)
@@ -72,6 +75,10 @@ on_ctx_done(void *arg)
 {
 	struct read_op *op = arg;
 
+	/* Read 2's deadline was armed on the loop thread: the driver's
+	 * rctx_loop_run fired it, so its after-func runs there. */
+	if (op == &ops[1])
+		CHECK(pthread_equal(pthread_self(), loop_thread));
 	uv_async_send(&op->wake);
 }
 
@@ -79,11 +86,26 @@ static void start_read(struct read_op *op);
 static void bind_read(struct read_op *op, rctx_t *ctx);
 static void *arm_elsewhere(void *arg);
 
+static void stop_read(struct read_op *op);
+
 /* Loop thread: the context is done; the read stops here. */
 static void
 on_wake(uv_async_t *a)
 {
-	struct read_op *op = a->data;
+	stop_read(a->data);
+}
+
+/* Read 3's loop after-func: the driver runs it inside rctx_loop_run. */
+static void
+on_loop_done(void *arg)
+{
+	CHECK(pthread_equal(pthread_self(), loop_thread));
+	stop_read(arg);
+}
+
+static void
+stop_read(struct read_op *op)
+{
 	rctx_time_t deadline, now = rctx_now();
 
 	if (op->stopped)
@@ -150,20 +172,27 @@ canceller(void *arg)
 	return NULL;
 }
 
+/* A thread without a loop: a library thread fires this deadline, and the
+ * loop after-func hands the stop to the loop thread. */
 static void *
 arm_elsewhere(void *arg)
 {
-	bind_read(arg, rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC));
+	struct read_op *op = arg;
+
+	op->ctx = rctx_with_timeout(rctx_background(), 20 * RCTX_MSEC);
+	CHECK(op->ctx != NULL);
+	CHECK(rctx_loop_after_func(rctx_uv_loop(drv), op->ctx, &op->after,
+				   on_loop_done, op) == 0);
 	return NULL;
 }
 
 int
 main(void)
 {
-	rctx_uv_t *drv;
 	pthread_t t;
 	char c;
 
+	loop_thread = pthread_self();
 	CHECK(uv_loop_init(&uv) == 0);
 	errno = 0;
 	CHECK(rctx_uv_start(NULL) == NULL && errno == EINVAL);

@@ -485,10 +485,15 @@ def load_jsonl(path):
 def latency_note(j):
     if j.get("bench") == "deadline-lateness":
         made = j.get("create_ns_per_timer")
-        return "early %s, lost %s, wrong err %s%s" % (
+        skipped = j.get("due_while_making")
+        return "early %s, lost %s, wrong err %s%s%s%s" % (
             j.get("early"), j.get("lost"), j.get("wrong_err"),
             "" if made is None else
-            "; timers made at %.0f ns each" % made)
+            "; timers made at %.0f ns each" % made,
+            "; %s due before all were made (not sampled)" % skipped
+            if skipped else "",
+            "" if j.get("sleeps") is None else
+            "; %s sleeps" % j["sleeps"])
     if "cancel_call_p50_ns" in j:
         early = j.get("early_wakes")
         return "the cancel call itself: p50 %s, p99 %s%s" % (

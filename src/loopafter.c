@@ -36,8 +36,10 @@
  *
  * Invariants
  *  I1. A registration is on its slot's incoming stack or ready list iff
- *      its state is QUEUED; both lists change only under the slot's mu,
- *      except that fire pushes on incoming without it.
+ *      its state is QUEUED, except between fire's store of QUEUED and its
+ *      push (a stop that saw QUEUED waits for the push: rctx_la_unlink);
+ *      both lists change only under the slot's mu, except that fire
+ *      pushes on incoming without it.
  *  I2. slot->running is the registration whose fn the owner is running,
  *      else NULL; it is set and cleared under mu.
  *  I3. A QUEUED registration holds one reference to its ctx, dropped by
@@ -478,9 +480,10 @@ rctx_lafter_run(rctx_loop_t *loop)
 	return (int)ran;
 }
 
-/* Under s->mu: unlink QUEUED a from the incoming stack or ready list. */
-static void
-rctx_la_unlink(struct rctx_lslot *s, struct rctx_after_impl *a)
+/* Under s->mu: unlink QUEUED a from the incoming stack or ready list;
+ * false if it is on neither (fire has not pushed it yet). */
+static bool
+rctx_la_unlink_once(struct rctx_lslot *s, struct rctx_after_impl *a)
 {
 	struct rctx_after_impl *p, *prev;
 
@@ -492,12 +495,12 @@ rctx_la_unlink(struct rctx_lslot *s, struct rctx_after_impl *a)
 		if (atomic_compare_exchange_strong_explicit(
 			&s->incoming, &p, a->onext, memory_order_seq_cst,
 			memory_order_acquire))
-			return;
+			return true;
 	}
 	for (; p; p = p->onext) {
 		if (p->onext == a) { /* only mu holders write interior links */
 			p->onext = a->onext;
-			return;
+			return true;
 		}
 	}
 	prev = NULL;
@@ -515,9 +518,22 @@ rctx_la_unlink(struct rctx_lslot *s, struct rctx_after_impl *a)
 		if (s->tail == a)
 			s->tail = prev;
 		s->nready--;
-		return;
+		return true;
 	}
-	abort(); /* I1 broken: a QUEUED registration on no list */
+	return false;
+}
+
+/*
+ * Under s->mu: unlink QUEUED a. Fire stores QUEUED before it pushes a on
+ * incoming (I1), so a stop that lost to the claimer and saw QUEUED can
+ * get here first; the push is a few instructions away and takes no lock
+ * (mu is not needed for it), so wait for it.
+ */
+static void
+rctx_la_unlink(struct rctx_lslot *s, struct rctx_after_impl *a)
+{
+	while (!rctx_la_unlink_once(s, a))
+		sched_yield();
 }
 
 bool

@@ -419,7 +419,7 @@ rctx_tw_pull(struct rctx_twheel *tw, rctx_time_t now)
 	/* Bounded: each round moves the wheel's clock to its next slot. */
 	for (i = 0; i <= RCTX_WHEEL_LEVELS; i++) {
 		l = rctx_wheel_advance(&tw->w, h, &n);
-		rctx_near_merge(&tw->near, l, n);
+		rctx_near_merge(&tw->near, l, n, now);
 		wn = rctx_wheel_next(&tw->w);
 		if (wn == INT64_MAX)
 			break;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -863,10 +864,111 @@ test_double_stop_vs_free(void **state)
 	}
 }
 
+/* ---- more loops than after-func slots --------------------------------- */
+
+#define NS_LOOPS 1025 /* one more than loops with after-funcs at once */
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int made; /* loops made so far, under mu */
+	bool quit;
+} ns = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false };
+static rctx_loop_t *ns_loop[NS_LOOPS];
+
+static void *
+ns_owner(void *arg)
+{
+	rctx_loop_t **out = arg;
+	rctx_loop_t *loop = rctx_loop_new();
+
+	pthread_mutex_lock(&ns.mu);
+	*out = loop;
+	ns.made++;
+	pthread_cond_broadcast(&ns.cv);
+	while (!ns.quit)
+		pthread_cond_wait(&ns.cv, &ns.mu);
+	pthread_mutex_unlock(&ns.mu);
+	rctx_loop_free(loop);
+	return NULL;
+}
+
+/*
+ * 1,025 loops at once, each on its own thread: the last one made gets no
+ * after-func slot, and registering on it says so (-ENOSPC) at once while
+ * the others still take registrations. Once they are gone, a new loop
+ * has a slot again.
+ */
+static void
+test_no_slot(void **state)
+{
+	static pthread_t th[NS_LOOPS];
+	rctx_t *ctx = rctx_with_cancel(rctx_background());
+	struct rec r = { 0 };
+	pthread_attr_t attr;
+	struct rlimit rl;
+	rctx_loop_t *loop;
+	int n = 0;
+
+	(void)state;
+	/* Each loop holds an eventfd (and an epoll, timer fds): room for them. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 4 * NS_LOOPS &&
+	    rl.rlim_max >= 4 * NS_LOOPS) {
+		rl.rlim_cur = 4 * NS_LOOPS;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 4 * NS_LOOPS) {
+		rctx_release(ctx);
+		skip();
+	}
+	assert_int_equal(pthread_attr_init(&attr), 0);
+	assert_int_equal(pthread_attr_setstacksize(&attr, 256 * 1024), 0);
+	for (; n < NS_LOOPS; n++) {
+		if (pthread_create(&th[n], &attr, ns_owner, &ns_loop[n]) != 0)
+			break;
+		pthread_mutex_lock(&ns.mu);
+		while (ns.made <= n)
+			pthread_cond_wait(&ns.cv, &ns.mu);
+		pthread_mutex_unlock(&ns.mu);
+		if (ns_loop[n] == NULL)
+			break;
+	}
+	pthread_attr_destroy(&attr);
+	if (n == NS_LOOPS) {
+		assert_int_equal(rctx_loop_after_func(ns_loop[NS_LOOPS - 1],
+						      ctx, &r.reg, on_done, &r),
+				 -ENOSPC);
+		assert_int_equal(
+		    rctx_loop_after_func(ns_loop[0], ctx, &r.reg, on_done, &r),
+		    0);
+		assert_true(rctx_after_stop(&r.reg));
+	}
+	pthread_mutex_lock(&ns.mu);
+	ns.quit = true;
+	pthread_cond_broadcast(&ns.cv);
+	pthread_mutex_unlock(&ns.mu);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	assert_int_equal(refs_of(ctx), 1);
+	if (n < NS_LOOPS) { /* threads or fds ran out first */
+		rctx_release(ctx);
+		skip();
+	}
+	loop = rctx_loop_new();
+	assert_non_null(loop);
+	assert_int_equal(rctx_loop_after_func(loop, ctx, &r.reg, on_done, &r),
+			 0);
+	assert_int_equal(rctx_cancel(ctx), 0);
+	assert_int_equal(rctx_loop_run(loop, rctx_now()), 1);
+	assert_int_equal(atomic_load(&r.ran), 1);
+	rctx_release(ctx);
+	rctx_loop_free(loop);
+}
+
 /* ---- owner thread exits (last: its loop stays behind) ------------------ */
 
-static rctx_t *exit_ctx;
-static struct rec exit_rec;
+static rctx_t *exit_ctx, *exit_done;
+static struct rec exit_rec, exit_queued;
 
 static void *
 exiting_owner(void *arg)
@@ -877,6 +979,9 @@ exiting_owner(void *arg)
 	WCHECK(loop != NULL);
 	WCHECK((rctx_loop_after_func(loop, exit_ctx, &exit_rec.reg, on_done,
 				     &exit_rec)) == 0);
+	/* already done: queued for a run that never comes */
+	WCHECK((rctx_loop_after_func(loop, exit_done, &exit_queued.reg, on_done,
+				     &exit_queued)) == 0);
 	*out = loop;
 	return NULL; /* exits without rctx_loop_free */
 }
@@ -890,18 +995,31 @@ test_owner_exited(void **state)
 
 	(void)state;
 	exit_ctx = rctx_with_cancel(rctx_background());
+	exit_done = rctx_with_cancel(rctx_background());
+	assert_int_equal(rctx_cancel(exit_done), 0);
 	assert_int_equal(pthread_create(&th, NULL, exiting_owner, &loop), 0);
 	pthread_join(th, NULL);
 	assert_non_null(loop);
 	assert_int_equal(
 	    rctx_loop_after_func(loop, exit_ctx, &r.reg, on_done, &r),
 	    -EOWNERDEAD);
+	/* a done context changes nothing: the error, not a queued call */
+	assert_int_equal(
+	    rctx_loop_after_func(loop, exit_done, &r.reg, on_done, &r),
+	    -EOWNERDEAD);
 	assert_int_equal(rctx_cancel(exit_ctx), 0);
 	assert_int_equal(atomic_load(&exit_rec.ran), 0);
+	assert_int_equal(atomic_load(&exit_queued.ran), 0);
+	assert_int_equal(atomic_load(&r.ran), 0);
 	assert_int_equal(refs_of(exit_ctx), 1);
 	assert_true(rctx_after_stop(&exit_rec.reg));
 	assert_false(rctx_after_stop(&exit_rec.reg));
+	/* the queued call holds its reference until stopped */
+	assert_true(rctx_after_stop(&exit_queued.reg));
+	assert_false(rctx_after_stop(&exit_queued.reg));
+	assert_int_equal(refs_of(exit_done), 1);
 	rctx_release(exit_ctx);
+	rctx_release(exit_done);
 }
 
 int
@@ -924,6 +1042,7 @@ main(void)
 		cmocka_unit_test_teardown(test_stop_races_run, teardown),
 		cmocka_unit_test_teardown(test_many_registrants, teardown),
 		cmocka_unit_test_teardown(test_double_stop_vs_free, teardown),
+		cmocka_unit_test_teardown(test_no_slot, teardown),
 		cmocka_unit_test_teardown(test_owner_exited, teardown),
 	};
 

@@ -360,7 +360,7 @@ test_near_run(void **state)
 		v[i].next = l;
 		l = &v[i];
 		if (i % 100 == 99) { /* five batches */
-			rctx_near_merge(&r, l, 100);
+			rctx_near_merge(&r, l, 100, INT64_MIN);
 			l = NULL;
 		}
 	}
@@ -387,6 +387,78 @@ test_near_run(void **state)
 	free(v);
 }
 
+/*
+ * Nodes already due when merged skip the sort (the ready list): a pop
+ * takes exactly those due at its own time (a clock behind the merge's
+ * keeps the rest), first() is never later than the earliest left, and
+ * removal and drain reach both lists.
+ */
+static void
+test_near_ready(void **state)
+{
+	enum { N = 600 };
+	struct rctx_wheel_timer *v = calloc(N, sizeof(*v)), *l = NULL, *t;
+	rctx_time_t min_left = INT64_MAX, last = INT64_MIN;
+	struct rctx_near r;
+	unsigned seed = 11;
+	size_t got = 0, dels = 0, ready = 0;
+	int i;
+
+	(void)state;
+	assert_non_null(v);
+	rctx_near_init(&r);
+	for (i = 0; i < N; i++) {
+		rctx_wheel_timer_init(&v[i]);
+		v[i].expires = rand_r(&seed) % 100000;
+		ready += v[i].expires <= 60000;
+		v[i].next = l;
+		l = &v[i];
+		if (i % 200 == 199) { /* three batches, merged at 60000 */
+			rctx_near_merge(&r, l, 200, 60000);
+			l = NULL;
+		}
+	}
+	assert_true(ready > 0 && ready < N);
+	assert_int_equal(r.count, N);
+	for (i = 0; i < N; i += 5) {
+		assert_true(rctx_near_has(&v[i]));
+		rctx_near_del(&r, &v[i]);
+		assert_false(rctx_near_has(&v[i]));
+		dels++;
+	}
+	assert_int_equal(r.count, N - dels);
+	for (i = 0; i < N; i++)
+		if (i % 5 != 0 && v[i].expires < min_left)
+			min_left = v[i].expires;
+	assert_true(rctx_near_first(&r) <= min_left);
+	/* A pop at 30000, behind the merge's clock: only those due then. */
+	for (t = rctx_near_pop(&r, 30000); t; t = t->next, got++) {
+		assert_true(t->expires <= 30000);
+		assert_null(t->pprev);
+	}
+	min_left = INT64_MAX;
+	for (i = 0; i < N; i++) {
+		if (i % 5 == 0 || v[i].expires <= 30000)
+			continue;
+		assert_true(rctx_near_has(&v[i]));
+		if (v[i].expires < min_left)
+			min_left = v[i].expires;
+	}
+	assert_int_equal(rctx_near_first(&r), min_left); /* exact again */
+	for (t = rctx_near_pop(&r, 60000); t; t = t->next, got++)
+		assert_true(t->expires > 30000 && t->expires <= 60000);
+	assert_true(rctx_near_first(&r) > 60000);
+	for (t = rctx_near_drain(&r); t; t = t->next, got++) {
+		assert_true(t->expires > 60000 && t->expires >= last);
+		assert_null(t->pprev);
+		last = t->expires;
+	}
+	assert_int_equal(got, N - dels);
+	assert_int_equal(r.count, 0);
+	assert_int_equal(rctx_near_first(&r), INT64_MAX);
+	free(v);
+}
+
 int
 main(void)
 {
@@ -402,6 +474,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_bad_input, setup,
 						teardown),
 		cmocka_unit_test(test_near_run),
+		cmocka_unit_test(test_near_ready),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
