@@ -194,8 +194,13 @@ test_arm_before_loop(void **state)
 		ran += rctx_loop_run(loop, rctx_now());
 	}
 	wait_fired(&a, 1);
-	assert_false(pthread_equal(a.who, pthread_self()));
-	assert_int_equal(ran, 0);
+	/* a was armed before this thread owned a loop: a library thread
+	 * fires it, or, if this thread's stage still held it when the loop
+	 * came, the loop does; either way exactly once, never early. */
+	if (pthread_equal(a.who, pthread_self()))
+		assert_int_equal(ran, 1);
+	else
+		assert_int_equal(ran, 0);
 
 	rec_arm(&b, rctx_now() + 3 * RCTX_MSEC);
 	ran = run_own_loop(loop, &b);
@@ -294,9 +299,10 @@ static void
 test_loop_exact_next(void **state)
 {
 	rctx_loop_t *loop = rctx_loop_new();
-	rctx_time_t now = rctx_now(), d = now + 100 * RCTX_USEC + 7, next;
+	rctx_time_t now = rctx_now(), d, next;
 	struct timespec ts;
 	struct rec a, far;
+	int tries;
 
 	(void)state;
 	assert_non_null(loop);
@@ -304,7 +310,19 @@ test_loop_exact_next(void **state)
 	rec_arm(&far, now + 10 * RCTX_SEC);
 	next = rctx_loop_next(loop);
 	assert_true(next > now && next <= far.deadline);
-	rec_arm(&a, d);
+	/* A deadline 100 us away: if the thread lost the CPU for longer
+	 * than that, the context is born done and armed nothing; try again
+	 * (the check is of the loop, not of the machine's speed). */
+	for (tries = 0;; tries++) {
+		now = rctx_now();
+		d = now + 100 * RCTX_USEC + 7;
+		rec_arm(&a, d);
+		if (!rctx_done(a.ctx) || tries == 1000)
+			break;
+		assert_true(rctx_after_stop(&a.reg) || is_fired(&a));
+		rctx_release(a.ctx);
+	}
+	assert_false(rctx_done(a.ctx));
 	assert_int_equal(rctx_loop_next(loop), d);
 	assert_int_equal(rctx_loop_timeout_ts(loop, &ts), 1);
 	assert_true(ts.tv_sec == 0 && ts.tv_nsec <= d - now);
