@@ -20,8 +20,14 @@
  *    worker when it is done, whoever made it done: its deadline (504),
  *    the client going away (cancel with cause ECONNRESET, no answer) or
  *    the drain (the root cancelled by the signal thread: 503);
- *  - on SIGTERM: cancel the root, let every request end, exit 0 once no
- *    request context is left (counted here, then rctx_shutdown).
+ *  - the root is a drain's context (rctx_drain_init): each request with a
+ *    context enters the drain before it is made and leaves once its
+ *    contexts are released; a request that comes after the drain began
+ *    cannot enter and is answered 503 at once;
+ *  - on SIGTERM: rctx_drain_cancel_join cancels the root and waits, at
+ *    most DRAIN_BOUND_MS, for every request to leave; then the workers
+ *    stop, and the process exits 0 only if rctx_stats counts no context
+ *    left (and rctx_shutdown then stops the library).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -47,8 +53,11 @@
 #define UPSTREAM_CAP_MS 30000
 #define REQ_MAX		2048
 #define RESP_MAX	4096
+#define DRAIN_BOUND_MS	10000 /* SIGTERM: the longest wait for requests */
 
-static rctx_t *root;
+static rctx_drain_t drain; /* the requests in flight */
+static rctx_t *root;	   /* rctx_drain_ctx(&drain) */
+static uint64_t live_base; /* rctx_stats live with no request made */
 static int up_port;
 static int stop_fd;	     /* eventfd, readable once draining */
 static bool use_rctx = true; /* false: --serve-plain */
@@ -59,7 +68,6 @@ static rctx_time_t late[LATE_MAX];
 static _Atomic long n_late;
 
 /* Counters, reported at exit. */
-static _Atomic long live_ctx; /* request contexts made and not released */
 static _Atomic long n_ok, n_timeout, n_early, n_gone, n_drained, n_bad;
 static _Atomic long n_up_closed; /* upstream fds closed by an after-func */
 static _Atomic long up_cut, up_live;
@@ -73,6 +81,7 @@ struct req {
 	struct req *prev, *next; /* the worker's connections */
 	struct req *grave;	 /* ended, freed after this batch */
 	bool dead;
+	bool entered; /* counted in the drain; leaves in req_free */
 	int cfd, ufd, state, sleep_ms;
 	rctx_t *ctx, *up; /* the request, and its upstream sub-call */
 	rctx_after_t reg; /* loop after-func on up */
@@ -267,9 +276,10 @@ req_free(struct req *r)
 	if (r->ctx) {
 		rctx_release(r->up);
 		rctx_release(r->ctx);
-		atomic_fetch_sub(&live_ctx, 2);
 		w->live--;
 	}
+	if (r->entered && rctx_drain_leave(&drain) != 0)
+		abort(); /* every leave has its enter */
 	if (r->prev)
 		r->prev->next = r->next;
 	else
@@ -330,8 +340,12 @@ req_start(struct req *r)
 	char line[128];
 
 	if (strncmp(r->in, "GET /stats ", 11) == 0) {
+		rctx_stats_t st;
+
+		/* Two contexts per request: what the library counts. */
+		rctx_stats(&st, sizeof(st));
 		snprintf(line, sizeof(line), "live %ld\n",
-			 atomic_load(&live_ctx) / 2);
+			 (long)(st.live - live_base) / 2);
 		reply(r->cfd, 200, "OK", line);
 		req_free(r);
 		return;
@@ -355,20 +369,28 @@ req_start(struct req *r)
 		      (void *)((uintptr_t)r | TAG_UP));
 		return;
 	}
+	if (rctx_drain_enter(&drain) != 0) { /* draining: do not start */
+		atomic_fetch_add(&n_drained, 1);
+		reply(r->cfd, 503, "Service Unavailable", "draining\n");
+		req_free(r);
+		return;
+	}
+	r->entered = true;
 	r->ctx = ms >= 0 ? rctx_with_timeout(root, ms * RCTX_MSEC)
 			 : rctx_with_cancel(root);
 	r->up = r->ctx ? rctx_with_timeout(r->ctx, UPSTREAM_CAP_MS * RCTX_MSEC)
 		       : NULL;
 	r->ufd = connect_to(up_port, true);
 	if (r->up == NULL || r->ufd < 0) {
-		if (r->up == NULL && r->ctx)
+		if (r->up)
+			rctx_release(r->up);
+		if (r->ctx)
 			rctx_release(r->ctx);
-		r->ctx = NULL;
+		r->ctx = r->up = NULL;
 		reply(r->cfd, 500, "Internal Server Error", "");
 		req_free(r);
 		return;
 	}
-	atomic_fetch_add(&live_ctx, 2);
 	r->w->live++;
 	r->state = UP_WRITE;
 	watch(r->w, EPOLL_CTL_ADD, r->ufd, EPOLLOUT,
@@ -563,6 +585,8 @@ serve(int port, FILE *out)
 	int lfd = listen_on(port, SOCK_NONBLOCK), ulfd = listen_on(0, 0), sig;
 	pthread_t up_th;
 	sigset_t set;
+	rctx_stats_t st;
+	int joined;
 	bool clean;
 
 	sigemptyset(&set);
@@ -574,7 +598,11 @@ serve(int port, FILE *out)
 	if (lfd < 0 || ulfd < 0 || stop_fd < 0)
 		return 2;
 	up_port = port_of(ulfd);
-	root = rctx_with_cancel(rctx_background());
+	rctx_stats(&st, sizeof(st));
+	live_base = st.live + 1; /* and the drain's own context */
+	if (rctx_drain_init(&drain, rctx_background()) != 0)
+		return 2;
+	root = rctx_drain_ctx(&drain);
 	pthread_create(&up_th, NULL, up_main, (void *)(intptr_t)ulfd);
 	for (int i = 0; i < WORKERS; i++) {
 		w[i] = (struct worker){ .lfd = lfd };
@@ -585,11 +613,17 @@ serve(int port, FILE *out)
 
 	/* This thread handles signals. Cancelling the root here runs no
 	 * request code on this thread: each request's after-func runs on
-	 * its own worker. */
+	 * its own worker, ends the request and leaves the drain. */
 	while (sigwait(&set, &sig) != 0)
 		;
-	rctx_cancel(root);
-	eventfd_write(stop_fd, 1);
+	joined = rctx_drain_cancel_join(&drain, DRAIN_BOUND_MS * RCTX_MSEC);
+	if (joined != 0) { /* a request ignored the cancel: give up on it */
+		fprintf(out, "drain: %s after %d ms\n", strerror(-joined),
+			DRAIN_BOUND_MS);
+		fflush(out);
+		_exit(1);
+	}
+	eventfd_write(stop_fd, 1); /* no new connections */
 	for (int i = 0; i < WORKERS; i++)
 		pthread_join(w[i].th, NULL);
 	close(lfd);
@@ -600,17 +634,20 @@ serve(int port, FILE *out)
 	pthread_join(up_th, NULL);
 	close(ulfd);
 	close(stop_fd);
-	rctx_release(root);
+	if (rctx_drain_destroy(&drain) != 0)
+		abort(); /* nothing can enter once the workers are gone */
+	/* What the drain left: every context made since start is freed. */
+	rctx_stats(&st, sizeof(st));
 	rctx_shutdown(); /* no library thread or memory left either */
-	clean = atomic_load(&live_ctx) == 0 && atomic_load(&n_early) == 0;
+	clean = st.live == live_base - 1 && atomic_load(&n_early) == 0;
 	fprintf(out,
 		"ok %ld timeout %ld early %ld gone %ld drained %ld bad %ld "
-		"up_closed %ld up_cut %ld live %ld\n",
+		"up_closed %ld up_cut %ld live %ld join %d\n",
 		atomic_load(&n_ok), atomic_load(&n_timeout),
 		atomic_load(&n_early), atomic_load(&n_gone),
 		atomic_load(&n_drained), atomic_load(&n_bad),
 		atomic_load(&n_up_closed), atomic_load(&up_cut),
-		atomic_load(&live_ctx));
+		(long)(st.live - (live_base - 1)), joined);
 	report_lateness(out);
 	fflush(out);
 	return clean ? 0 : 1;
@@ -692,11 +729,11 @@ static int
 self_test(void)
 {
 	struct call many[8],
-	    drain = { .path = "/sleep/60000", .timeout_ms = -1 };
+	    inflight = { .path = "/sleep/60000", .timeout_ms = -1 };
 	char body[128], report[256] = "";
 	int pipefd[2], status = 0, fd;
 	rctx_time_t t0, dt;
-	long v[9] = { -1, -1, -1, -1, -1, -1, -1, -1, -1 };
+	long v[10] = { -1, -1, -1, -1, -1, -1, -1, -1, -1, -1 };
 	FILE *in;
 	pid_t pid;
 
@@ -748,12 +785,12 @@ self_test(void)
 		CHECK(many[i].code == 200);
 	}
 	/* In flight at SIGTERM: the drain answers it 503. */
-	pthread_create(&drain.th, NULL, call_main, &drain);
+	pthread_create(&inflight.th, NULL, call_main, &inflight);
 	while (live_requests() < 1)
 		usleep(1000);
 	kill(pid, SIGTERM);
-	pthread_join(drain.th, NULL);
-	CHECK(drain.code == 503);
+	pthread_join(inflight.th, NULL);
+	CHECK(inflight.code == 503);
 	CHECK(waitpid(pid, &status, 0) == pid);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	while (fgets(report, sizeof(report), in) && report[0] != 'o')
@@ -763,14 +800,17 @@ self_test(void)
 	CHECK(
 	    sscanf(report,
 		   "ok %ld timeout %ld early %ld gone %ld drained %ld bad %ld "
-		   "up_closed %ld up_cut %ld live %ld",
+		   "up_closed %ld up_cut %ld live %ld join %ld",
 		   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7],
-		   &v[8]) == 9);
+		   &v[8], &v[9]) == 10);
 	CHECK(v[0] == 10 && v[1] == 1 && v[2] == 0 && v[3] == 1 && v[4] == 1);
 	CHECK(v[5] == 1);
 	/* every after-func closed its upstream, and upstream saw each cut */
 	CHECK(v[6] == 3 && v[7] == 3);
-	CHECK(v[8] == 0); /* no request context left */
+	/* the drain saw every request leave, and rctx_stats counts no
+	 * context left behind */
+	CHECK(v[9] == 0);
+	CHECK(v[8] == 0);
 	printf("%s\n", failures ? "FAILED" : "all checks passed");
 	return failures ? 1 : 0;
 }

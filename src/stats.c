@@ -23,6 +23,10 @@
  *       not done (rctx_stats_timer_armed), taken back by whichever single
  *       CAS clears it: the one that makes the context done (the bit is
  *       never carried into a done state) or the free of a live context.
+ *  (I4) A context made done is counted once, in one place: the cause row
+ *       of its thread's metrics block (or of `gone_m`), or, for a thread
+ *       without a block, v[CANCELLED] or v[TIMED_OUT]. Readers add the
+ *       rows into those counters, so the hot path writes once.
  *
  * Ordering: counters are relaxed (I2); the registry lock orders a block's
  * registration and retirement with readers. Progress: counting is
@@ -156,6 +160,27 @@ rctx_stat_metric_slow(size_t off, unsigned idx, uint64_t d)
 }
 
 void
+rctx_stats_done_slow(unsigned timedout, unsigned b, bool timer)
+{
+	struct rctx_tstats *t = &rctx_tstats_self;
+
+	if (t->state == RCTX_TSTATS_NEW)
+		tstats_register(t);
+	if (t->state == RCTX_TSTATS_LISTED && t->m == NULL) {
+		/* no block: the cause is lost (rctx.h), not the count */
+		rctx_stat_add(
+		    timedout ? RCTX_STAT_TIMED_OUT : RCTX_STAT_CANCELLED, 1);
+	} else {
+		/* listed with a block, or gone: the row counts it */
+		rctx_stat_metric(offsetof(struct rctx_tmetrics, cause) +
+				     timedout * RCTX_STAT_CAUSE_ROW,
+				 b, 1);
+	}
+	if (timer)
+		rctx_stat_add(RCTX_STAT_TIMERS, -1);
+}
+
+void
 rctx_stats_timer_armed(struct rctx *c)
 {
 	/* relaxed: a first guess for the CAS */
@@ -203,12 +228,26 @@ rctx_stats_late(rctx_time_t deadline)
 	rctx_stat_metric(offsetof(struct rctx_tmetrics, lateness_sum), 0, late);
 }
 
+/* Add the cause rows of m into v's cancelled and timed_out (I4). */
+static void
+rows_add(int64_t v[RCTX_STAT_N], struct rctx_tmetrics *m)
+{
+	for (size_t i = 0; i <= RCTX_METRICS_CAUSES; i++) {
+		/* relaxed: a snapshot (I2) */
+		v[RCTX_STAT_CANCELLED] += (int64_t)atomic_load_explicit(
+		    &m->cause[0][i], memory_order_relaxed);
+		v[RCTX_STAT_TIMED_OUT] += (int64_t)atomic_load_explicit(
+		    &m->cause[1][i], memory_order_relaxed);
+	}
+}
+
 /* Sum every block into v and (if m) m, under the lock. */
 static void
 sum(int64_t v[RCTX_STAT_N], struct rctx_tmetrics *m)
 {
 	pthread_mutex_lock(&registry_lock);
 	memcpy(v, gone, sizeof(gone));
+	rows_add(v, &gone_m);
 	if (m)
 		metrics_fold(m, &gone_m);
 	for (struct rctx_tstats *t = registry; t; t = t->next) {
@@ -216,6 +255,8 @@ sum(int64_t v[RCTX_STAT_N], struct rctx_tmetrics *m)
 			/* relaxed: a snapshot (I2) */
 			v[i] += atomic_load_explicit(&t->v[i],
 						     memory_order_relaxed);
+		if (t->m)
+			rows_add(v, t->m);
 		if (m && t->m)
 			metrics_fold(m, t->m);
 	}
@@ -235,7 +276,7 @@ rctx_stats_read(rctx_stats_t *s)
 	int64_t v[RCTX_STAT_N];
 
 	sum(v, NULL);
-	s->live = clamp(v[RCTX_STAT_LIVE]);
+	s->live = clamp(v[RCTX_STAT_CREATED] - v[RCTX_STAT_FREED]);
 	s->created = clamp(v[RCTX_STAT_CREATED]);
 	s->cancelled = clamp(v[RCTX_STAT_CANCELLED]);
 	s->timed_out = clamp(v[RCTX_STAT_TIMED_OUT]);
@@ -274,6 +315,9 @@ rctx_stats_read_metrics(rctx_metrics_t *out)
 	    atomic_load_explicit(&m->lateness_sum, memory_order_relaxed);
 	out->cascade_sum =
 	    atomic_load_explicit(&m->cascade_sum, memory_order_relaxed);
+	/* cascades of one context are a plain counter (rctx_stats_cascade) */
+	out->cascade[1] += clamp(v[RCTX_STAT_CASCADE1]);
+	out->cascade_sum += clamp(v[RCTX_STAT_CASCADE1]);
 	free(m);
 	return 0;
 }

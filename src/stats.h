@@ -17,12 +17,16 @@
  * anything.
  */
 enum rctx_stat {
-	RCTX_STAT_LIVE,
 	RCTX_STAT_CREATED,
+	RCTX_STAT_FREED, /* live = created - freed, at read */
+	/* Contexts done with ECANCELED / ETIMEDOUT, counted here only by a
+	 * thread without a metrics block: the others count them in their
+	 * cause rows, which the reader adds in (one write per done). */
 	RCTX_STAT_CANCELLED,
 	RCTX_STAT_TIMED_OUT,
 	RCTX_STAT_TIMERS,
 	RCTX_STAT_RELEASED_LIVE, /* cancelable, freed before done */
+	RCTX_STAT_CASCADE1, /* cascades of one context: cascade[1], at read */
 	RCTX_STAT_N
 };
 
@@ -52,6 +56,7 @@ extern RCTX_TLS struct rctx_tstats rctx_tstats_self;
 
 void rctx_stat_add_slow(enum rctx_stat i, int64_t d);
 void rctx_stat_metric_slow(size_t off, unsigned idx, uint64_t d);
+void rctx_stats_done_slow(unsigned timedout, unsigned b, bool timer);
 
 static inline void
 rctx_stat_add(enum rctx_stat i, int64_t d)
@@ -104,7 +109,6 @@ rctx_stats_made(struct rctx *c, const void *site)
 {
 	if (RCTX_LIKELY(c != NULL)) {
 		rctx_stat_add(RCTX_STAT_CREATED, 1);
-		rctx_stat_add(RCTX_STAT_LIVE, 1);
 		if (RCTX_UNLIKELY(rctx_leak_enabled()))
 			rctx_leak_made(c, site);
 	}
@@ -118,18 +122,26 @@ rctx_stats_made(struct rctx *c, const void *site)
 static inline void
 rctx_stats_done(struct rctx *c, uint64_t old, uint64_t ns)
 {
+	struct rctx_tstats *t = &rctx_tstats_self;
 	unsigned timedout = (ns & RCTX_ST_ERR_MASK) == RCTX_ST_TIMEDOUT;
 	int cause = (int)(int32_t)(ns >> 32);
 	unsigned b = cause >= 0 && cause < RCTX_METRICS_CAUSES
 			 ? (unsigned)cause
 			 : RCTX_METRICS_CAUSES;
 
-	rctx_stat_add(timedout ? RCTX_STAT_TIMED_OUT : RCTX_STAT_CANCELLED, 1);
-	if (old & RCTX_ST_TIMER)
-		rctx_stat_add(RCTX_STAT_TIMERS, -1); /* withdrawn or fired */
-	rctx_stat_metric(offsetof(struct rctx_tmetrics, cause) +
-			     timedout * RCTX_STAT_CAUSE_ROW,
-			 b, 1);
+	if (RCTX_LIKELY(t->state == RCTX_TSTATS_LISTED && t->m != NULL)) {
+		_Atomic uint64_t *p = &t->m->cause[timedout][b];
+
+		/* relaxed: single writer, as in rctx_stat_add; this row
+		 * also counts the context in cancelled or timed_out */
+		atomic_store_explicit(
+		    p, atomic_load_explicit(p, memory_order_relaxed) + 1,
+		    memory_order_relaxed);
+		if (old & RCTX_ST_TIMER) /* withdrawn or fired */
+			rctx_stat_add(RCTX_STAT_TIMERS, -1);
+	} else {
+		rctx_stats_done_slow(timedout, b, old & RCTX_ST_TIMER);
+	}
 	if (RCTX_UNLIKELY(rctx_leak_enabled()))
 		rctx_leak_done(c);
 }
@@ -147,7 +159,7 @@ void rctx_stats_freed_live(struct rctx *c, uint64_t s);
 static inline void
 rctx_stats_freed(struct rctx *c)
 {
-	rctx_stat_add(RCTX_STAT_LIVE, -1);
+	rctx_stat_add(RCTX_STAT_FREED, 1);
 	if (RCTX_UNLIKELY(rctx_leak_enabled()))
 		rctx_leak_freed(c);
 	if (c->src == c) {
@@ -168,6 +180,10 @@ void rctx_stats_late(rctx_time_t deadline);
 static inline void
 rctx_stats_cascade(uint64_t n)
 {
+	if (RCTX_LIKELY(n == 1)) { /* the common leaf: one counter */
+		rctx_stat_add(RCTX_STAT_CASCADE1, 1);
+		return;
+	}
 	rctx_stat_metric(offsetof(struct rctx_tmetrics, cascade),
 			 rctx_stat_bucket(n), 1);
 	rctx_stat_metric(offsetof(struct rctx_tmetrics, cascade_sum), 0, n);

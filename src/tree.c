@@ -296,7 +296,8 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 	r = rctx_timer_arm_at(&c->timer, deadline, now);
 	if (RCTX_UNLIKELY(r < 0)) {
 		c->armed = 0; /* never handed over: nobody else reads it */
-		rctx_stat_add(RCTX_STAT_LIVE, 1); /* api.c did not count it */
+		/* api.c did not count it made; its free counts it freed */
+		rctx_stat_add(RCTX_STAT_FREED, -1);
 		/* Leaves the parent as it was: the free path removes c from
 		 * its set (a racing canceller may still hold c; then it
 		 * frees c). */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Death tests: a debug build aborts on use after release and double release. */
+/* Death tests: debug builds abort on use after release and on misuse. */
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -87,6 +87,18 @@ cancel_after_release(void)
 	(void)rctx_cancel(c);
 }
 
+static void
+drain_leave_without_enter(void)
+{
+	static rctx_drain_t d;
+
+	if (rctx_drain_init(&d, rctx_background()) != 0)
+		_exit(3);
+	snprintf(expect_ptr, sizeof(expect_ptr), "%p", (void *)&d);
+	fprintf(stderr, "ptr %s\n", expect_ptr);
+	(void)rctx_drain_leave(&d);
+}
+
 /* The child aborted and its message names the API call and the context. */
 static void
 expect_death(void (*fn)(void), const char *call)
@@ -128,6 +140,14 @@ test_cancel_after_release(void **state)
 	expect_death(cancel_after_release, "rctx_cancel");
 }
 
+/* A leave without an enter aborts, naming the call and the drain. */
+static void
+test_drain_leave_without_enter(void **state)
+{
+	(void)state;
+	expect_death(drain_leave_without_enter, "rctx_drain_leave");
+}
+
 /* The checks stay quiet on correct use. */
 static void
 test_no_false_alarm(void **state)
@@ -145,6 +165,15 @@ test_no_false_alarm(void **state)
 	rctx_release(rctx_background());
 	rctx_release(rctx_background());
 	assert_false(rctx_done(rctx_background()));
+	/* balanced enters and leaves: no abort */
+	rctx_drain_t d;
+	assert_int_equal(rctx_drain_init(&d, rctx_background()), 0);
+	assert_int_equal(rctx_drain_enter(&d), 0);
+	assert_int_equal(rctx_drain_enter(&d), 0);
+	assert_int_equal(rctx_drain_leave(&d), 0);
+	assert_int_equal(rctx_drain_leave(&d), 0);
+	assert_int_equal(rctx_drain_join(&d, 0), 0);
+	assert_int_equal(rctx_drain_destroy(&d), 0);
 }
 #endif
 
@@ -164,6 +193,7 @@ main(void)
 		cmocka_unit_test(test_use_after_release),
 		cmocka_unit_test(test_double_release),
 		cmocka_unit_test(test_cancel_after_release),
+		cmocka_unit_test(test_drain_leave_without_enter),
 		cmocka_unit_test(test_no_false_alarm),
 	};
 	return RUN_TESTS(tests);

@@ -36,6 +36,9 @@ test_bad_input(void **state)
 	assert_int_equal(rctx_drain_init(&d, NULL), -EINVAL);
 	assert_null(rctx_drain_ctx(NULL));
 	assert_int_equal(errno, EINVAL);
+	errno = 0;
+	assert_null(rctx_drain_ctx(&zero));
+	assert_int_equal(errno, EINVAL);
 	/* NULL or never initialised: -EINVAL everywhere. */
 	rctx_drain_t *bad[] = { NULL, &zero };
 	for (size_t i = 0; i < 2; i++) {
