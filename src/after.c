@@ -15,7 +15,6 @@
 #include "children.h"
 #include "fault.h"
 #include "registry.h"
-#include "loopafter.h"
 #include "tree.h"
 
 _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
@@ -184,6 +183,19 @@ finish(struct rctx_runner *me)
 }
 
 /* Run a claimed registration's fn; we own it. */
+/*
+ * Where a registration with an aux word goes once claimed: loopafter.c
+ * installs it at load (a constructor, before any thread), so after.c
+ * does not depend on the loop modules.
+ */
+static void (*aux_fire)(struct rctx_after_impl *a);
+
+void
+rctx_after_set_aux_fire(void (*fn)(struct rctx_after_impl *a))
+{
+	aux_fire = fn;
+}
+
 static void
 run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 {
@@ -201,7 +213,7 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 		(void)rctx_state_load(a->src);
 	/* relaxed: aux was published with the registration (after.C) */
 	if (atomic_load_explicit(&a->aux, memory_order_relaxed))
-		rctx_lafter_fire(a); /* a loop's: queue it there */
+		aux_fire(a); /* a loop's: queue it there (loopafter.c) */
 	else
 		fn(arg); /* may free a: it is not touched after this */
 	finish(me);

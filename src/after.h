@@ -47,4 +47,8 @@ void rctx_after_cascade_leave(void);
 /* Free the runner records (rctx_shutdown). */
 void rctx_after_shutdown(void);
 
+/* Install, at load, the function that takes a claimed registration whose
+ * aux word is set (loopafter.c: queue it on its loop). */
+void rctx_after_set_aux_fire(void (*fn)(struct rctx_after_impl *a));
+
 #endif /* RCTX_AFTER_H */

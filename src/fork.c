@@ -9,7 +9,6 @@
 #include "clock.h"
 #include "fork.h"
 #include "internal.h"
-#include "stats.h"
 
 /*
  * The library runs threads of its own: timer owners (owner.c) and the
@@ -101,7 +100,6 @@ rctx_fork_prepare(void)
 			h->prepare();
 	}
 	urcu_bp_before_fork();
-	rctx_stats_before_fork();
 }
 
 static void
@@ -109,7 +107,6 @@ rctx_fork_parent(void)
 {
 	int i;
 
-	rctx_stats_after_fork_parent();
 	urcu_bp_after_fork_parent();
 	for (i = RCTX_FORK_NSLOTS - 1; i >= 0; i--) {
 		const struct rctx_fork_hooks *h = rctx_fork_hooks(i);
@@ -124,7 +121,6 @@ rctx_fork_child(void)
 {
 	int i;
 
-	rctx_stats_after_fork_child();
 	/* Forget the parent's other threads' RCU registrations first. */
 	urcu_bp_after_fork_child();
 	for (i = RCTX_FORK_NSLOTS - 1; i >= 0; i--) {

@@ -13,7 +13,7 @@
 #include "clock.h"
 #include "fault.h"
 #include "leak.h"
-#include "tree.h"
+#include "wait.h" /* rctx_state_load */
 
 /*
  * Invariants

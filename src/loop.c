@@ -40,7 +40,7 @@
  *
  * Progress: the owner's calls (next, run) are lock-free as twheel.c's
  * owner side; create and destroy block (service lock, grace periods).
- * Partners: timer.c (routing, rctx_timer_threads_off), owner.c (service
+ * Partners: timer.c (routing, rctx_owner_threads_off), owner.c (service
  * lock, rctx_owner_any_locked), twheel.c (drain, collect, next, plan).
  */
 
@@ -56,7 +56,6 @@
 #include "clock.h"
 #include "fault.h"
 #include "loop.h"
-#include "loopafter.h"
 #include "owner.h"
 #include "park.h"
 
@@ -131,6 +130,15 @@ rctx_loop_clear_fd(struct rctx_loop *loop)
 	} while (r < 0 && errno == EINTR);
 }
 
+/* Set once at load by loopafter.c, before any thread (loop.h). */
+static const struct rctx_loop_hooks *loop_hooks;
+
+void
+rctx_loop_set_hooks(const struct rctx_loop_hooks *hooks)
+{
+	loop_hooks = hooks;
+}
+
 struct rctx_loop *
 rctx_loop_create(void)
 {
@@ -199,7 +207,8 @@ rctx_loop_create(void)
 		rctx_loop_sync();
 		free(old);
 	}
-	rctx_lafter_attach(loop, loop->tw.efd); /* loop after-funcs */
+	if (loop_hooks)
+		loop_hooks->attach(loop, loop->tw.efd); /* loop after-funcs */
 	return loop;
 nomem:
 	errno = ENOMEM;
@@ -223,7 +232,8 @@ rctx_loop_plan_next(struct rctx_loop *loop)
 
 	tick = rctx_tw_tick(&loop->tw);
 	rctx_loop_clear_fd(loop);
-	rctx_lafter_rearm(loop); /* a loop after-func waits: fd readable */
+	if (loop_hooks) /* a loop after-func waits: fd readable */
+		loop_hooks->rearm(loop);
 	for (round = 0;; round++) {
 		now = rctx_clock_now();
 		/* seq_cst: the owner is awake and looks within a tick
@@ -305,8 +315,9 @@ int
 rctx_loop_fire_due(struct rctx_loop *loop, rctx_time_t now)
 {
 	rctx_tw_drain(&loop->tw);
-	return rctx_tw_fire(rctx_tw_collect(&loop->tw, now)) +
-	       rctx_lafter_run(loop); /* loop after-funcs */
+	int n = rctx_tw_fire(rctx_tw_collect(&loop->tw, now));
+
+	return loop_hooks ? n + loop_hooks->run(loop) : n;
 }
 
 /*
@@ -328,7 +339,7 @@ rctx_loop_rehome(struct rctx_loop *from, struct rctx_timer *list)
 		return;
 	/* Relaxed: the set changes only under the lock we hold (I3). */
 	n = set ? atomic_load_explicit(&set->n, memory_order_relaxed) : 0;
-	if (!rctx_timer_threads_off())
+	if (!rctx_owner_threads_off())
 		to = rctx_owner_any_locked();
 	if (!to && n)
 		/* Relaxed: as above. */
@@ -526,7 +537,8 @@ rctx_loop_destroy(struct rctx_loop *loop)
 	bool parked = false;
 	unsigned i;
 
-	rctx_lafter_detach(loop); /* pending loop after-funcs never run */
+	if (loop_hooks) /* pending loop after-funcs never run */
+		loop_hooks->detach(loop);
 	if (rctx_loop_mine == loop)
 		rctx_loop_mine = NULL;
 	rctx_owner_lock();

@@ -49,4 +49,17 @@ void rctx_loop_adopt_orphans_locked(struct rctx_twheel *to);
 /* Under the service lock, at shutdown: kill parked loops' timers. */
 void rctx_loop_kill_orphans_locked(void);
 
+/*
+ * Loop after-funcs' hooks (loopafter.c installs them at load, before any
+ * thread): attach on a new loop, detach first thing in a free, rearm after
+ * the fd is cleared, run after the due deadlines (the calls run).
+ */
+struct rctx_loop_hooks {
+	void (*attach)(struct rctx_loop *loop, int efd);
+	void (*detach)(struct rctx_loop *loop);
+	void (*rearm)(struct rctx_loop *loop);
+	int (*run)(struct rctx_loop *loop);
+};
+void rctx_loop_set_hooks(const struct rctx_loop_hooks *hooks);
+
 #endif /* RCTX_LOOP_H */

@@ -94,6 +94,7 @@
 #include <urcu-bp.h>
 
 #include "after.h"
+#include "loop.h"
 #include "loopafter.h"
 #include "tree.h"
 
@@ -625,4 +626,19 @@ rctx_lafter_waiters(rctx_loop_t *loop)
 	n = s->waiters;
 	pthread_mutex_unlock(&s->mu);
 	return n;
+}
+
+static const struct rctx_loop_hooks rctx_la_loop_hooks = {
+	.attach = rctx_lafter_attach,
+	.detach = rctx_lafter_detach,
+	.rearm = rctx_lafter_rearm,
+	.run = rctx_lafter_run,
+};
+
+/* At load, before any thread: loop.c and after.c call us through these. */
+__attribute__((constructor)) static void
+rctx_la_load(void)
+{
+	rctx_loop_set_hooks(&rctx_la_loop_hooks);
+	rctx_after_set_aux_fire(rctx_lafter_fire);
 }

@@ -98,6 +98,25 @@ rctx_owner_unlock(void)
 	pthread_mutex_unlock(&rctx_owner_mutex);
 }
 
+/* Library owner threads refused (rctx_timer_set_threads(false)). */
+static _Atomic bool rctx_owner_nothreads;
+
+bool
+rctx_owner_threads_off(void)
+{
+	/* Relaxed: a mode flag; where a thread may start it is read again
+	 * under the service lock that writes it (timer.c I3). */
+	return atomic_load_explicit(&rctx_owner_nothreads,
+				    memory_order_relaxed);
+}
+
+void
+rctx_owner_set_threads_off_locked(bool off)
+{
+	/* Relaxed: under the service lock (timer.c I3). */
+	atomic_store_explicit(&rctx_owner_nothreads, off, memory_order_relaxed);
+}
+
 static void
 rctx_owner_once(void)
 {

@@ -11,6 +11,13 @@
 void rctx_owner_lock(void);
 void rctx_owner_unlock(void);
 
+/* True while library owner threads are refused (rctx_timer_set_threads
+ * (false)); a hint, re-read under the service lock where a thread may
+ * start (timer.c I3). */
+bool rctx_owner_threads_off(void);
+/* Refuse (true) or allow them; the caller holds the service lock. */
+void rctx_owner_set_threads_off_locked(bool off);
+
 /* Size the wheel table (once); returns the number of library wheels. */
 unsigned rctx_owner_init(void);
 

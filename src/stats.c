@@ -6,6 +6,7 @@
 
 #include "clock.h"
 #include "fault.h"
+#include "fork.h"
 #include "stats.h"
 
 /*
@@ -323,19 +324,19 @@ rctx_stats_read_metrics(rctx_metrics_t *out)
 }
 
 /* fork: the child inherits the lock free and only the forking thread. */
-void
+static void
 rctx_stats_before_fork(void)
 {
 	pthread_mutex_lock(&registry_lock);
 }
 
-void
+static void
 rctx_stats_after_fork_parent(void)
 {
 	pthread_mutex_unlock(&registry_lock);
 }
 
-void
+static void
 rctx_stats_after_fork_child(void)
 {
 	struct rctx_tstats *t = registry, *next;
@@ -348,4 +349,17 @@ rctx_stats_after_fork_child(void)
 			retire(t);
 	}
 	pthread_mutex_unlock(&registry_lock);
+}
+
+static const struct rctx_fork_hooks rctx_stats_fork_hooks = {
+	.prepare = rctx_stats_before_fork,
+	.parent = rctx_stats_after_fork_parent,
+	.child = rctx_stats_after_fork_child,
+};
+
+/* At load, like fork.c's own handler: a fork may come at any time. */
+__attribute__((constructor)) static void
+rctx_stats_load(void)
+{
+	rctx_fork_hooks_set(RCTX_FORK_SLOT_STATS, &rctx_stats_fork_hooks);
 }

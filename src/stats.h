@@ -193,9 +193,4 @@ rctx_stats_cascade(uint64_t n)
 void rctx_stats_read(rctx_stats_t *s);
 int rctx_stats_read_metrics(rctx_metrics_t *m); /* 0 or -ENOMEM */
 
-/* fork.c's handlers. */
-void rctx_stats_before_fork(void);
-void rctx_stats_after_fork_parent(void);
-void rctx_stats_after_fork_child(void);
-
 #endif /* RCTX_STATS_H */

@@ -25,4 +25,7 @@ struct rctx_timer {
 	_Atomic uint32_t flags;		  /* RCTX_TIMER_F_* hand-off state */
 };
 
+/* A callback on a timer: fire and dead, which the core installs. */
+typedef void (*rctx_timer_fn)(struct rctx_timer *t);
+
 #endif /* RCTX_TIMER_TYPES_H */

@@ -136,18 +136,6 @@ rctx_route_hand(struct rctx_twheel *tw, struct rctx_timer *t,
 	rctx_tw_wake_if(tw, expires);
 }
 
-/* Library timer threads refused (rctx_timer_set_threads(false)). */
-static _Atomic bool rctx_route_nothreads;
-
-bool
-rctx_timer_threads_off(void)
-{
-	/* Relaxed: a mode flag; where a thread may start it is read again
-	 * under the service lock that writes it (I3). */
-	return atomic_load_explicit(&rctx_route_nothreads,
-				    memory_order_relaxed);
-}
-
 int
 rctx_timer_set_threads(bool enable)
 {
@@ -158,9 +146,7 @@ rctx_timer_set_threads(bool enable)
 	if (!enable && rctx_owner_nrunning_locked())
 		err = -EBUSY; /* I3: some already run */
 	else
-		/* Relaxed: under the service lock (I3). */
-		atomic_store_explicit(&rctx_route_nothreads, !enable,
-				      memory_order_relaxed);
+		rctx_owner_set_threads_off_locked(!enable);
 	rctx_owner_unlock();
 	return err;
 }
@@ -178,7 +164,7 @@ rctx_route_start(void)
 
 	(void)rctx_owner_init();
 	rctx_owner_lock();
-	if (rctx_timer_threads_off()) {
+	if (rctx_owner_threads_off()) {
 		if (rctx_loop_count_locked() == 0)
 			err = -EAGAIN;
 	} else {
@@ -225,7 +211,7 @@ rctx_timer_arm_at(struct rctx_timer *t, rctx_time_t expires, rctx_time_t now)
 		return 0;
 	}
 	for (;;) {
-		if (rctx_timer_threads_off()) {
+		if (rctx_owner_threads_off()) {
 			if (rctx_loop_any()) {
 				rcu_read_lock(); /* loop.B */
 				tw = rctx_loop_pick_rcu();

@@ -13,10 +13,8 @@
 /*
  * Callbacks the core installs once (rctx_timer_setup). fire runs on the
  * owner thread of the wheel; dead runs on the owner thread or inside
- * rctx_timer_release.
+ * rctx_timer_release (rctx_timer_fn: timer-types.h).
  */
-typedef void (*rctx_timer_fn)(struct rctx_timer *t);
-
 void rctx_timer_setup(rctx_timer_fn fire, rctx_timer_fn dead);
 
 /*
@@ -76,9 +74,6 @@ void rctx_timer_poke(void);
  * library threads run. Any thread; the mode survives rctx_shutdown.
  */
 int rctx_timer_set_threads(bool enable);
-
-/* True while library owner threads are refused (a hint: see timer.c I3). */
-bool rctx_timer_threads_off(void);
 
 /* Stop every service thread and free every wheel (rctx_shutdown). */
 void rctx_timer_shutdown(void);

@@ -10,7 +10,7 @@
 
 #include "internal.h"
 #include "near.h"
-#include "timer.h"
+#include "timer-types.h"
 #include "wheel.h"
 
 /* Hand-off state of a timer (t->flags); twheel.c states the protocol. */
