@@ -28,6 +28,7 @@ struct rec {
 	rctx_time_t at;
 	pthread_t who;
 	_Atomic int fired;
+	bool born_done; /* the deadline had passed when it was armed */
 };
 
 static void
@@ -48,6 +49,9 @@ rec_arm(struct rec *r, rctx_time_t deadline)
 	r->deadline = deadline;
 	r->ctx = rctx_with_deadline(rctx_background(), deadline);
 	assert_non_null(r->ctx);
+	/* A thread that lost the CPU past the deadline made it done at
+	 * once: its after-func then runs here, on the arming thread. */
+	r->born_done = rctx_done(r->ctx);
 	assert_int_equal(rctx_after_func(r->ctx, &r->reg, on_done, r), 0);
 }
 
@@ -197,7 +201,9 @@ test_arm_before_loop(void **state)
 	/* a was armed before this thread owned a loop: a library thread
 	 * fires it, or, if this thread's stage still held it when the loop
 	 * came, the loop does; either way exactly once, never early. */
-	if (pthread_equal(a.who, pthread_self()))
+	if (a.born_done)
+		assert_int_equal(ran, 0);
+	else if (pthread_equal(a.who, pthread_self()))
 		assert_int_equal(ran, 1);
 	else
 		assert_int_equal(ran, 0);
@@ -206,10 +212,20 @@ test_arm_before_loop(void **state)
 	ran = run_own_loop(loop, &b);
 	wait_fired(&b, 1);
 	assert_true(pthread_equal(b.who, pthread_self()));
-	assert_int_equal(ran, 1);
+	assert_int_equal(ran, b.born_done ? 0 : 1);
 	rctx_release(a.ctx);
 	rctx_release(b.ctx);
 	rctx_loop_free(loop);
+}
+
+static int
+count_born_done(const struct rec *r, int n)
+{
+	int k = 0;
+
+	for (int i = 0; i < n; i++)
+		k += r[i].born_done;
+	return k;
 }
 
 /* Deadlines of a loopless thread never run inside another thread's loop. */
@@ -231,7 +247,8 @@ test_loopless_not_in_loop(void **state)
 	assert_int_equal(l.ran, 0);
 	for (i = 0; i < N; i++) {
 		assert_false(pthread_equal(r[i].who, l.th));
-		assert_false(pthread_equal(r[i].who, pthread_self()));
+		if (!r[i].born_done)
+			assert_false(pthread_equal(r[i].who, pthread_self()));
 		rctx_release(r[i].ctx);
 	}
 	assert_true(library_threads() > 0);
@@ -266,11 +283,12 @@ test_no_threads(void **state)
 		rec_arm(&r[i], rctx_now() + (1 + i % 5) * RCTX_MSEC);
 	wait_fired(r, N);
 	for (i = 0; i < N; i++)
-		assert_true(pthread_equal(r[i].who, l.th));
-	/* Pending when its loop goes: parked until the next loop. */
-	rec_arm(&late, rctx_now() + 20 * RCTX_MSEC);
+		assert_true(r[i].born_done || pthread_equal(r[i].who, l.th));
+	/* Pending when its loop goes: parked until the next loop (2 s: the
+	 * looper must stop before it is due, even under valgrind). */
+	rec_arm(&late, rctx_now() + 2 * RCTX_SEC);
 	looper_stop(&l);
-	assert_true(l.ran >= N);
+	assert_true(l.ran >= N - count_born_done(r, N));
 	assert_false(is_fired(&late));
 	loop = rctx_loop_new();
 	assert_non_null(loop);
