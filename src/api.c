@@ -120,9 +120,10 @@ with_timeout(rctx_t *parent, rctx_time_t timeout, int cause, const void *site)
 	/* now + timeout, saturating both ways (a timeout <= 0 is due). */
 	rctx_time_t now = rctx_clock_now();
 
-	return rctx_stats_made(rctx_tree_with_deadline_at(
-				   parent, rctx_clock_add(now, timeout), cause, now),
-			       site);
+	return rctx_stats_made(
+	    rctx_tree_with_deadline_at(parent, rctx_clock_add(now, timeout),
+				       cause, now),
+	    site);
 }
 
 RCTX_API rctx_t *
@@ -279,6 +280,9 @@ rctx_shutdown(void)
 	rctx_timer_shutdown();
 	rctx_alloc_shutdown();
 	rctx_after_shutdown();
+	/* No pthread key of ours outlives a shutdown (dlclose may follow). */
+	rctx_lafter_shutdown();
+	rctx_stats_shutdown();
 }
 
 RCTX_API int

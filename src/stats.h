@@ -177,6 +177,9 @@ rctx_stats_cascade(uint64_t n)
 void rctx_stats_read(rctx_stats_t *s);
 int rctx_stats_read_metrics(rctx_metrics_t *m); /* 0 or -ENOMEM */
 
+/* rctx_shutdown, last: the blocks fold into the totals, the key goes. */
+void rctx_stats_shutdown(void);
+
 /* fork.c's handlers. */
 void rctx_stats_before_fork(void);
 void rctx_stats_after_fork_parent(void);
