@@ -230,7 +230,8 @@ rcl_start(void)
 		/* relaxed: under rcl_lock, which fork's prepare takes first */
 		atomic_store_explicit(&rcl_unparked, true,
 				      memory_order_relaxed);
-		if (pthread_create(&rcl_thread, NULL, reclaimer, NULL) == 0) {
+		if (!rctx_fault_hit(RCTX_FAULT_THREAD) &&
+		    pthread_create(&rcl_thread, NULL, reclaimer, NULL) == 0) {
 			rcl_running = true;
 			/* release: pairs with the acquire in gp_push */
 			atomic_store_explicit(&rcl_started, true,
