@@ -491,17 +491,22 @@ rctx_owner_after_fork_child(void)
 	 * the lazy path stays armed: the child's first arm or wait
 	 * (rctx_owner_poke) tries again. A fork from an owner's own callback
 	 * is left to that lazy path (its thread, the child's only one, is
-	 * still inside the owner's loop).
+	 * still inside the owner's loop), and so is every child under
+	 * ThreadSanitizer, which kills a child of a multi-threaded process
+	 * that starts a thread (die_after_fork): a child that only forks to
+	 * observe, or to exec, must survive it.
 	 */
 	if (rctx_owner_restart_all) {
 		/* relaxed: the child is single-threaded here */
 		atomic_store_explicit(&rctx_owner_fork_pending, true,
 				      memory_order_relaxed);
+#ifndef RCTX_TSAN
 		if (rctx_owner_self == NULL) {
 			rctx_owner_lock();
 			(void)rctx_owner_restart_locked();
 			rctx_owner_unlock();
 		}
+#endif
 	}
 	rctx_owner_self = NULL;
 }
