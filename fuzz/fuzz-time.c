@@ -637,7 +637,7 @@ check_loop(void)
 	      "loop_timeout_ms %d but loop_next %lld", ms, (long long)next);
 	if (ms >= 0 && ms < INT_MAX && live != INT64_MAX)
 		CHECK(t0 + (int64_t)ms * RCTX_MSEC <=
-			  (live > t0 ? live : t0) + RCTX_MSEC,
+			  rctx_clock_add(live > t0 ? live : t0, RCTX_MSEC),
 		      "loop_timeout_ms %d sleeps past live deadline %lld "
 		      "(now %lld)",
 		      ms, (long long)live, (long long)t0);

@@ -157,8 +157,11 @@ RCTX_API void rctx_release(rctx_t *ctx);
  *
  * fork(): the library's own threads (timer owners, the reclaimer) are
  * parked across fork by its atfork handlers, so the child inherits no lock
- * they held; contexts and armed deadlines keep working in both processes,
- * and the child restarts the threads on first use. Freed contexts that the
+ * they held; contexts and armed deadlines keep working in both processes:
+ * the child's fork handler restarts the timer threads that ran (so a
+ * deadline armed before fork fires in a child that only polls rctx_done
+ * or an fd it took itself), the reclaimer starts on first use. An fd
+ * taken before fork is one eventfd shared by both processes. Freed contexts that the
  * application's other threads keep cached for reuse (at most a few hundred
  * per thread) stay with those threads, so the child never gets them back.
  * The application must not call liburcu-bp's fork hooks itself (rctx

@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "fault.h"
 #include "fork.h"
+#include "registry.h"
 
 /*
  * Invariants
@@ -60,12 +61,31 @@ struct rctx_tcache {
 	unsigned nfree;
 	struct rctx *pend; /* waiting for a grace period */
 	unsigned npend;
-	bool registered; /* thread-exit destructor armed */
 };
 
 static RCTX_TLS struct rctx_tcache tcache;
-static pthread_key_t tcache_key;
-static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
+
+/*
+ * Each thread with a cache holds a record of the shared per-thread
+ * registry (registry.c): its exit hook gives the cache back, and
+ * shutdown finds every live thread's cache through it and deletes the
+ * key, so that no destructor of ours outlives a dlclose.
+ */
+struct rctx_cache_rec {
+	struct rctx_reg_rec rec; /* first: registry record */
+	struct rctx_tcache *tc;	 /* its thread's cache */
+};
+
+static void thread_exit(struct rctx_reg_rec *rec);
+static struct rctx_reg cache_reg =
+    RCTX_REG_INIT(RCTX_REG_CACHE, sizeof(struct rctx_cache_rec), thread_exit);
+
+/* The thread-exit hook is armed (cheap: see rctx_reg_mine). */
+static inline bool
+tcache_registered(void)
+{
+	return rctx_reg_mine(&cache_reg) != NULL;
+}
 static _Atomic(struct rctx *) pool_head; /* batches linked by work_next */
 static _Atomic long outstanding;	 /* malloc'd, not yet freed */
 /* Refills pop from pool_list, one batch each, under pool_lock (alloc.A). */
@@ -417,7 +437,8 @@ rcl_start(void)
 		/* relaxed: under rcl_lock, which fork's prepare takes first */
 		atomic_store_explicit(&rcl_unparked, true,
 				      memory_order_relaxed);
-		if (pthread_create(&rcl_thread, NULL, reclaimer, NULL) == 0) {
+		if (!rctx_fault_hit(RCTX_FAULT_THREAD) &&
+		    pthread_create(&rcl_thread, NULL, reclaimer, NULL) == 0) {
 			rcl_running = true;
 			/* release: pairs with the acquire in gp_push */
 			atomic_store_explicit(&rcl_started, true,
@@ -479,15 +500,15 @@ gp_push(struct rctx *b)
  * no cache, and the child, which has no owner threads, loses nothing).
  */
 static void
-thread_exit(void *arg)
+thread_exit(struct rctx_reg_rec *rec)
 {
-	(void)arg;
+	(void)rec;
 	/*
 	 * Other thread-exit destructors (the timer stage's flush) may free
-	 * contexts after this one ran: clearing the flag makes such a free
-	 * register again, and glibc then runs this destructor once more.
+	 * contexts after this one ran: the registry has dropped our record,
+	 * so such a free registers again, and glibc then runs the
+	 * destructor once more.
 	 */
-	tcache.registered = false;
 	rctx_alloc_thread_flush();
 }
 
@@ -504,19 +525,15 @@ rctx_alloc_thread_flush(void)
 	}
 }
 
-static void
-make_key(void)
-{
-	(void)pthread_key_create(&tcache_key, thread_exit);
-}
-
+/* Arm the exit hook; out of memory, the next free tries again. */
 static void
 tcache_register(void)
 {
-	(void)pthread_once(&tcache_once, make_key);
-	/* A non-NULL value makes the destructor run at thread exit. */
-	if (pthread_setspecific(tcache_key, &tcache) == 0)
-		tcache.registered = true;
+	struct rctx_cache_rec *r = (struct rctx_cache_rec *)rctx_reg_claim(
+	    &cache_reg, NULL, NULL, NULL);
+
+	if (r)
+		r->tc = &tcache; /* read by shutdown only (quiescent) */
 }
 
 /*
@@ -591,7 +608,7 @@ rctx_ctx_alloc(void)
 		/* Arm the exit destructor before the cache can hold anything:
 		 * a thread that only ever takes batches from the pool would
 		 * otherwise lose them when it exits. */
-		if (RCTX_UNLIKELY(!tcache.registered))
+		if (RCTX_UNLIKELY(!tcache_registered()))
 			tcache_register();
 		tcache_adopt(pool_take());
 		c = tcache.free;
@@ -618,7 +635,7 @@ rctx_ctx_free_now(struct rctx *c)
 {
 	c->free_next = tcache.free;
 	tcache.free = c;
-	if (RCTX_UNLIKELY(!tcache.registered))
+	if (RCTX_UNLIKELY(!tcache_registered()))
 		tcache_register();
 	if (RCTX_UNLIKELY(++tcache.nfree > RCTX_CACHE_MAX)) {
 		/* A thread that frees more than it allocates (a timer owner)
@@ -652,10 +669,50 @@ rctx_ctx_free_rcu(struct rctx *c)
 {
 	c->free_next = tcache.pend;
 	tcache.pend = c;
-	if (RCTX_UNLIKELY(!tcache.registered))
+	if (RCTX_UNLIKELY(!tcache_registered()))
 		tcache_register();
 	if (++tcache.npend >= RCTX_FREE_BATCH)
 		rctx_alloc_flush();
+}
+
+/*
+ * Shutdown: empty every other live thread's cache (callers are quiescent,
+ * so their caches are still) and drop the registry with its key. Their
+ * pending contexts wait out one grace period first (I1).
+ */
+static void
+steal_caches(void)
+{
+	struct rctx_reg_rec *rec = rctx_reg_take_all(&cache_reg), *next;
+	struct rctx *pend = NULL;
+
+	for (; rec; rec = next) {
+		struct rctx_tcache *tc = ((struct rctx_cache_rec *)rec)->tc;
+
+		next = rec->next;
+		/* acquire: registry.B, pairs with the release in its exit */
+		if (atomic_load_explicit(&rec->owned, memory_order_acquire) &&
+		    tc != NULL && tc != &tcache) {
+			free_list(tc->free);
+			while (tc->pend) {
+				struct rctx *c = tc->pend;
+
+				tc->pend = c->free_next;
+				c->free_next = pend;
+				pend = c;
+			}
+			tc->free = NULL;
+			tc->nfree = 0;
+			tc->npend = 0;
+		}
+		free(rec);
+	}
+	if (pend) {
+		synchronize_rcu();
+		/* For TSan: see reclaim_round. */
+		rctx_tsan_acquire(&rctx_rcu_token);
+		free_list(pend);
+	}
 }
 
 void
@@ -681,6 +738,7 @@ rctx_alloc_shutdown(void)
 	/* relaxed: quiescent; the next push starts a reclaimer (pool_kick) */
 	atomic_store_explicit(&trim_armed, false, memory_order_relaxed);
 	rctx_alloc_barrier(); /* every batch flushed has reached the pool */
+	steal_caches();
 	free_list(tcache.free);
 	tcache.free = NULL;
 	tcache.nfree = 0;

@@ -46,8 +46,7 @@ void rctx_alloc_barrier(void);
 
 /*
  * Wait for every deferred free, then return every cached context to the
- * system (rctx_shutdown). Other threads' caches are returned when they
- * exit.
+ * system (rctx_shutdown), other live threads' caches included.
  */
 void rctx_alloc_shutdown(void);
 

@@ -280,6 +280,9 @@ rctx_shutdown(void)
 	rctx_timer_shutdown();
 	rctx_alloc_shutdown();
 	rctx_after_shutdown();
+	/* No pthread key of ours outlives a shutdown (dlclose may follow). */
+	rctx_lafter_shutdown();
+	rctx_stats_shutdown();
 }
 
 RCTX_API int

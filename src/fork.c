@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* fork(): the library's one set of atfork handlers, in a fixed order. */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <sched.h>
 #include <time.h>
@@ -132,6 +133,27 @@ rctx_fork_child(void)
 }
 
 /*
+ * liburcu-bp makes a pthread key when it is loaded and does not delete it
+ * when it is unloaded (0.13). Loaded only on our behalf, it would go with
+ * a dlclose of rctx, and every live thread that used RCU would then call
+ * into unmapped code at its exit. Pin it for the life of the process
+ * (every key of rctx's own is deleted by rctx_shutdown instead).
+ */
+static void
+rctx_fork_pin_urcu(void)
+{
+	union {
+		void (*fn)(void);
+		void *p;
+	} sym = { .fn = synchronize_rcu };
+	Dl_info info;
+
+	if (dladdr(sym.p, &info) && info.dli_fname)
+		(void)dlopen(info.dli_fname,
+			     RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
+/*
  * Registered when the library is loaded, while the process normally has
  * one thread: a fork racing the first thread start could otherwise catch
  * rctx_fork_lock held, before any handler existed. The call at thread
@@ -141,6 +163,7 @@ __attribute__((constructor)) static void
 rctx_fork_load(void)
 {
 	(void)rctx_fork_register();
+	rctx_fork_pin_urcu();
 }
 
 int

@@ -96,6 +96,7 @@
 #include "after.h"
 #include "loop.h"
 #include "loopafter.h"
+#include "registry.h"
 #include "tree.h"
 
 #define RCTX_LA_SLOTS	 1024u /* loops with after-funcs at once */
@@ -131,8 +132,9 @@ struct rctx_lslot {
 
 static struct rctx_lslot rctx_la_slots[RCTX_LA_SLOTS];
 static pthread_mutex_t rctx_la_lock = PTHREAD_MUTEX_INITIALIZER; /* attach */
-static pthread_once_t rctx_la_once = PTHREAD_ONCE_INIT;
-static pthread_key_t rctx_la_key;
+static void rctx_la_thread_exit(void *arg);
+/* Set while the thread owns an attached loop; see rctx_lafter_shutdown. */
+static struct rctx_tkey rctx_la_key = RCTX_TKEY_INIT(rctx_la_thread_exit);
 static RCTX_TLS struct rctx_lslot *rctx_la_mine; /* this thread's loop's slot */
 static RCTX_TLS struct rctx *rctx_la_cur_ctx;	 /* ctx being registered */
 
@@ -202,12 +204,6 @@ rctx_la_thread_exit(void *arg)
 	atomic_store_explicit(&s->alive, false, memory_order_release);
 }
 
-static void
-rctx_la_make_key(void)
-{
-	(void)pthread_key_create(&rctx_la_key, rctx_la_thread_exit);
-}
-
 void
 rctx_lafter_attach(rctx_loop_t *loop, int efd)
 {
@@ -215,7 +211,6 @@ rctx_lafter_attach(rctx_loop_t *loop, int efd)
 	struct rctx_lslot *s = NULL;
 	uint32_t handle;
 
-	(void)pthread_once(&rctx_la_once, rctx_la_make_key);
 	pthread_mutex_lock(&rctx_la_lock);
 	for (i = 0; i < RCTX_LA_SLOTS && !s; i++) {
 		s = &rctx_la_slots[(h + i) & (RCTX_LA_SLOTS - 1)];
@@ -252,7 +247,26 @@ rctx_lafter_attach(rctx_loop_t *loop, int efd)
 	atomic_store_explicit(&s->loop, loop, memory_order_release);
 	pthread_mutex_unlock(&rctx_la_lock);
 	rctx_la_mine = s;
-	(void)pthread_setspecific(rctx_la_key, s);
+	(void)rctx_tkey_set(&rctx_la_key, s);
+}
+
+void
+rctx_lafter_shutdown(void)
+{
+	bool attached = false;
+
+	pthread_mutex_lock(&rctx_la_lock);
+	for (unsigned i = 0; i < RCTX_LA_SLOTS; i++)
+		/* relaxed: slots are taken and freed under rctx_la_lock */
+		if (atomic_load_explicit(&rctx_la_slots[i].loop,
+					 memory_order_relaxed))
+			attached = true;
+	pthread_mutex_unlock(&rctx_la_lock);
+	/* A loop alive across the shutdown still needs its thread-exit mark
+	 * (alive); such a program keeps using the library, so it keeps the
+	 * key. Once every loop is freed, the key goes with the shutdown. */
+	if (!attached)
+		rctx_tkey_drop(&rctx_la_key);
 }
 
 /* Under s->mu: move the incoming stack to the tail of the ready list. */
@@ -340,7 +354,7 @@ rctx_lafter_detach(rctx_loop_t *loop)
 	pthread_mutex_unlock(&rctx_la_lock);
 	if (rctx_la_mine == s) {
 		rctx_la_mine = NULL;
-		(void)pthread_setspecific(rctx_la_key, NULL);
+		(void)rctx_tkey_set(&rctx_la_key, NULL);
 	}
 }
 

@@ -30,6 +30,9 @@ void rctx_lafter_detach(rctx_loop_t *loop);
 void rctx_lafter_rearm(rctx_loop_t *loop);
 int rctx_lafter_run(rctx_loop_t *loop);
 
+/* rctx_shutdown: delete the thread-exit key unless a loop is attached. */
+void rctx_lafter_shutdown(void);
+
 /* Tests: stoppers now waiting for one of loop's calls to return. */
 unsigned rctx_lafter_waiters(rctx_loop_t *loop);
 

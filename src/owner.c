@@ -48,9 +48,10 @@
  * in malloc). The wait is bounded (RCTX_FORK_PARK_WAIT), so a callback
  * that blocks on something the forking thread holds delays fork, never
  * deadlocks it; an owner forking from its own callback is not waited for.
- * In the child the threads are gone: the wheels keep their pending timers
- * and are marked for restart; the child's first arm or wait restarts
- * every wheel that had a thread, so timers armed before fork fire there.
+ * In the child the threads are gone: the wheels keep their pending timers,
+ * and the child hook restarts every wheel that had a thread, so timers
+ * armed before fork fire there even in a child that only polls (if a
+ * start fails, the child's first arm or wait tries again).
  *
  * Progress: starting a wheel takes the service lock and creates a thread;
  * the owner's cycle is lock-free towards producers (it holds only its own
@@ -493,19 +494,40 @@ rctx_owner_after_fork_child(void)
 				      memory_order_relaxed);
 	}
 	rctx_owner_nrunning = 0;
-	rctx_owner_self = NULL;
 	pthread_mutex_init(&rctx_owner_mutex, NULL);
 	/*
-	 * No thread is started from this handler (the least work between
-	 * fork and the child's own code): the child's first arm
-	 * (rctx_owner_start_locked) or wait (rctx_owner_poke) restarts
-	 * every wheel that had a thread, so a deadline armed before fork
-	 * still expires in a child that only waits. relaxed: the child is
-	 * single-threaded here.
+	 * Restart the owners here, so that a deadline armed before fork
+	 * fires in a child that only polls (rctx_done, or poll(2) on an fd
+	 * of its own), which makes no call that could restart them lazily.
+	 * Not POSIX async-signal-safe, but neither is the rest of these
+	 * handlers (they take and reset locks, and the child allocates):
+	 * glibc resets its thread list, stack cache, loader and malloc
+	 * locks before it runs child handlers, and our prepare hooks parked
+	 * every thread of ours outside any lock; fork.c runs this hook after
+	 * the allocator's and liburcu-bp's, so the new owners find them
+	 * usable. Only wheels that had a thread are restarted (a process
+	 * that never used the timer service pays nothing). If a start fails,
+	 * the lazy path stays armed: the child's first arm or wait
+	 * (rctx_owner_poke) tries again. A fork from an owner's own callback
+	 * is left to that lazy path (its thread, the child's only one, is
+	 * still inside the owner's loop), and so is every child under
+	 * ThreadSanitizer, which kills a child of a multi-threaded process
+	 * that starts a thread (die_after_fork): a child that only forks to
+	 * observe, or to exec, must survive it.
 	 */
-	if (rctx_owner_restart_all)
+	if (rctx_owner_restart_all) {
+		/* relaxed: the child is single-threaded here */
 		atomic_store_explicit(&rctx_owner_fork_pending, true,
 				      memory_order_relaxed);
+#ifndef RCTX_TSAN
+		if (rctx_owner_self == NULL) {
+			rctx_owner_lock();
+			(void)rctx_owner_restart_locked();
+			rctx_owner_unlock();
+		}
+#endif
+	}
+	rctx_owner_self = NULL;
 }
 
 static const struct rctx_fork_hooks rctx_owner_fork_hooks = {

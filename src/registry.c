@@ -36,7 +36,7 @@
 RCTX_TLS struct rctx_reg_mine rctx_reg_tls[RCTX_REG_NSLOTS];
 
 /* Thread exit: the key's value is the registry (never freed). */
-static void
+void
 rctx_reg_exit(void *arg)
 {
 	struct rctx_reg *r = arg;
@@ -51,19 +51,42 @@ rctx_reg_exit(void *arg)
 	atomic_store_explicit(&rec->owned, 0, memory_order_release);
 }
 
-static void
-rctx_reg_key(struct rctx_reg *r)
+int
+rctx_tkey_set(struct rctx_tkey *k, void *val)
 {
+	int err = 0;
+
 	/* acquire: pairs with the release store below (the key is made) */
-	if (atomic_load_explicit(&r->keyed, memory_order_acquire))
-		return;
-	pthread_mutex_lock(&r->lock);
-	/* relaxed: under the lock that writes it */
-	if (!atomic_load_explicit(&r->keyed, memory_order_relaxed) &&
-	    pthread_key_create(&r->key, rctx_reg_exit) == 0)
-		/* release: publishes the key; pairs with the acquire above */
-		atomic_store_explicit(&r->keyed, true, memory_order_release);
-	pthread_mutex_unlock(&r->lock);
+	if (RCTX_UNLIKELY(
+		!atomic_load_explicit(&k->made, memory_order_acquire))) {
+		pthread_mutex_lock(&k->lock);
+		/* relaxed: under the lock that writes it */
+		if (!atomic_load_explicit(&k->made, memory_order_relaxed)) {
+			err = pthread_key_create(&k->key, k->dtor);
+			if (err == 0)
+				/* release: publishes the key; pairs with the
+				 * acquire load above */
+				atomic_store_explicit(&k->made, true,
+						      memory_order_release);
+		}
+		pthread_mutex_unlock(&k->lock);
+		if (err)
+			return err;
+	}
+	return pthread_setspecific(k->key, val);
+}
+
+void
+rctx_tkey_drop(struct rctx_tkey *k)
+{
+	pthread_mutex_lock(&k->lock);
+	/* relaxed: under the lock; callers are quiescent, and the next
+	 * rctx_tkey_set happens after the shutdown that drops */
+	if (atomic_load_explicit(&k->made, memory_order_relaxed)) {
+		(void)pthread_key_delete(k->key);
+		atomic_store_explicit(&k->made, false, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&k->lock);
 }
 
 struct rctx_reg_rec *
@@ -102,10 +125,8 @@ rctx_reg_claim(struct rctx_reg *r,
 						      memory_order_relaxed))
 		;
 got:
-	rctx_reg_key(r);
-	/* relaxed: read back only by this thread (rctx_reg_exit) */
-	if (atomic_load_explicit(&r->keyed, memory_order_relaxed))
-		(void)pthread_setspecific(r->key, r);
+	/* Without the key the record is given back only at shutdown. */
+	(void)rctx_tkey_set(&r->key, r);
 	rctx_reg_tls[r->slot].rec = rec;
 	rctx_reg_tls[r->slot].gen = gen;
 	return rec;
@@ -121,5 +142,6 @@ rctx_reg_take_all(struct rctx_reg *r)
 	/* relaxed: see rctx_reg_mine (I2) */
 	atomic_fetch_add_explicit(&r->gen, 1, memory_order_relaxed);
 	rctx_reg_tls[r->slot].rec = NULL;
+	rctx_tkey_drop(&r->key);
 	return rec;
 }

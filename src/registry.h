@@ -10,6 +10,31 @@
 
 #include "internal.h"
 
+/*
+ * A pthread key that shutdown deletes and the next use makes again, so
+ * that no destructor of the library is left in any thread once it has
+ * shut down (a dlclose may follow). Every key of the library is one.
+ */
+struct rctx_tkey {
+	pthread_mutex_t lock; /* makes and deletes the key */
+	_Atomic bool made;
+	pthread_key_t key;
+	void (*dtor)(void *);
+};
+
+#define RCTX_TKEY_INIT(dtor_)                                                  \
+	{                                                                      \
+		.lock = PTHREAD_MUTEX_INITIALIZER, .dtor = (dtor_),            \
+	}
+
+/* Set the calling thread's value (making the key first if need be);
+ * 0, or a positive errno when the key cannot be made or set. */
+int rctx_tkey_set(struct rctx_tkey *k, void *val);
+
+/* Shutdown (no other thread uses k): delete the key; values set in
+ * live threads are dropped without their destructor running. */
+void rctx_tkey_drop(struct rctx_tkey *k);
+
 /* The header every record starts with. */
 struct rctx_reg_rec {
 	_Atomic uint32_t owned;	   /* a live thread uses this record */
@@ -20,6 +45,7 @@ struct rctx_reg_rec {
 enum rctx_reg_slot {
 	RCTX_REG_RUNNER = 0, /* after.c: who runs which after-func */
 	RCTX_REG_STAGE = 1,  /* stage.c: staged timers */
+	RCTX_REG_CACHE = 2,  /* alloc.c: context caches */
 	RCTX_REG_NSLOTS
 };
 
@@ -30,16 +56,17 @@ struct rctx_reg {
 	size_t size; /* bytes per record, header first */
 	/* Called at thread exit while the record is still the thread's. */
 	void (*exit)(struct rctx_reg_rec *rec);
-	pthread_mutex_t lock; /* makes the key once */
-	_Atomic bool keyed;
-	pthread_key_t key;
+	struct rctx_tkey key; /* its destructor is rctx_reg_exit */
 };
 
 #define RCTX_REG_INIT(slot_, size_, exit_)                                     \
 	{                                                                      \
 		.gen = 1, .slot = (slot_), .size = (size_), .exit = (exit_),   \
-		.lock = PTHREAD_MUTEX_INITIALIZER,                             \
+		.key = RCTX_TKEY_INIT(rctx_reg_exit),                          \
 	}
+
+/* The destructor of every registry's key (arg: the registry). */
+void rctx_reg_exit(void *arg);
 
 struct rctx_reg_mine {
 	struct rctx_reg_rec *rec;
@@ -84,7 +111,9 @@ rctx_reg_first(struct rctx_reg *r)
 /*
  * Shutdown (no other thread uses r): unlink every record and return them
  * for the caller to empty and free; threads that still cache theirs see
- * the generation change and neither use nor touch it again.
+ * the generation change and neither use nor touch it again. The key is
+ * deleted, so no destructor of ours is left in any thread (dlclose); the
+ * next claim makes a new one.
  */
 struct rctx_reg_rec *rctx_reg_take_all(struct rctx_reg *r);
 

@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "fault.h"
 #include "fork.h"
+#include "registry.h"
 #include "stats.h"
 
 /*
@@ -40,8 +41,8 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rctx_tstats *registry; /* listed blocks, under the lock */
 static int64_t gone[RCTX_STAT_N];    /* exited threads', under the lock */
 static struct rctx_tmetrics gone_m;  /* the same for metrics */
-static pthread_key_t exit_key;
-static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+static void thread_exit(void *arg);
+static struct rctx_tkey exit_key = RCTX_TKEY_INIT(thread_exit);
 
 /* Add block m's metrics into dst (both under the lock or owned). */
 static void
@@ -92,20 +93,13 @@ thread_exit(void *arg)
 	t->state = RCTX_TSTATS_GONE;
 }
 
-static void
-make_key(void)
-{
-	(void)pthread_key_create(&exit_key, thread_exit);
-}
-
 /* First count of this thread: list its block. */
 static void
 tstats_register(struct rctx_tstats *t)
 {
-	(void)pthread_once(&exit_once, make_key);
 	/* Without the destructor the block would outlive its thread in the
 	 * registry: count into `gone` instead. */
-	if (pthread_setspecific(exit_key, t) != 0) {
+	if (rctx_tkey_set(&exit_key, t) != 0) {
 		t->state = RCTX_TSTATS_GONE;
 		return;
 	}
@@ -321,6 +315,31 @@ rctx_stats_read_metrics(rctx_metrics_t *out)
 	out->cascade_sum += clamp(v[RCTX_STAT_CASCADE1]);
 	free(m);
 	return 0;
+}
+
+/*
+ * Shutdown (no other thread uses rctx): fold every listed block into
+ * `gone` and zero it, so that its thread registers again at its next
+ * count, and delete the key: no destructor of ours is left in a live
+ * thread (a dlclose may follow). The sums are unchanged.
+ */
+void
+rctx_stats_shutdown(void)
+{
+	struct rctx_tstats *t, *next;
+
+	pthread_mutex_lock(&registry_lock);
+	for (t = registry; t; t = next) {
+		next = t->next;
+		retire(t);
+		for (int i = 0; i < RCTX_STAT_N; i++)
+			/* relaxed: its thread is quiescent (shutdown) */
+			atomic_store_explicit(&t->v[i], 0,
+					      memory_order_relaxed);
+		t->state = RCTX_TSTATS_NEW;
+	}
+	pthread_mutex_unlock(&registry_lock);
+	rctx_tkey_drop(&exit_key);
 }
 
 /* fork: the child inherits the lock free and only the forking thread. */

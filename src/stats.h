@@ -193,4 +193,7 @@ rctx_stats_cascade(uint64_t n)
 void rctx_stats_read(rctx_stats_t *s);
 int rctx_stats_read_metrics(rctx_metrics_t *m); /* 0 or -ENOMEM */
 
+/* rctx_shutdown, last: the blocks fold into the totals, the key goes. */
+void rctx_stats_shutdown(void);
+
 #endif /* RCTX_STATS_H */

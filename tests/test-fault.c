@@ -284,6 +284,82 @@ test_thread(void **state)
 	rctx_shutdown();
 	assert_int_equal(rctx_alloc_outstanding(), 0);
 }
+
+/*
+ * Take one batch of contexts from the allocator and give them back as
+ * contexts other threads might still read: one flush of one batch.
+ */
+static void
+churn_batch(void)
+{
+	struct rctx *c[RCTX_FREE_BATCH];
+
+	for (int i = 0; i < RCTX_FREE_BATCH; i++) {
+		c[i] = rctx_ctx_alloc();
+		assert_non_null(c[i]);
+	}
+	for (int i = 0; i < RCTX_FREE_BATCH; i++)
+		rctx_ctx_free_rcu(c[i]);
+}
+
+/*
+ * The reclaimer's thread cannot start: freed contexts wait for it, the
+ * next flush tries again, and once it runs they are reused; a shutdown
+ * reclaims them itself when it never ran.
+ */
+static void
+test_reclaimer_thread(void **state)
+{
+	enum { ROUNDS = 8, N = (ROUNDS + 1) * RCTX_FREE_BATCH };
+	static struct rctx *c[N];
+	long batches;
+
+	(void)state;
+	rctx_shutdown(); /* no reclaimer, empty caches */
+	assert_int_equal(rctx_alloc_outstanding(), 0);
+	batches = rctx_alloc_reclaimer_batches();
+	for (int r = 0; r < ROUNDS; r++) {
+		rctx_fault_arm(RCTX_FAULT_THREAD, 1);
+		churn_batch();
+		/* the flush tried to start it, and that start failed */
+		assert_int_equal(rctx_fault_calls(RCTX_FAULT_THREAD), 1);
+	}
+	rctx_fault_arm(RCTX_FAULT_THREAD, 0);
+	/* Nothing was reclaimed, so every context came from malloc. */
+	assert_int_equal(rctx_alloc_reclaimer_batches(), batches);
+	assert_int_equal(rctx_alloc_outstanding(), ROUNDS * RCTX_FREE_BATCH);
+
+	/* Not sticky: the next flush starts it, and it takes every batch. */
+	churn_batch();
+	for (int i = 0; rctx_alloc_reclaimer_batches() < batches + ROUNDS + 1;
+	     i++) {
+		assert_true(i < 30000); /* hang guard: 30 s */
+		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	}
+	/* Reclaimed contexts are reused: no new malloc for as many. */
+	for (int i = 0; i < N; i++) {
+		c[i] = rctx_ctx_alloc();
+		assert_non_null(c[i]);
+	}
+	assert_int_equal(rctx_alloc_outstanding(), N);
+	for (int i = 0; i < N; i++)
+		rctx_ctx_free_rcu(c[i]);
+	rctx_shutdown();
+	assert_int_equal(rctx_alloc_outstanding(), 0);
+
+	/* It never starts: shutdown waits out the grace period itself. */
+	batches = rctx_alloc_reclaimer_batches();
+	for (int r = 0; r < ROUNDS; r++) {
+		rctx_fault_arm(RCTX_FAULT_THREAD, 1);
+		churn_batch();
+		assert_int_equal(rctx_fault_calls(RCTX_FAULT_THREAD), 1);
+	}
+	rctx_fault_arm(RCTX_FAULT_THREAD, 0);
+	assert_int_equal(rctx_alloc_outstanding(), ROUNDS * RCTX_FREE_BATCH);
+	rctx_shutdown();
+	assert_int_equal(rctx_alloc_outstanding(), 0);
+	assert_int_equal(rctx_alloc_reclaimer_batches(), batches);
+}
 #endif
 
 int
@@ -298,6 +374,7 @@ main(void)
 		cmocka_unit_test(test_malloc_every_n),
 		cmocka_unit_test(test_eventfd),
 		cmocka_unit_test(test_thread),
+		cmocka_unit_test(test_reclaimer_thread),
 	};
 	return RUN_TESTS(tests);
 #endif

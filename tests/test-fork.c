@@ -342,6 +342,75 @@ test_fork_child_reclaims(void **state)
 	wait_reclaimer_beyond(before);
 }
 
+/*
+ * Item 7: a deadline armed before fork fires in a child that makes no
+ * call that arms or waits: it only polls the context's fd with poll(2),
+ * or spins on rctx_done. The child exits 0 iff the deadline fired, and
+ * not before it was due; the bounds are hang guards only. The child takes
+ * the fd itself: an eventfd made before fork would be the parent's too,
+ * and the parent's own fire would make it readable.
+ */
+static void
+child_polls_only(rctx_t *d, rctx_time_t due, bool use_fd)
+{
+	rctx_time_t give_up = rctx_now() + 30 * RCTX_SEC;
+
+	if (use_fd) {
+		struct pollfd p = { .fd = rctx_fd(d), .events = POLLIN };
+		int r;
+
+		CHILD_CHECK(p.fd >= 0);
+		do {
+			r = poll(&p, 1, 30 * 1000);
+		} while (r < 0 && errno == EINTR);
+		CHILD_CHECK(r == 1); /* 0: it never fired (hang guard) */
+	} else {
+		while (!rctx_done(d)) {
+			CHILD_CHECK(rctx_now() < give_up);
+			nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+		}
+	}
+	CHILD_CHECK(rctx_now() >= due); /* never early */
+	CHILD_CHECK(rctx_err(d) == ETIMEDOUT);
+	_exit(0);
+}
+
+static void
+fork_poll_only(bool use_fd)
+{
+	/* The parent's timer service runs (it started for this deadline). */
+	rctx_time_t t0 = rctx_now();
+	rctx_t *d = rctx_with_timeout(rctx_background(), 100 * RCTX_MSEC);
+	assert_non_null(d);
+
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		child_polls_only(d, t0 + 100 * RCTX_MSEC, use_fd);
+
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(rctx_wait(d, LONG_WAIT), ETIMEDOUT);
+	rctx_release(d);
+}
+
+static void
+test_fork_child_polls_fd(void **state)
+{
+	(void)state;
+	fork_poll_only(true);
+}
+
+static void
+test_fork_child_spins_done(void **state)
+{
+	(void)state;
+	fork_poll_only(false);
+}
+
 int
 main(void)
 {
@@ -350,6 +419,8 @@ main(void)
 		cmocka_unit_test(test_fork_child_waits_first),
 		cmocka_unit_test(test_fork_during_churn),
 		cmocka_unit_test(test_fork_child_reclaims),
+		cmocka_unit_test(test_fork_child_polls_fd),
+		cmocka_unit_test(test_fork_child_spins_done),
 	};
 	return RUN_TESTS(tests);
 }

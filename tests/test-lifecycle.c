@@ -52,6 +52,8 @@ test_shutdown_keeps_held_contexts(void **state)
 
 	rctx_t *parent = rctx_with_cancel(rctx_background());
 	rctx_t *far = rctx_with_timeout(parent, 3600 * RCTX_SEC);
+	/* before the arm: soon's deadline is at least t0 + 50 ms */
+	rctx_time_t t0 = rctx_now();
 	rctx_t *soon = rctx_with_timeout(rctx_background(), 50 * RCTX_MSEC);
 	rctx_t *early = rctx_with_timeout(rctx_background(), RCTX_MSEC);
 	assert_non_null(parent);
@@ -59,7 +61,6 @@ test_shutdown_keeps_held_contexts(void **state)
 	assert_non_null(soon);
 	assert_non_null(early);
 	assert_int_equal(rctx_after_func(far, &reg, count_fn, (void *)&ran), 0);
-	rctx_time_t t0 = rctx_now();
 
 	rctx_shutdown();
 

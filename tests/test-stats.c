@@ -482,6 +482,94 @@ test_races_settle(void **state)
 	assert_true(s.cancelled - s0.cancelled >= ROUNDS); /* the parents */
 }
 
+/* A thread alive across rctx_shutdown: phase 1 counts, 2 counts again. */
+struct across {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int phase, done;
+};
+
+static void
+across_step(struct across *a, int done, int wait_for)
+{
+	pthread_mutex_lock(&a->mu);
+	a->done = done;
+	pthread_cond_broadcast(&a->cv);
+	while (a->phase < wait_for)
+		pthread_cond_wait(&a->cv, &a->mu);
+	pthread_mutex_unlock(&a->mu);
+}
+
+static void
+across_make(int n)
+{
+	for (int i = 0; i < n; i++) {
+		rctx_t *c = rctx_with_cancel(rctx_background());
+
+		WCHECK(c != NULL);
+		rctx_release(c);
+	}
+}
+
+static void *
+across_thread(void *arg)
+{
+	struct across *a = arg;
+
+	across_make(10);
+	across_step(a, 1, 2); /* counted; wait out the shutdown */
+	across_make(7);
+	across_step(a, 2, 3);
+	return NULL; /* its exit folds its block once more */
+}
+
+static void
+across_wait(struct across *a, int done)
+{
+	pthread_mutex_lock(&a->mu);
+	while (a->done < done)
+		pthread_cond_wait(&a->cv, &a->mu);
+	pthread_mutex_unlock(&a->mu);
+}
+
+static void
+across_phase(struct across *a, int phase)
+{
+	pthread_mutex_lock(&a->mu);
+	a->phase = phase;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+/*
+ * Shutdown folds every live thread's counts into the totals and deletes
+ * the thread-exit key (nothing of ours is left for a dlclose): the sums
+ * do not move, a thread that counts again after it registers again, and
+ * its exit neither loses nor doubles its counts.
+ */
+static void
+test_counts_across_shutdown(void **state)
+{
+	struct across a = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+			    0, 0 };
+	pthread_t th;
+	uint64_t c0;
+
+	(void)state;
+	c0 = snap().created;
+	assert_int_equal(pthread_create(&th, NULL, across_thread, &a), 0);
+	across_wait(&a, 1);
+	assert_int_equal(snap().created, c0 + 10);
+	rctx_shutdown();
+	assert_int_equal(snap().created, c0 + 10);
+	across_phase(&a, 2);
+	across_wait(&a, 2);
+	assert_int_equal(snap().created, c0 + 17);
+	across_phase(&a, 3);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(snap().created, c0 + 17);
+}
+
 int
 main(void)
 {
@@ -493,6 +581,7 @@ main(void)
 		cmocka_unit_test(test_deadlines),
 		cmocka_unit_test(test_lateness_recorded),
 		cmocka_unit_test(test_threads_that_exit),
+		cmocka_unit_test(test_counts_across_shutdown),
 		cmocka_unit_test(test_races_settle),
 		cmocka_unit_test(test_fork_child_counts),
 	};
