@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* The shared pool and the reclaimer (reclaim.c), alloc.c's second half. */
+#ifndef RCTX_RECLAIM_H
+#define RCTX_RECLAIM_H
+
+#include "internal.h"
+
+/* A reclaimed batch: its first context heads the list through free_next;
+ * batches chain through work_next. */
+static inline struct rctx *
+rctx_batch_next(struct rctx *b)
+{
+	return b->work_next;
+}
+
+/* The pool (alloc.A): push one batch, or a chain of batches; take one
+ * batch (NULL if empty). */
+void rctx_pool_push(struct rctx *batch);
+void rctx_pool_push_chain(struct rctx *first);
+struct rctx *rctx_pool_take(void);
+/* After a push by a thread other than the reclaimer: arm the trim (trim.B). */
+void rctx_pool_kick(void);
+/* Free what the pool holds beyond keep contexts; how many were freed. */
+long rctx_pool_trim(long keep);
+
+/* Hand a batch (through free_next) to the reclaimer for a grace period. */
+void rctx_gp_push(struct rctx *b);
+/* Return a list (through free_next) to malloc; how many it held. */
+long rctx_reclaim_free_list(struct rctx *c);
+/* A context came from malloc (counted; pool traffic, I4). */
+void rctx_reclaim_count_malloc(void);
+/* Reclaim every batch flushed so far (after the reclaimer's round). */
+void rctx_reclaim_round(void);
+/* Shutdown: stop and join the reclaimer, disarm the trim. */
+void rctx_reclaim_stop(void);
+
+#endif /* RCTX_RECLAIM_H */
