@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The cancellation tree: derive, cancel cascade, references and freeing. */
+/* The cancellation tree: derive, references and freeing (cancel: cascade.c). */
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
