@@ -454,7 +454,7 @@ test_no_alloc(void **state)
 {
 #ifdef LA_NO_MALLOC_COUNT
 	(void)state;
-	skip();
+	TEST_SKIP("sanitizers bring their own malloc: nothing to count");
 #else
 	enum { N = 64 };
 	rctx_loop_t *loop = rctx_loop_new();
@@ -919,7 +919,7 @@ test_no_slot(void **state)
 	}
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 4 * NS_LOOPS) {
 		rctx_release(ctx);
-		skip();
+		TEST_SKIP("too few file descriptors for 1,025 loops");
 	}
 	assert_int_equal(pthread_attr_init(&attr), 0);
 	assert_int_equal(pthread_attr_setstacksize(&attr, 256 * 1024), 0);
@@ -952,7 +952,7 @@ test_no_slot(void **state)
 	assert_int_equal(refs_of(ctx), 1);
 	if (n < NS_LOOPS) { /* threads or fds ran out first */
 		rctx_release(ctx);
-		skip();
+		TEST_SKIP("threads or fds ran out before 1,025 loops");
 	}
 	loop = rctx_loop_new();
 	assert_non_null(loop);

@@ -375,7 +375,7 @@ test_fork_child_counts(void **state)
 
 	(void)state;
 #ifdef UNDER_TSAN
-	skip(); /* TSan cannot start threads after a multi-threaded fork */
+	TEST_SKIP("TSan cannot start threads after a multi-threaded fork");
 #endif
 	memset(&w, 0, sizeof(w));
 	assert_int_equal(pthread_create(&w.tid, NULL, worker_main, &w), 0);
