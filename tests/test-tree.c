@@ -179,8 +179,18 @@ test_s02_null_parent_and_enomem(void **state)
 	/*
 	 * Out of memory. The parent has its inline slots full, so a
 	 * cancelable child needs two mallocs (the context, then a table of
-	 * the children set). Make the 1st, then the 2nd, fail.
+	 * the children set). Make the 1st, then the 2nd, fail. The thread
+	 * stays on one CPU: a deadline armed on a CPU whose wheel does not
+	 * exist yet allocates it, and that allocation failing is tolerated
+	 * (the deadline goes to another wheel), which would shift the count.
 	 */
+	cpu_set_t all, one;
+	int cpu = sched_getcpu();
+
+	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+	CPU_ZERO(&one);
+	CPU_SET(cpu >= 0 ? cpu : 0, &one);
+	(void)sched_setaffinity(0, sizeof(one), &one);
 	reclaim();
 	for (int k = 0; k < CTOR_NKINDS; k++) {
 		int maxn = (k == CTOR_VALUE || k == CTOR_WITHOUT) ? 1 : 2;
@@ -241,6 +251,7 @@ test_s02_null_parent_and_enomem(void **state)
 		rctx_release(p);
 	}
 	keep_release(&keep);
+	(void)sched_setaffinity(0, sizeof(all), &all);
 }
 
 /* Builds a child of `kind` under parent through `layers` value layers. */
