@@ -119,9 +119,9 @@ fi
 if command -v valgrind >/dev/null 2>&1; then
 	step vg-build 900 env CC=gcc CXX=g++ "${setup[@]}" "$prefix-vg" -Dtests=enabled -Dbenchmarks=disabled \
 		-Dbuildtype=debugoptimized -Ddebug_checks=enabled -Db_sanitize=none
-	step valgrind 1200 meson test -C "$prefix-vg" --no-suite interop \
+	step valgrind 1200 meson test -C "$prefix-vg" --no-suite interop --no-suite docs \
 		--num-processes 1 --timeout-multiplier 10 --print-errorlogs \
-		--wrap='valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite --track-fds=no --fair-sched=yes --quiet'
+		--wrap='valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite --track-fds=no --fair-sched=yes --max-threads=2000 --quiet'
 else
 	skip valgrind "valgrind not installed"
 fi
