@@ -68,9 +68,10 @@ _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
  *      takes the slow path and drains the list, or the registrant sees the
  *      context done.
  *  after.E Unnamed runs. A run nested deeper than RCTX_AFTER_NEST, or on a
- *      thread that could not get a record (out of memory: then it counts
- *      in the static runner_spare, so running an after-func never needs
- *      an allocation to be safe), is only counted in its record's `deep`
+ *      thread that has no record (out of memory, or a run inside a
+ *      registration, which never allocates one: then it counts in the
+ *      static runner_spare, so running an after-func never needs an
+ *      allocation to be safe), is only counted in its record's `deep`
  *      (seq_cst increment before the claim, as after.A; seq_cst decrement
  *      after fn, as after.B). A stopper that finds reg named nowhere waits
  *      until every such count it can see drops to zero: conservative (it
@@ -104,15 +105,21 @@ static struct rctx_reg runner_reg =
 /* Stands in for the record of a thread that could not get one (after.E). */
 static struct rctx_runner runner_spare;
 
-/* This thread's runner record, or the shared spare (never NULL). */
+/*
+ * This thread's runner record, or the shared spare (never NULL). A new
+ * record is allocated only where the caller may allocate (a cancel, the
+ * timer service); registering never allocates (SEMANTICS 25), so there a
+ * thread without a record takes an idle one or counts in the spare.
+ */
 static struct rctx_runner *
-runner_self(void)
+runner_self(bool may_alloc)
 {
 	struct rctx_reg_rec *rec = rctx_reg_mine(&runner_reg);
 
 	if (RCTX_LIKELY(rec != NULL))
 		return (struct rctx_runner *)rec;
-	rec = rctx_reg_claim(&runner_reg, NULL, NULL, NULL);
+	rec = may_alloc ? rctx_reg_claim(&runner_reg, NULL, NULL, NULL)
+			: rctx_reg_claim_idle(&runner_reg);
 	return rec ? (struct rctx_runner *)rec : &runner_spare;
 }
 
@@ -238,7 +245,7 @@ void
 rctx_after_fire(_Atomic uintptr_t *slot, uintptr_t entry)
 {
 	struct rctx_after_impl *a = (void *)(entry & ~RCTX_CSET_TAG_AFTER);
-	struct rctx_runner *me = runner_self();
+	struct rctx_runner *me = runner_self(true);
 
 	announce(me, a); /* before claiming (after.A) */
 	if (!claim(slot, entry)) {
@@ -314,7 +321,7 @@ rctx_after_fire_overflow(struct rctx *c)
 	 * push we miss sees c done and claims itself (after.D) */
 	if (atomic_load_explicit(&c->aover, memory_order_acquire) == NULL)
 		return;
-	me = runner_self();
+	me = runner_self(true);
 	for (;;) {
 		struct rctx_after_impl *a;
 
@@ -351,7 +358,7 @@ register_overflow(struct rctx *src, struct rctx_after_impl *a)
 	if (!rctx_st_err(
 		atomic_load_explicit(&src->state, memory_order_seq_cst)))
 		return;
-	me = runner_self();
+	me = runner_self(false);
 	olock(src);
 	mine = oclaim(src, a, me);
 	ounlock(src);
@@ -393,7 +400,7 @@ rctx_after_register_aux(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 		return 0;
 	}
 	if (rctx_st_err(rctx_state_load(src))) {
-		struct rctx_runner *me = runner_self();
+		struct rctx_runner *me = runner_self(false);
 
 		announce(me, a); /* lets fn's own stop see it runs */
 		run_claimed(a, me);

@@ -89,17 +89,14 @@ rctx_tkey_drop(struct rctx_tkey *k)
 	pthread_mutex_unlock(&k->lock);
 }
 
-struct rctx_reg_rec *
-rctx_reg_claim(struct rctx_reg *r,
-	       bool (*match)(const struct rctx_reg_rec *, const void *),
-	       void (*init)(struct rctx_reg_rec *, const void *),
-	       const void *arg)
+/* An idle record for which match holds, now owned by the caller; or NULL. */
+static struct rctx_reg_rec *
+take_idle(struct rctx_reg *r,
+	  bool (*match)(const struct rctx_reg_rec *, const void *),
+	  const void *arg)
 {
-	/* relaxed: see rctx_reg_mine */
-	unsigned gen = atomic_load_explicit(&r->gen, memory_order_relaxed);
-	struct rctx_reg_rec *rec;
-
-	for (rec = rctx_reg_first(r); rec; rec = rec->next) {
+	for (struct rctx_reg_rec *rec = rctx_reg_first(r); rec;
+	     rec = rec->next) {
 		uint32_t zero = 0;
 
 		/* acquire: registry.B, pairs with the release store in
@@ -108,8 +105,34 @@ rctx_reg_claim(struct rctx_reg *r,
 		    atomic_compare_exchange_strong_explicit(
 			&rec->owned, &zero, 1, memory_order_acquire,
 			memory_order_relaxed))
-			goto got;
+			return rec;
 	}
+	return NULL;
+}
+
+/* Make rec the calling thread's, of generation gen. */
+static struct rctx_reg_rec *
+adopt(struct rctx_reg *r, struct rctx_reg_rec *rec, unsigned gen)
+{
+	/* Without the key the record is given back only at shutdown. */
+	(void)rctx_tkey_set(&r->key, r);
+	rctx_reg_tls[r->slot].rec = rec;
+	rctx_reg_tls[r->slot].gen = gen;
+	return rec;
+}
+
+struct rctx_reg_rec *
+rctx_reg_claim(struct rctx_reg *r,
+	       bool (*match)(const struct rctx_reg_rec *, const void *),
+	       void (*init)(struct rctx_reg_rec *, const void *),
+	       const void *arg)
+{
+	/* relaxed: see rctx_reg_mine */
+	unsigned gen = atomic_load_explicit(&r->gen, memory_order_relaxed);
+	struct rctx_reg_rec *rec = take_idle(r, match, arg);
+
+	if (rec)
+		return adopt(r, rec, gen);
 	rec = rctx_calloc(1, r->size);
 	if (rec == NULL)
 		return NULL;
@@ -124,12 +147,17 @@ rctx_reg_claim(struct rctx_reg *r,
 						      memory_order_release,
 						      memory_order_relaxed))
 		;
-got:
-	/* Without the key the record is given back only at shutdown. */
-	(void)rctx_tkey_set(&r->key, r);
-	rctx_reg_tls[r->slot].rec = rec;
-	rctx_reg_tls[r->slot].gen = gen;
-	return rec;
+	return adopt(r, rec, gen);
+}
+
+struct rctx_reg_rec *
+rctx_reg_claim_idle(struct rctx_reg *r)
+{
+	/* relaxed: see rctx_reg_mine */
+	unsigned gen = atomic_load_explicit(&r->gen, memory_order_relaxed);
+	struct rctx_reg_rec *rec = take_idle(r, NULL, NULL);
+
+	return rec ? adopt(r, rec, gen) : NULL;
 }
 
 struct rctx_reg_rec *

@@ -99,6 +99,12 @@ rctx_reg_claim(struct rctx_reg *r,
 	       void (*init)(struct rctx_reg_rec *, const void *),
 	       const void *arg);
 
+/*
+ * Claim an idle record (one a thread gave back at exit) and never
+ * allocate: NULL if there is none. Records carry no init here.
+ */
+struct rctx_reg_rec *rctx_reg_claim_idle(struct rctx_reg *r);
+
 /* The newest record (walk on through ->next); any thread, any time. */
 static inline struct rctx_reg_rec *
 rctx_reg_first(struct rctx_reg *r)

@@ -139,8 +139,8 @@ test_s20_after_func_runs_once_on_done_thread(void **state)
 	/* A slow machine (valgrind) may pass the millisecond before the
 	 * registration: then the context was done already and fn ran here,
 	 * before rctx_after_func returned. It may run nowhere else here. */
-	bool ran_in_register = atomic_load(&r3.ran) != 0 &&
-			       pthread_equal(r3.who, pthread_self());
+	bool ran_in_register =
+	    atomic_load(&r3.ran) != 0 && pthread_equal(r3.who, pthread_self());
 	assert_int_equal(rctx_wait(t, -1), ETIMEDOUT);
 	while (atomic_load(&r3.ran) == 0)
 		sched_yield(); /* fn may still be on its way on the timer */
@@ -703,6 +703,53 @@ test_s25_register_on_full_set_does_not_allocate(void **state)
 			 cnt0, cap0, r, calls);
 }
 
+/*
+ * SEMANTICS 25 on a thread's first run: registering on a done context runs
+ * fn at once, and a thread that had never run an after-func had to
+ * allocate its runner record for it (issue 10, item 9). Shutdown first, so
+ * no record given back by an exited thread is there to reuse.
+ */
+struct first_run {
+	rctx_t *done;
+	_Atomic int ran;
+	int r;
+	unsigned long calls;
+};
+
+static void *
+first_run_thread(void *arg)
+{
+	struct first_run *f = arg;
+	rctx_after_t reg;
+
+	rctx_fault_arm(RCTX_FAULT_MALLOC, 1);
+	f->r = rctx_after_func(f->done, &reg, count_fn, &f->ran);
+	f->calls = rctx_fault_calls(RCTX_FAULT_MALLOC);
+	rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
+	if (f->r == 0)
+		(void)rctx_after_stop(&reg);
+	return NULL;
+}
+
+static void
+test_s25_first_run_in_register_does_not_allocate(void **state)
+{
+	struct first_run f = { 0 };
+	pthread_t th;
+
+	(void)state;
+	rctx_shutdown();
+	f.done = rctx_with_cancel(rctx_background());
+	assert_non_null(f.done);
+	assert_int_equal(rctx_cancel(f.done), 0);
+	xpthread_create(&th, first_run_thread, &f);
+	pthread_join(th, NULL);
+	assert_int_equal(f.r, 0);
+	assert_int_equal(atomic_load(&f.ran), 1);
+	assert_int_equal(f.calls, 0);
+	rctx_release(f.done);
+}
+
 int
 main(void)
 {
@@ -716,6 +763,8 @@ main(void)
 		cmocka_unit_test(test_s25_register_and_stop_do_not_allocate),
 		cmocka_unit_test(
 		    test_s25_register_on_full_set_does_not_allocate),
+		cmocka_unit_test(
+		    test_s25_first_run_in_register_does_not_allocate),
 	};
 
 	return RUN_TESTS(tests);
