@@ -33,16 +33,16 @@
  *    turns readable (item 1: a cascade writing a closed fd);
  *  - an after-func runs at most once, and at the end exactly once unless
  *    a stop returned true;
- *  - rctx_after_stop never returns while fn runs (item 5; it still fails
- *    when a nested after-func runs on fn's thread, so that check is off
- *    until the fix lands: TORTURE_CHECK_STOP_WHILE_RUNNING);
+ *  - rctx_after_stop never returns while fn runs, nested after-funcs
+ *    on fn's thread included (item 5; TORTURE_CHECK_STOP_WHILE_RUNNING=0
+ *    turns the check off);
  *  - a fork child's observers finish (item 6);
  *  - values are the nearest ancestor's; a deadline is never early.
  * Rounds alternate loop mode (thread 0 owns a loop that serves every
  * deadline) and library timer threads, with rctx_shutdown in between.
  */
 #ifndef TORTURE_CHECK_STOP_WHILE_RUNNING
-#define TORTURE_CHECK_STOP_WHILE_RUNNING 0
+#define TORTURE_CHECK_STOP_WHILE_RUNNING 1
 #endif
 
 #define NTHREADS 4
