@@ -266,6 +266,22 @@ steal_caches(void)
 }
 
 void
+rctx_alloc_fork_child_orphan(void)
+{
+	for (struct rctx_reg_rec *rec = rctx_reg_first(&cache_reg); rec;
+	     rec = rec->next) {
+		struct rctx_cache_rec *cr = (struct rctx_cache_rec *)rec;
+
+		if (cr->tc == &tcache)
+			continue;
+		cr->tc = NULL;
+		/* relaxed: the child has one thread; a later claim by a new
+		 * thread of the child reuses the record */
+		atomic_store_explicit(&rec->owned, 0, memory_order_relaxed);
+	}
+}
+
+void
 rctx_alloc_shutdown(void)
 {
 	rctx_alloc_flush();

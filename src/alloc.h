@@ -50,6 +50,14 @@ void rctx_alloc_barrier(void);
  */
 void rctx_alloc_shutdown(void);
 
+/*
+ * Fork child (single-threaded): forget every other thread's cache. Those
+ * threads do not exist here and their thread-local storage may be
+ * unmapped, so shutdown must not reach their caches (their contexts are
+ * lost to the child, as include/rctx.h says).
+ */
+void rctx_alloc_fork_child_orphan(void);
+
 /* Batches the reclaimer thread has returned to the pool (tests). */
 long rctx_alloc_reclaimer_batches(void);
 

@@ -491,6 +491,7 @@ rctx_alloc_after_fork_child(void)
 	atomic_store_explicit(&rcl_stop, false, memory_order_relaxed);
 	/* No reclaimer will trim: the next push starts one (rctx_pool_kick). */
 	atomic_store_explicit(&trim_armed, false, memory_order_relaxed);
+	rctx_alloc_fork_child_orphan();
 	pthread_mutex_unlock(&pool_lock); /* this thread took both */
 	pthread_mutex_unlock(&rcl_lock);
 }

@@ -36,7 +36,8 @@
  *  - rctx_after_stop never returns while fn runs, nested after-funcs
  *    on fn's thread included (item 5; TORTURE_CHECK_STOP_WHILE_RUNNING=0
  *    turns the check off);
- *  - a fork child's observers finish (item 6);
+ *  - a fork child's observers finish (item 6), and its rctx_shutdown
+ *    does not touch the parent's other threads' caches;
  *  - values are the nearest ancestor's; a deadline is never early.
  * Rounds alternate loop mode (thread 0 owns a loop that serves every
  * deadline) and library timer threads, with rctx_shutdown in between.
@@ -412,9 +413,13 @@ op_fork(struct worker *w, struct node *n)
 			if (fd >= 0 && !readable(fd))
 				_exit(4);
 		}
-		/* End by exec: other threads' contexts, unreachable here,
-		 * are not the child's to free (valgrind's leak check would
-		 * count them at exit). */
+		/* Shut the library down: the parent's other threads and
+		 * their thread-local caches do not exist here (their stacks
+		 * may be unmapped), and shutdown must not reach for them.
+		 * Then end by exec: their contexts, unreachable here, are
+		 * not the child's to free (valgrind's leak check would count
+		 * them at exit). */
+		rctx_shutdown();
 		execl("/bin/true", "true", (char *)NULL);
 		_exit(0);
 	}
