@@ -282,16 +282,22 @@ rctx_alloc_fork_child_orphan(void)
 }
 
 void
+rctx_alloc_shutdown_begin(void)
+{
+	rctx_reclaim_stop(); /* the reclaimer joined, trims disarmed */
+}
+
+void
 rctx_alloc_shutdown(void)
 {
-	rctx_alloc_flush();
-	rctx_reclaim_stop();  /* the reclaimer joined, trims disarmed */
+	rctx_reclaim_stop();  /* again: idempotent */
 	rctx_alloc_barrier(); /* every batch flushed has reached the pool */
 	steal_caches();
 	rctx_reclaim_free_list(tcache.free);
 	tcache.free = NULL;
 	tcache.nfree = 0;
 	(void)rctx_pool_trim(0);
+	rctx_reclaim_resume();
 }
 
 void

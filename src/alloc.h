@@ -44,6 +44,9 @@ void rctx_alloc_thread_flush(void);
  */
 void rctx_alloc_barrier(void);
 
+/* The start of rctx_shutdown: the reclaimer stops, and none starts. */
+void rctx_alloc_shutdown_begin(void);
+
 /*
  * Wait for every deferred free, then return every cached context to the
  * system (rctx_shutdown), other live threads' caches included.

@@ -277,6 +277,7 @@ rctx_release(rctx_t *ctx)
 RCTX_API void
 rctx_shutdown(void)
 {
+	rctx_alloc_shutdown_begin();
 	rctx_timer_shutdown();
 	rctx_alloc_shutdown();
 	rctx_after_shutdown();

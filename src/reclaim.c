@@ -57,6 +57,7 @@ static pthread_mutex_t rcl_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_t rcl_thread;
 static bool rcl_running;
 static _Atomic bool rcl_started;  /* flush's hint: rcl_running */
+static bool rcl_held; /* under rcl_lock: a shutdown runs, start none */
 static _Atomic bool rcl_stop;	  /* shutdown asks the reclaimer to exit */
 static _Atomic bool rcl_unparked; /* starting up: fork waits (fork.c) */
 static _Atomic bool rcl_sleeping; /* asleep on rcl_futex (alloc.B) */
@@ -364,7 +365,7 @@ rcl_start(void)
 	pthread_mutex_lock(&rcl_lock);
 	/* Its fork hooks go in before the thread exists. On failure (of
 	 * either) batches wait on gp_head and the next flush tries again. */
-	if (!rcl_running && rctx_fork_register() == 0) {
+	if (!rcl_running && !rcl_held && rctx_fork_register() == 0) {
 		/* relaxed: the new thread is ordered by pthread_create */
 		atomic_store_explicit(&rcl_stop, false, memory_order_relaxed);
 		/* relaxed: under rcl_lock, which fork's prepare takes first */
@@ -594,6 +595,8 @@ rctx_reclaim_stop(void)
 	pthread_mutex_lock(&rcl_lock);
 	bool joined = rcl_running;
 
+	rcl_held = true; /* until rctx_reclaim_resume */
+
 	if (rcl_running) {
 		/* relaxed: the reclaimer reads it under rcl_lock, or after
 		 * the acquire of rcl_futex that rcl_wake's release orders */
@@ -609,4 +612,12 @@ rctx_reclaim_stop(void)
 		pthread_join(rcl_thread, NULL);
 	/* relaxed: quiescent; the next push starts a reclaimer (pool_kick) */
 	atomic_store_explicit(&trim_armed, false, memory_order_relaxed);
+}
+
+void
+rctx_reclaim_resume(void)
+{
+	pthread_mutex_lock(&rcl_lock);
+	rcl_held = false;
+	pthread_mutex_unlock(&rcl_lock);
 }

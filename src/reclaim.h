@@ -31,7 +31,14 @@ long rctx_reclaim_free_list(struct rctx *c);
 void rctx_reclaim_count_malloc(void);
 /* Reclaim every batch flushed so far (after the reclaimer's round). */
 void rctx_reclaim_round(void);
-/* Shutdown: stop and join the reclaimer, disarm the trim. */
+/*
+ * Shutdown: stop and join the reclaimer, disarm the trim, and start no
+ * reclaimer (batches wait for rctx_reclaim_round) until resumed. A
+ * shutdown that started a thread only to join it would be waste, and in
+ * a fork child under TSan fatal.
+ */
 void rctx_reclaim_stop(void);
+/* The end of a shutdown: the next push may start a reclaimer again. */
+void rctx_reclaim_resume(void);
 
 #endif /* RCTX_RECLAIM_H */
