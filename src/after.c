@@ -76,6 +76,14 @@ _Static_assert(sizeof(struct rctx_after_impl) <= sizeof(rctx_after_t),
  *      after fn, as after.B). A stopper that finds reg named nowhere waits
  *      until every such count it can see drops to zero: conservative (it
  *      may wait for an unrelated fn), never early.
+ *  after.F A stopper reads src (state, slot, olock), which only the
+ *      registration's reference keeps alive, so it first CASes the state
+ *      PENDING -> STOPPING; a claimer CASes PENDING -> FIRED before fn.
+ *      One CAS wins (acq_rel on both sides). If the claimer's wins, the
+ *      stopper never touches src. If the stopper's wins, the claimer
+ *      keeps the reference alive for it: it stores HANDOFF (release; the
+ *      stopper's acquire load waits for it) and does not release ctx;
+ *      the stopper drops the reference once fn has returned.
  *
  * Progress: register and a winning stop are lock-free while the set has a
  * free slot; on a crowded context they take its spin bit for a few
@@ -210,10 +218,19 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 	void *arg = a->arg;
 	struct rctx *ctx = a->ctx;
 
-	/* relaxed: read only by stop on the registering side, which also
-	 * synchronised through the slot CAS (after.A) */
-	atomic_store_explicit(&a->state, RCTX_AFTER_FIRED,
-			      memory_order_relaxed);
+	uint32_t st = RCTX_AFTER_PENDING;
+
+	/* acq_rel: after.F, against the stopper's CAS to STOPPING. A stopper
+	 * that got there first is reading src: the context's reference goes
+	 * to it (HANDOFF, release: pairs with its acquire load), and it drops
+	 * the reference once fn has returned and it no longer looks. */
+	if (!atomic_compare_exchange_strong_explicit(
+		&a->state, &st, RCTX_AFTER_FIRED, memory_order_acq_rel,
+		memory_order_acquire)) {
+		atomic_store_explicit(&a->state, RCTX_AFTER_HANDOFF,
+				      memory_order_release);
+		ctx = NULL;
+	}
 	/* fn sees the context as observers do: done, fd readable
 	 * (wait.B); a registrant may have claimed on a PENDING word */
 	if (a->src != NULL)
@@ -402,6 +419,10 @@ rctx_after_register_aux(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 	if (rctx_st_err(rctx_state_load(src))) {
 		struct rctx_runner *me = runner_self(false);
 
+		/* relaxed: no stop can run before we return (run_claimed's
+		 * CAS needs PENDING) */
+		atomic_store_explicit(&a->state, RCTX_AFTER_PENDING,
+				      memory_order_relaxed);
 		announce(me, a); /* lets fn's own stop see it runs */
 		run_claimed(a, me);
 		return 0;
@@ -551,29 +572,19 @@ unregister_won(struct rctx_after_impl *a)
 	return true;
 }
 
-bool
-rctx_after_unregister(rctx_after_t *reg)
+/*
+ * Withdraw a registration this stopper marked STOPPING if no canceller
+ * has claimed it: true if we won. src is alive throughout (after.F).
+ */
+static bool
+withdraw(struct rctx_after_impl *a)
 {
-	struct rctx_after_impl *a = (struct rctx_after_impl *)(void *)reg;
-	/* acquire: pairs with run_claimed's store through the slot CAS */
-	uint32_t st = atomic_load_explicit(&a->state, memory_order_acquire);
-	struct rctx_runner *me;
-
-	if (st == RCTX_AFTER_IDLE)
-		return false;
-	if (st == RCTX_AFTER_PENDING && a->slot == NULL && a->src == NULL) {
-		/* relaxed: registration storage belongs to the caller */
-		atomic_store_explicit(&a->state, RCTX_AFTER_IDLE,
-				      memory_order_relaxed);
-		return true;
-	}
 	/* acquire: pairs with the state CAS that made src done (tree.C) */
-	if (st == RCTX_AFTER_PENDING &&
-	    rctx_st_err(
+	if (rctx_st_err(
 		atomic_load_explicit(&a->src->state, memory_order_acquire)) &&
-	    done_wait_claimed(a)) {
-		/* fall through: claimed by the canceller (or registrant) */
-	} else if (st == RCTX_AFTER_PENDING && a->slot == NULL) {
+	    done_wait_claimed(a))
+		return false; /* claimed by the canceller */
+	if (a->slot == NULL) {
 		/* On the overflow list: unlinking it is winning. */
 		struct rctx *src = a->src;
 		bool won;
@@ -583,16 +594,56 @@ rctx_after_unregister(rctx_after_t *reg)
 		if (won)
 			ounlink(src, a);
 		ounlock(src);
-		if (won)
-			return unregister_won(a);
-	} else if (st == RCTX_AFTER_PENDING &&
-		   claim(a->slot, (uintptr_t)a | RCTX_CSET_TAG_AFTER)) {
-		return unregister_won(a);
+		return won;
 	}
-	/* fn was claimed by a canceller: wait until it has returned, or
-	 * return at once from inside fn (wait_not_running skips us). */
-	me = (struct rctx_runner *)rctx_reg_mine(&runner_reg);
-	wait_not_running(a, me);
+	return claim(a->slot, (uintptr_t)a | RCTX_CSET_TAG_AFTER);
+}
+
+bool
+rctx_after_unregister(rctx_after_t *reg)
+{
+	struct rctx_after_impl *a = (struct rctx_after_impl *)(void *)reg;
+	/* acquire: pairs with run_claimed's CAS through the slot CAS */
+	uint32_t st = atomic_load_explicit(&a->state, memory_order_acquire);
+	struct rctx *ctx;
+
+	if (st == RCTX_AFTER_IDLE)
+		return false;
+	if (st == RCTX_AFTER_PENDING && a->slot == NULL && a->src == NULL) {
+		/* relaxed: registration storage belongs to the caller */
+		atomic_store_explicit(&a->state, RCTX_AFTER_IDLE,
+				      memory_order_relaxed);
+		return true;
+	}
+	/* acq_rel: after.F, against run_claimed's CAS to FIRED */
+	if (st != RCTX_AFTER_PENDING ||
+	    !atomic_compare_exchange_strong_explicit(
+		&a->state, &st, RCTX_AFTER_STOPPING, memory_order_acq_rel,
+		memory_order_acquire)) {
+		/* fn was claimed before we looked: wait until it has
+		 * returned, or return at once from inside fn
+		 * (wait_not_running skips us). src is not touched. */
+		wait_not_running(
+		    a, (struct rctx_runner *)rctx_reg_mine(&runner_reg));
+		return false;
+	}
+	if (withdraw(a))
+		return unregister_won(a);
+	/* A canceller claimed it while we looked: it hands us the
+	 * reference (run_claimed), right after its claim. */
+	for (unsigned spins = 0;
+	     /* acquire: pairs with the release store of HANDOFF */
+	     atomic_load_explicit(&a->state, memory_order_acquire) !=
+	     RCTX_AFTER_HANDOFF;
+	     spins++)
+		if (spins % 16 == 15)
+			sched_yield();
+	ctx = a->ctx;
+	wait_not_running(a, (struct rctx_runner *)rctx_reg_mine(&runner_reg));
+	/* relaxed: registration storage is the caller's */
+	atomic_store_explicit(&a->state, RCTX_AFTER_FIRED,
+			      memory_order_relaxed);
+	rctx_tree_release(ctx);
 	return false;
 }
 

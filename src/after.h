@@ -20,9 +20,11 @@ struct rctx_after_impl {
 };
 
 enum {
-	RCTX_AFTER_IDLE = 0,	/* stopped, fired, or never registered */
-	RCTX_AFTER_PENDING = 1, /* in src's set, or on a never-done ctx */
-	RCTX_AFTER_FIRED = 2,	/* fn claimed by a canceller */
+	RCTX_AFTER_IDLE = 0,	 /* stopped, fired, or never registered */
+	RCTX_AFTER_PENDING = 1,	 /* in src's set, or on a never-done ctx */
+	RCTX_AFTER_FIRED = 2,	 /* fn claimed by a canceller */
+	RCTX_AFTER_STOPPING = 3, /* a stopper reads src (after.c, after.F) */
+	RCTX_AFTER_HANDOFF = 4,	 /* claimed; the stopper holds the reference */
 };
 
 /* Always 0: a full set sends the registration to the overflow list. */

@@ -398,6 +398,68 @@ test_overlapping_cancels(void **state)
 	free(m);
 }
 
+/*
+ * A stop racing the cancel that claims its registration, when the
+ * registration holds the context's last reference: the claimer runs fn
+ * and drops that reference, the context is freed at once, and the
+ * canceller's next derive reuses its memory. The stop must not read the
+ * context (its state, its children slot) once that can happen; TSan
+ * reported the stop's read racing the new context's initialisation
+ * (issue 10's torture, after.c after.F).
+ */
+struct last_ref {
+	rctx_t *p;
+	rctx_after_t reg;
+	_Atomic int ran;
+};
+
+static void
+last_ref_cancel(void *arg)
+{
+	struct last_ref *l = arg;
+	rctx_t *x;
+
+	(void)rctx_cancel(l->p);
+	/* reuse the memory the cascade just freed */
+	x = rctx_with_cancel(rctx_background());
+	WCHECK(x != NULL);
+	rctx_release(x);
+}
+
+static void
+last_ref_stop(void *arg)
+{
+	struct last_ref *l = arg;
+	bool stopped = rctx_after_stop(&l->reg);
+
+	/* stop true: fn never runs; false: fn has returned already */
+	WCHECK(atomic_load(&l->ran) == (stopped ? 0 : 1));
+}
+
+static void
+test_stop_vs_last_reference(void **state)
+{
+	enum { ROUNDS = 20000 * RCTX_STRESS_SCALE };
+	struct last_ref l;
+	struct duo d;
+
+	(void)state;
+	duo_start(&d, last_ref_cancel, &l);
+	for (long i = 0; i < ROUNDS; i++) {
+		rctx_t *c;
+
+		l.p = rctx_with_cancel(rctx_background());
+		c = rctx_with_cancel(l.p);
+		WCHECK(l.p != NULL && c != NULL);
+		atomic_store(&l.ran, 0);
+		WCHECK(rctx_after_func(c, &l.reg, count_fn, &l.ran) == 0);
+		rctx_release(c); /* the registration holds the last one */
+		duo_round(&d, last_ref_stop);
+		rctx_release(l.p);
+	}
+	duo_stop(&d);
+}
+
 static rctx_time_t test_t0;
 
 static int
@@ -429,6 +491,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_err_cause_deadline,
 						timer_start, timer_stop),
 		cmocka_unit_test_setup_teardown(test_overlapping_cancels,
+						timer_start, timer_stop),
+		cmocka_unit_test_setup_teardown(test_stop_vs_last_reference,
 						timer_start, timer_stop),
 	};
 	return RUN_TESTS(tests);
