@@ -412,7 +412,10 @@ rctx_lafter_fire(struct rctx_after_impl *a)
 		return;
 	}
 	rctx_ref_get(ctx); /* I3; run_claimed drops after.c's own */
-	a->ctx = ctx;
+	/* Only a registration made on a done context has none yet (no stop
+	 * can run then); otherwise a stopper may read a->ctx (after.F). */
+	if (a->ctx == NULL)
+		a->ctx = ctx;
 	/* relaxed: published by the push CAS below (A) */
 	atomic_store_explicit(&a->aux, h | LA_QUEUED, memory_order_relaxed);
 	/* relaxed: the CAS below validates */
