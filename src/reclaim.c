@@ -56,9 +56,9 @@ static _Atomic(struct rctx *) gp_head; /* batches linked by gp_next */
 static pthread_mutex_t rcl_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_t rcl_thread;
 static bool rcl_running;
-static _Atomic bool rcl_started;  /* flush's hint: rcl_running */
-static bool rcl_held; /* under rcl_lock: a shutdown runs, start none */
-static _Atomic bool rcl_stop;	  /* shutdown asks the reclaimer to exit */
+static _Atomic bool rcl_started; /* flush's hint: rcl_running */
+static bool rcl_held;	      /* under rcl_lock: a shutdown runs, start none */
+static _Atomic bool rcl_stop; /* shutdown asks the reclaimer to exit */
 static _Atomic bool rcl_unparked; /* starting up: fork waits (fork.c) */
 static _Atomic bool rcl_sleeping; /* asleep on rcl_futex (alloc.B) */
 static _Atomic uint32_t rcl_futex;
