@@ -217,7 +217,6 @@ run_claimed(struct rctx_after_impl *a, struct rctx_runner *me)
 	void (*fn)(void *) = a->fn;
 	void *arg = a->arg;
 	struct rctx *ctx = a->ctx;
-
 	uint32_t st = RCTX_AFTER_PENDING;
 
 	/* acq_rel: after.F, against the stopper's CAS to STOPPING. A stopper
