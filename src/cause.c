@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cause.h"
+#include "fork.h"
 
 /*
  * A named cause is the code RCTX_CAUSE_NAMED + i for slot i of a fixed
@@ -20,6 +21,9 @@
  *  cause.B Writers serialize on one mutex (registration is rare: once per
  *      name per program); the dedup scan and the slot claim happen under
  *      it, so a name gets one code even when two threads race to add it.
+ *      fork takes it in prepare (fork.c's slot order; no other lock is
+ *      taken under it), so a child never inherits it held by a thread
+ *      that does not exist there.
  *  cause.C A thread that learned a code from another thread learned it
  *      through some synchronization (the cause was published by a
  *      cancel's CAS, tree.C), which orders the registration before its
@@ -73,6 +77,32 @@ rctx_cause_add(const char *name, int kind)
 out:
 	pthread_mutex_unlock(&rctx_cause_lock);
 	return ret;
+}
+
+static void
+rctx_cause_before_fork(void)
+{
+	pthread_mutex_lock(&rctx_cause_lock);
+}
+
+/* Parent and child: the forking thread took it in prepare. */
+static void
+rctx_cause_after_fork(void)
+{
+	pthread_mutex_unlock(&rctx_cause_lock);
+}
+
+static const struct rctx_fork_hooks rctx_cause_fork_hooks = {
+	.prepare = rctx_cause_before_fork,
+	.parent = rctx_cause_after_fork,
+	.child = rctx_cause_after_fork,
+};
+
+/* At load, like fork.c's own handler: a fork may come at any time. */
+__attribute__((constructor)) static void
+rctx_cause_load(void)
+{
+	rctx_fork_hooks_set(RCTX_FORK_SLOT_CAUSE, &rctx_cause_fork_hooks);
 }
 
 /* The slot of a named cause whose name is published, or NULL. */

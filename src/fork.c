@@ -32,7 +32,9 @@
  *         may hand a batch to the reclaimer (step 2's lock);
  *      2. the reclaimer parks: between rounds, so not inside a grace
  *         period, which needs urcu-bp's locks free;
- *      3. urcu-bp's registry locks last.
+ *      3. the statistics registry's lock, then the cause names' lock
+ *         (leaves: nothing is locked under them);
+ *      4. urcu-bp's registry locks last.
  *      The parent and the child undo it in the reverse order.
  *  fork.B A hook table is published by a release store in
  *      rctx_fork_hooks_set and read with acquire by the handlers, so a

@@ -43,7 +43,8 @@ struct rctx_fork_hooks {
 enum rctx_fork_slot {
 	RCTX_FORK_SLOT_TIMER = 0, /* owner.c: timer owners park first */
 	RCTX_FORK_SLOT_ALLOC = 1, /* alloc.c: then the reclaimer */
-	RCTX_FORK_SLOT_STATS = 2, /* stats.c: its registry lock, last */
+	RCTX_FORK_SLOT_STATS = 2, /* stats.c: its registry lock */
+	RCTX_FORK_SLOT_CAUSE = 3, /* cause.c: the names' lock (a leaf), last */
 	RCTX_FORK_NSLOTS
 };
 

@@ -411,6 +411,67 @@ test_fork_child_spins_done(void **state)
 	fork_poll_only(false);
 }
 
+/*
+ * Cause names across fork: another thread registering names while this
+ * one forks. Registration serializes on a mutex; a child forked while
+ * that thread held it inherited it held forever, and its own first
+ * rctx_cause_register hung. The registering thread keeps the lock busy
+ * (a full scan of many names each time), so most forks land inside.
+ */
+static _Atomic bool names_stop;
+
+static void *
+names_churn(void *arg)
+{
+	(void)arg;
+	/* seq_cst: pairs with the store in test_fork_during_cause_register */
+	while (!atomic_load(&names_stop))
+		CHILD_CHECK(rctx_cause_register("fork churn name 199",
+						RCTX_CAUSE_KIND_SERVER) >=
+			    RCTX_CAUSE_NAMED);
+	return NULL;
+}
+
+static void
+test_fork_during_cause_register(void **state)
+{
+	static char names[200][32]; /* registered names are not copied */
+	pthread_t th;
+
+	(void)state;
+	/* Many names, so each registration scans for a while under the
+	 * lock. */
+	for (int i = 0; i < 200; i++) {
+		snprintf(names[i], sizeof(names[i]), "fork churn name %d", i);
+		assert_true(
+		    rctx_cause_register(names[i], RCTX_CAUSE_KIND_SERVER) >=
+		    RCTX_CAUSE_NAMED);
+	}
+	atomic_store(&names_stop, false);
+	assert_int_equal(pthread_create(&th, NULL, names_churn, NULL), 0);
+	for (int i = 0; i < 20; i++) {
+		fflush(NULL);
+		pid_t pid = fork();
+		int status;
+
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			alarm(10); /* a hang ends the child by SIGALRM */
+			CHILD_CHECK(
+			    rctx_cause_register("fork child name",
+						RCTX_CAUSE_KIND_SERVER) >=
+			    RCTX_CAUSE_NAMED);
+			_exit(0);
+		}
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	/* seq_cst: pairs with the load in names_churn */
+	atomic_store(&names_stop, true);
+	assert_int_equal(pthread_join(th, NULL), 0);
+}
+
 int
 main(void)
 {
@@ -421,6 +482,7 @@ main(void)
 		cmocka_unit_test(test_fork_child_reclaims),
 		cmocka_unit_test(test_fork_child_polls_fd),
 		cmocka_unit_test(test_fork_child_spins_done),
+		cmocka_unit_test(test_fork_during_cause_register),
 	};
 	return RUN_TESTS(tests);
 }
