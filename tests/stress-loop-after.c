@@ -67,14 +67,7 @@ owner_main(void *arg)
 
 	WCHECK(loop != NULL);
 	atomic_store(&o->loop, loop);
-	while (!atomic_load(&quit_loops)) {
-		int ms = rctx_loop_timeout_ms(loop);
-		struct pollfd p = { .fd = rctx_loop_fd(loop),
-				    .events = POLLIN };
-
-		(void)poll(&p, 1, ms < 0 || ms > 2 ? 2 : ms);
-		atomic_fetch_add(&o->ran, rctx_loop_run(loop, rctx_now()));
-	}
+	loop_serve(loop, &quit_loops, &o->ran, 2);
 	rctx_loop_free(loop);
 	return NULL;
 }

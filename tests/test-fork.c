@@ -27,16 +27,6 @@
 
 static char key;
 
-/* In the child, a failed check exits with the line number. */
-#define CHILD_CHECK(cond)                                                      \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "child: line %d: %s\n", __LINE__,      \
-				#cond);                                        \
-			_exit(100);                                            \
-		}                                                              \
-	} while (0)
-
 struct shared {
 	rctx_t *root;  /* live cancel context */
 	rctx_t *armed; /* deadline 50 ms after fork time */

@@ -518,14 +518,7 @@ owner_main(void *arg)
 
 	WCHECK(loop != NULL);
 	atomic_store(&o->loop, loop);
-	while (!atomic_load(&o->quit)) {
-		int ms = rctx_loop_timeout_ms(loop);
-		struct pollfd p = { .fd = rctx_loop_fd(loop),
-				    .events = POLLIN };
-
-		(void)poll(&p, 1, ms < 0 || ms > 5 ? 5 : ms);
-		atomic_fetch_add(&o->ran, rctx_loop_run(loop, rctx_now()));
-	}
+	loop_serve(loop, &o->quit, &o->ran, 5);
 	rctx_loop_free(loop);
 	return NULL;
 }

@@ -109,15 +109,6 @@ child_status(pid_t pid)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-#define CHILD_CHECK(cond)                                                      \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "child: line %d: %s\n", __LINE__,      \
-				#cond);                                        \
-			_exit(100);                                            \
-		}                                                              \
-	} while (0)
-
 /*
  * Deterministic: a done context whose state word still says PENDING and
  * whose fd is not yet written, as a fork child inherits it when a

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "rctx.h"
@@ -40,6 +41,16 @@
 			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
 				__LINE__, #cond);                              \
 			abort();                                               \
+		}                                                              \
+	} while (0)
+
+/* In a fork child: a failed check exits with status 100, naming the line. */
+#define CHILD_CHECK(cond)                                                      \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "child: line %d: %s\n", __LINE__,      \
+				#cond);                                        \
+			_exit(100);                                            \
 		}                                                              \
 	} while (0)
 
@@ -153,6 +164,24 @@ count_fn(void *arg)
 }
 
 /* ------------------------------------------------------------- threads */
+
+/*
+ * An event loop's owner: sleep in poll on the loop's fd for the loop's
+ * timeout (at most cap_ms), run what is due, until *quit; add what
+ * rctx_loop_run returned to *ran.
+ */
+static inline void
+loop_serve(rctx_loop_t *loop, _Atomic int *quit, _Atomic long *ran, int cap_ms)
+{
+	while (!atomic_load(quit)) {
+		int ms = rctx_loop_timeout_ms(loop);
+		struct pollfd p = { .fd = rctx_loop_fd(loop),
+				    .events = POLLIN };
+
+		(void)poll(&p, 1, ms < 0 || ms > cap_ms ? cap_ms : ms);
+		atomic_fetch_add(ran, rctx_loop_run(loop, rctx_now()));
+	}
+}
 
 static inline void
 xpthread_create(pthread_t *t, void *(*fn)(void *), void *arg)
