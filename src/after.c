@@ -148,6 +148,18 @@ announce(struct rctx_runner *me, struct rctx_after_impl *a)
 	run_depth++;
 }
 
+/* A run named in me ended: bump its sequence, wake stoppers asleep on it. */
+static inline void
+wake_waiters(struct rctx_runner *me)
+{
+	/* seq_cst: after.B; also makes futex waiters' value stale */
+	atomic_fetch_add_explicit(&me->seq, 1, memory_order_seq_cst);
+	/* seq_cst: after.B, pairs with the waiters increment in
+	 * wait_not_running */
+	if (atomic_load_explicit(&me->waiters, memory_order_seq_cst))
+		rctx_futex(&me->seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, 0);
+}
+
 /* Undo announce: nothing ran (the claim failed). */
 static void
 retract(struct rctx_runner *me)
@@ -163,13 +175,7 @@ retract(struct rctx_runner *me)
 		/* relaxed: as above; a waiter re-checks after its futex */
 		atomic_fetch_sub_explicit(&me->deep, 1, memory_order_relaxed);
 		/* a waiter may sleep on our count: let it look again */
-		/* seq_cst: after.B */
-		atomic_fetch_add_explicit(&me->seq, 1, memory_order_seq_cst);
-		/* seq_cst: after.B, pairs with the waiters increment in
-		 * wait_not_running */
-		if (atomic_load_explicit(&me->waiters, memory_order_seq_cst))
-			rctx_futex(&me->seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL,
-				   0);
+		wake_waiters(me);
 	}
 }
 
@@ -189,12 +195,7 @@ finish(struct rctx_runner *me)
 		/* seq_cst: after.B, as above */
 		atomic_fetch_sub_explicit(&me->deep, 1, memory_order_seq_cst);
 	}
-	/* seq_cst: after.B; also makes futex waiters' value stale */
-	atomic_fetch_add_explicit(&me->seq, 1, memory_order_seq_cst);
-	/* seq_cst: after.B, pairs with the waiters increment in
-	 * wait_not_running */
-	if (atomic_load_explicit(&me->waiters, memory_order_seq_cst))
-		rctx_futex(&me->seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, 0);
+	wake_waiters(me);
 }
 
 /* Run a claimed registration's fn; we own it. */
