@@ -315,9 +315,9 @@ walk_init(struct walk *w)
 	w->marked = 0;
 }
 
-/* c was just made done by us with state st; finish the job. */
+/* c was just made done by us, from state old to st; finish the job. */
 static void
-cascade(struct rctx *c, uint64_t st)
+cascade(struct rctx *c, uint64_t old, uint64_t st)
 {
 	struct walk w;
 
@@ -325,6 +325,8 @@ cascade(struct rctx *c, uint64_t st)
 	    /* seq_cst: as the set's loads; an overflowed registration
 	     * that is not seen here sees c done (after.c, overflow) */
 	    atomic_load_explicit(&c->aover, memory_order_seq_cst) == NULL) {
+		/* counted with its one-node cascade, before anyone is woken */
+		rctx_stats_end(c, old, st, true);
 		/* A leaf (the common case): no descendant to mark and no
 		 * after-func to run. A child or registration inserted after
 		 * the check above sees c done and finishes itself (tree.B). The
@@ -338,9 +340,9 @@ cascade(struct rctx *c, uint64_t st)
 		if (c->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&c->timer);
 		rctx_wait_notify(c, st);
-		rctx_stats_cascade(1);
 		return;
 	}
+	rctx_stats_done(c, old, st);
 	walk_init(&w);
 	rctx_ref_get(c); /* uniform: every node on the list holds one */
 	c->work_next = NULL;
@@ -385,7 +387,6 @@ rctx_tree_cancel(struct rctx *c, unsigned code, int cause)
 		ns = (s & RCTX_ST_WAITERS) | rctx_st_make(code, cause) |
 		     RCTX_ST_CASCADE;
 	} while (!publish_done(c, &s, ns, &held));
-	rctx_stats_done(c, s, ns);
-	cascade(c, ns);
+	cascade(c, s, ns);
 	return 0;
 }

@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "fault.h"
 #include "leak.h"
+#include "stats.h"
 #include "wait.h" /* rctx_state_load */
 
 /*
@@ -145,10 +146,17 @@ rctx_leak_set(bool on)
 		/* relaxed: see rctx_leak_enabled */
 		atomic_store_explicit(&rctx_leak_on, true,
 				      memory_order_relaxed);
+		/* relaxed: as rctx_leak_on; the stats hooks now take their
+		 * slow paths, which call ours (stats.h) */
+		atomic_store_explicit(&rctx_stats_fast_state, RCTX_TSTATS_SLOW,
+				      memory_order_relaxed);
 		return 0;
 	}
 	/* relaxed: each stripe's lock below orders the clear (I2) */
 	atomic_store_explicit(&rctx_leak_on, false, memory_order_relaxed);
+	/* relaxed: as above */
+	atomic_store_explicit(&rctx_stats_fast_state, RCTX_TSTATS_LISTED,
+			      memory_order_relaxed);
 	for (size_t s = 0; s < NSTRIPES; s++) {
 		pthread_mutex_lock(&stripes[s]);
 		for (size_t b = s; b < NBUCKETS; b += NSTRIPES) {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Statistics and metrics: per-thread counters, summed when read. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,14 +22,21 @@
  *  (I2) Only the owner thread writes its block's counters; the sums over
  *       `gone` and every listed block change only by adding counts.
  *  (I3) A deadline is in `timers` exactly while its context's state word
- *       carries RCTX_ST_TIMER: set by one CAS that requires the context
- *       not done (rctx_stats_timer_armed), taken back by whichever single
- *       CAS clears it: the one that makes the context done (the bit is
- *       never carried into a done state) or the free of a live context.
- *  (I4) A context made done is counted once, in one place: the cause row
- *       of its thread's metrics block (or of `gone_m`), or, for a thread
- *       without a block, v[CANCELLED] or v[TIMED_OUT]. Readers add the
- *       rows into those counters, so the hot path writes once.
+ *       carries RCTX_ST_TIMER: the constructor sets the bit in the
+ *       initial state, before the context can be seen by another thread
+ *       (tree.c, rctx_tree_with_deadline_at), and counts it; whichever
+ *       single write clears it takes it back: the CAS that makes the
+ *       context done (the bit is never carried into a done state), the
+ *       store of a context born done (attach), or the CAS of the free of
+ *       a live context. So `timers` also holds a deadline being armed.
+ *  (I4) A context made done is counted once, in one place: for a plain
+ *       end (rctx_cancel's defaults, RCTX_ST_PLAIN), v[DONE_PLAIN] or, for
+ *       a leaf cancel, v[LEAF_PLAIN], which stands for its one-node
+ *       cascade too; otherwise the cause row of its thread's metrics
+ *       block (or of `gone_m`), or, for a thread without a block,
+ *       v[CANCELLED] or v[TIMED_OUT]. Readers add these into the public
+ *       counters, the ECANCELED row and cascade[1], so the hot path
+ *       writes once.
  *
  * Ordering: counters are relaxed (I2); the registry lock orders a block's
  * registration and retirement with readers. Progress: counting is
@@ -154,13 +162,45 @@ rctx_stat_metric_slow(size_t off, unsigned idx, uint64_t d)
 	pthread_mutex_unlock(&registry_lock);
 }
 
+_Atomic uint8_t rctx_stats_fast_state = RCTX_TSTATS_LISTED;
+
 void
-rctx_stats_done_slow(unsigned timedout, unsigned b, bool timer)
+rctx_stats_made_slow(struct rctx *c, const void *site)
+{
+	rctx_stat_add(RCTX_STAT_CREATED, 1);
+	if (rctx_leak_enabled())
+		rctx_leak_made(c, site);
+}
+
+void
+rctx_stats_freed_slow(struct rctx *c)
+{
+	rctx_stat_add(RCTX_STAT_FREED, 1);
+	if (rctx_leak_enabled())
+		rctx_leak_freed(c);
+}
+
+void
+rctx_stats_done_slow(struct rctx *c, uint64_t old, uint64_t ns, bool leaf)
 {
 	struct rctx_tstats *t = &rctx_tstats_self;
+	unsigned timedout = (ns & RCTX_ST_ERR_MASK) == RCTX_ST_TIMEDOUT;
+	int cause = (int)(int32_t)(ns >> 32);
+	unsigned b = cause >= 0 && cause < RCTX_METRICS_CAUSES
+			 ? (unsigned)cause
+			 : RCTX_METRICS_CAUSES;
 
 	if (t->state == RCTX_TSTATS_NEW)
 		tstats_register(t);
+	if (rctx_leak_enabled())
+		rctx_leak_done(c);
+	if (t->state == RCTX_TSTATS_LISTED &&
+	    (ns & RCTX_ST_FINAL_MASK) == RCTX_ST_PLAIN) {
+		/* the fast path's counters (registered just now, or leak
+		 * tracking sent us here) */
+		rctx_stats_end_fast(t, old, leaf);
+		return;
+	}
 	if (t->state == RCTX_TSTATS_LISTED && t->m == NULL) {
 		/* no block: the cause is lost (rctx.h), not the count */
 		rctx_stat_add(
@@ -171,28 +211,10 @@ rctx_stats_done_slow(unsigned timedout, unsigned b, bool timer)
 				     timedout * RCTX_STAT_CAUSE_ROW,
 				 b, 1);
 	}
-	if (timer)
+	if (old & RCTX_ST_TIMER)
 		rctx_stat_add(RCTX_STAT_TIMERS, -1);
-}
-
-void
-rctx_stats_timer_armed(struct rctx *c)
-{
-	/* relaxed: a first guess for the CAS */
-	uint64_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
-
-	while (!(s & RCTX_ST_ERR_MASK)) {
-		/* relaxed: the bit only has to be set or cleared once (I3);
-		 * an RMW keeps the release sequence of the state word, so
-		 * acquire loads that read our value still see err and cause
-		 * as published */
-		if (atomic_compare_exchange_weak_explicit(
-			&c->state, &s, s | RCTX_ST_TIMER, memory_order_relaxed,
-			memory_order_relaxed)) {
-			rctx_stat_add(RCTX_STAT_TIMERS, 1);
-			return;
-		}
-	}
+	if (leaf)
+		rctx_stats_cascade(1);
 }
 
 void
@@ -202,7 +224,8 @@ rctx_stats_freed_live(struct rctx *c, uint64_t s)
 	/* A canceller that found c in a set may still make it done (tree.c
 	 * I4): whichever of us clears the bit counts the deadline out (I3). */
 	while ((s & RCTX_ST_TIMER) && !(s & RCTX_ST_ERR_MASK)) {
-		/* relaxed: as in rctx_stats_timer_armed */
+		/* relaxed: the bit only has to be cleared once (I3);
+		 * an RMW keeps the release sequence of the state word */
 		if (atomic_compare_exchange_weak_explicit(
 			&c->state, &s, s & ~(uint64_t)RCTX_ST_TIMER,
 			memory_order_relaxed, memory_order_relaxed)) {
@@ -271,6 +294,8 @@ rctx_stats_read(rctx_stats_t *s)
 	int64_t v[RCTX_STAT_N];
 
 	sum(v, NULL);
+	v[RCTX_STAT_CANCELLED] +=
+	    v[RCTX_STAT_DONE_PLAIN] + v[RCTX_STAT_LEAF_PLAIN];
 	s->live = clamp(v[RCTX_STAT_CREATED] - v[RCTX_STAT_FREED]);
 	s->created = clamp(v[RCTX_STAT_CREATED]);
 	s->cancelled = clamp(v[RCTX_STAT_CANCELLED]);
@@ -310,9 +335,13 @@ rctx_stats_read_metrics(rctx_metrics_t *out)
 	    atomic_load_explicit(&m->lateness_sum, memory_order_relaxed);
 	out->cascade_sum =
 	    atomic_load_explicit(&m->cascade_sum, memory_order_relaxed);
-	/* cascades of one context are a plain counter (rctx_stats_cascade) */
-	out->cascade[1] += clamp(v[RCTX_STAT_CASCADE1]);
-	out->cascade_sum += clamp(v[RCTX_STAT_CASCADE1]);
+	/* the counters that stand for a row or a bucket (I4) */
+	out->cancelled_by_cause[ECANCELED] +=
+	    clamp(v[RCTX_STAT_DONE_PLAIN] + v[RCTX_STAT_LEAF_PLAIN]);
+	out->cascade[1] +=
+	    clamp(v[RCTX_STAT_CASCADE1] + v[RCTX_STAT_LEAF_PLAIN]);
+	out->cascade_sum +=
+	    clamp(v[RCTX_STAT_CASCADE1] + v[RCTX_STAT_LEAF_PLAIN]);
 	free(m);
 	return 0;
 }

@@ -3,6 +3,8 @@
 #ifndef RCTX_STATS_H
 #define RCTX_STATS_H
 
+#include <errno.h>
+
 #include "internal.h"
 #include "leak.h"
 
@@ -27,8 +29,21 @@ enum rctx_stat {
 	RCTX_STAT_TIMERS,
 	RCTX_STAT_RELEASED_LIVE, /* cancelable, freed before done */
 	RCTX_STAT_CASCADE1, /* cascades of one context: cascade[1], at read */
+	/*
+	 * The common ends, one counter each so that the hot path writes
+	 * once (I4): a context done "plain" (rctx_cancel's defaults:
+	 * ECANCELED with cause ECANCELED) counts in DONE_PLAIN, and a plain
+	 * leaf cancel (a cascade of one context) in LEAF_PLAIN. The reader
+	 * adds both to the ECANCELED cause row and to cancelled, and
+	 * LEAF_PLAIN to cascade[1] and cascade_sum.
+	 */
+	RCTX_STAT_DONE_PLAIN,
+	RCTX_STAT_LEAF_PLAIN,
 	RCTX_STAT_N
 };
+
+/* The final state word of a plain end (see RCTX_STAT_DONE_PLAIN). */
+#define RCTX_ST_PLAIN (RCTX_ST_CANCELED | ((uint64_t)ECANCELED << 32))
 
 /* Metrics, kept beside the counters in a block allocated on first use. */
 struct rctx_tmetrics {
@@ -56,7 +71,7 @@ extern RCTX_TLS struct rctx_tstats rctx_tstats_self;
 
 void rctx_stat_add_slow(enum rctx_stat i, int64_t d);
 void rctx_stat_metric_slow(size_t off, unsigned idx, uint64_t d);
-void rctx_stats_done_slow(unsigned timedout, unsigned b, bool timer);
+void rctx_stats_done_slow(struct rctx *c, uint64_t old, uint64_t ns, bool leaf);
 
 static inline void
 rctx_stat_add(enum rctx_stat i, int64_t d)
@@ -69,6 +84,15 @@ rctx_stat_add(enum rctx_stat i, int64_t d)
 	}
 	/* relaxed: this thread is the only writer; readers want a value,
 	 * not an ordering (the snapshot is weakly consistent) */
+	atomic_store_explicit(
+	    &t->v[i], atomic_load_explicit(&t->v[i], memory_order_relaxed) + d,
+	    memory_order_relaxed);
+}
+
+/* Add d to counter i of t, listed (single writer: relaxed, I2). */
+static inline void
+rctx_stat_bump(struct rctx_tstats *t, enum rctx_stat i, int64_t d)
+{
 	atomic_store_explicit(
 	    &t->v[i], atomic_load_explicit(&t->v[i], memory_order_relaxed) + d,
 	    memory_order_relaxed);
@@ -103,55 +127,76 @@ rctx_stat_metric(size_t off, unsigned idx, uint64_t d)
 
 /* --- the hooks the tree calls --- */
 
+/*
+ * The state a thread's block must have for a hook to count inline:
+ * RCTX_TSTATS_LISTED, or RCTX_TSTATS_SLOW while leak tracking is on
+ * (leak.c), so that one compare sends every hook to its slow path, which
+ * also feeds the leak table: the hot path tests one byte, not two.
+ */
+#define RCTX_TSTATS_SLOW 0xff
+extern _Atomic uint8_t rctx_stats_fast_state;
+
+static inline bool
+rctx_stats_fast(const struct rctx_tstats *t)
+{
+	/* relaxed: a hook that races a switch of leak tracking counts
+	 * either way; the leak table's lock orders the rest (leak.c) */
+	return t->state == atomic_load_explicit(&rctx_stats_fast_state,
+						memory_order_relaxed);
+}
+
+void rctx_stats_made_slow(struct rctx *c, const void *site);
+void rctx_stats_freed_slow(struct rctx *c);
+
 /* A context was made at site (api.c, on success). Returns c. */
 static inline struct rctx *
 rctx_stats_made(struct rctx *c, const void *site)
 {
+	struct rctx_tstats *t = &rctx_tstats_self;
+
 	if (RCTX_LIKELY(c != NULL)) {
-		rctx_stat_add(RCTX_STAT_CREATED, 1);
-		if (RCTX_UNLIKELY(rctx_leak_enabled()))
-			rctx_leak_made(c, site);
+		if (RCTX_LIKELY(rctx_stats_fast(t)))
+			rctx_stat_bump(t, RCTX_STAT_CREATED, 1);
+		else
+			rctx_stats_made_slow(c, site);
 	}
 	return c;
 }
 
-/*
- * A cancelable context went from state old to done state ns (the winner
- * of its done CAS, or a child born done: old 0).
- */
+/* A plain end (RCTX_ST_PLAIN) on listed t: see rctx_stats_end. */
 static inline void
-rctx_stats_done(struct rctx *c, uint64_t old, uint64_t ns)
+rctx_stats_end_fast(struct rctx_tstats *t, uint64_t old, bool leaf)
 {
-	struct rctx_tstats *t = &rctx_tstats_self;
-	unsigned timedout = (ns & RCTX_ST_ERR_MASK) == RCTX_ST_TIMEDOUT;
-	int cause = (int)(int32_t)(ns >> 32);
-	unsigned b = cause >= 0 && cause < RCTX_METRICS_CAUSES
-			 ? (unsigned)cause
-			 : RCTX_METRICS_CAUSES;
-
-	if (RCTX_LIKELY(t->state == RCTX_TSTATS_LISTED && t->m != NULL)) {
-		_Atomic uint64_t *p = &t->m->cause[timedout][b];
-
-		/* relaxed: single writer, as in rctx_stat_add; this row
-		 * also counts the context in cancelled or timed_out */
-		atomic_store_explicit(
-		    p, atomic_load_explicit(p, memory_order_relaxed) + 1,
-		    memory_order_relaxed);
-		if (old & RCTX_ST_TIMER) /* withdrawn or fired */
-			rctx_stat_add(RCTX_STAT_TIMERS, -1);
-	} else {
-		rctx_stats_done_slow(timedout, b, old & RCTX_ST_TIMER);
-	}
-	if (RCTX_UNLIKELY(rctx_leak_enabled()))
-		rctx_leak_done(c);
+	rctx_stat_bump(t, leaf ? RCTX_STAT_LEAF_PLAIN : RCTX_STAT_DONE_PLAIN,
+		       1);
+	if (old & RCTX_ST_TIMER) /* withdrawn: a plain end is a cancel */
+		rctx_stat_bump(t, RCTX_STAT_TIMERS, -1);
 }
 
 /*
- * c's deadline was handed to the timer service: count it, unless c is
- * already done (a racing cancel), in one CAS that sets RCTX_ST_TIMER so
- * that exactly one of done (rctx_stats_done) or free takes it back.
+ * A cancelable context went from state old to done state ns (the winner
+ * of its done CAS, or a child born done: old is then its state before).
+ * If old carried RCTX_ST_TIMER, the deadline leaves `timers` (I3).
+ * leaf: the context was the whole of a cancel's cascade (no descendant
+ * marked), which is counted with it.
  */
-void rctx_stats_timer_armed(struct rctx *c);
+static inline void
+rctx_stats_end(struct rctx *c, uint64_t old, uint64_t ns, bool leaf)
+{
+	struct rctx_tstats *t = &rctx_tstats_self;
+
+	if (RCTX_LIKELY(rctx_stats_fast(t) &&
+			(ns & RCTX_ST_FINAL_MASK) == RCTX_ST_PLAIN))
+		rctx_stats_end_fast(t, old, leaf);
+	else
+		rctx_stats_done_slow(c, old, ns, leaf);
+}
+
+static inline void
+rctx_stats_done(struct rctx *c, uint64_t old, uint64_t ns)
+{
+	rctx_stats_end(c, old, ns, false);
+}
 
 void rctx_stats_freed_live(struct rctx *c, uint64_t s);
 
@@ -159,18 +204,24 @@ void rctx_stats_freed_live(struct rctx *c, uint64_t s);
 static inline void
 rctx_stats_freed(struct rctx *c)
 {
-	rctx_stat_add(RCTX_STAT_FREED, 1);
-	if (RCTX_UNLIKELY(rctx_leak_enabled()))
-		rctx_leak_freed(c);
-	if (c->src == c) {
-		/* relaxed: a racing canceller's CAS is settled in the callee
-		 * by a CAS of our own (I3 in stats.c) */
-		uint64_t s =
-		    atomic_load_explicit(&c->state, memory_order_relaxed);
+	struct rctx_tstats *t = &rctx_tstats_self;
 
-		if (!(s & RCTX_ST_ERR_MASK))
-			rctx_stats_freed_live(c, s);
-	}
+	if (RCTX_LIKELY(rctx_stats_fast(t)))
+		rctx_stat_bump(t, RCTX_STAT_FREED, 1);
+	else
+		rctx_stats_freed_slow(c);
+}
+
+/* The same for a cancelable c (c->src == c), after rctx_stats_freed. */
+static inline void
+rctx_stats_freed_cancelable(struct rctx *c)
+{
+	/* relaxed: a racing canceller's CAS is settled in the callee by a
+	 * CAS of our own (I3 in stats.c) */
+	uint64_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
+
+	if (!(s & RCTX_ST_ERR_MASK))
+		rctx_stats_freed_live(c, s);
 }
 
 /* The deadline of a context that this fire timed out. */

@@ -210,9 +210,12 @@ attach(struct rctx *c, struct rctx *p)
 	s = rctx_state_load(p);
 	if (rctx_st_err(s)) {
 		/* relaxed: c is not yet visible to any other thread */
+		uint64_t old =
+		    atomic_load_explicit(&c->state, memory_order_relaxed);
+
 		atomic_store_explicit(&c->state, s & RCTX_ST_FINAL_MASK,
 				      memory_order_relaxed);
-		rctx_stats_done(c, 0, s);
+		rctx_stats_done(c, old, s); /* takes back a TIMER bit (I3) */
 		return 0;
 	}
 	slot = rctx_cset_insert(&p->children, (uintptr_t)c);
@@ -272,7 +275,18 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 	c->has_deadline = 1;
 	c->dcause = cause;
 	rctx_timer_init(&c->timer);
+	if (deadline != INT64_MAX) {
+		/* stats.c I3: counted from here, before c can be seen, so
+		 * that no RMW is needed; the write that ends c (done CAS, or
+		 * free while live) takes it back */
+		atomic_init(&c->state, RCTX_ST_TIMER);
+		rctx_stat_add(RCTX_STAT_TIMERS, 1);
+	}
 	if (RCTX_UNLIKELY(attach(c, parent->src) < 0)) {
+		/* relaxed: c was never seen */
+		if (atomic_load_explicit(&c->state, memory_order_relaxed) &
+		    RCTX_ST_TIMER)
+			rctx_stat_add(RCTX_STAT_TIMERS, -1);
 		rctx_ctx_free_now(c);
 		errno = ENOMEM;
 		return NULL;
@@ -305,7 +319,6 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 		errno = -r;
 		return NULL;
 	}
-	rctx_stats_timer_armed(c);
 	if (rctx_st_err(rctx_state_load(c)))
 		rctx_timer_cancel(&c->timer); /* cancelled while arming */
 	return c;
@@ -403,6 +416,7 @@ free_one(struct rctx *c)
 		rctx_cset_remove_hinted(&c->cparent->children, c->slot,
 					(uintptr_t)c);
 	if (c->src == c) {
+		rctx_stats_freed_cancelable(c);
 		rctx_cset_destroy(&c->children);
 		rctx_wait_close(c);
 	}

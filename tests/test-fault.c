@@ -46,6 +46,7 @@ struct run {
 	int reg_ctx; /* index the after-func is on, or -1 */
 	int ran;
 	void *vals[DEPTH];
+	rctx_stats_t s0; /* before the workload */
 };
 
 static char keys[DEPTH];
@@ -84,6 +85,7 @@ workload(struct run *r, int want_errno)
 {
 	memset(r, 0, sizeof(*r));
 	r->reg_ctx = -1;
+	assert_int_equal(rctx_stats(&r->s0, sizeof(r->s0)), 0);
 
 	int root =
 	    add(r, rctx_with_cancel(rctx_background()), CANCELS, want_errno);
@@ -180,6 +182,15 @@ finish(struct run *r)
 		rctx_release(r->c[i]);
 	rctx_shutdown();
 	assert_int_equal(rctx_alloc_outstanding(), 0);
+	/* Whatever failed, the statistics balance: a constructor that
+	 * failed counted nothing made, and a deadline it had counted
+	 * was taken back. */
+	rctx_stats_t s;
+
+	assert_int_equal(rctx_stats(&s, sizeof(s)), 0);
+	assert_int_equal(s.live, r->s0.live);
+	assert_int_equal(s.timers, r->s0.timers);
+	assert_int_equal(s.created - r->s0.created, (uint64_t)r->n);
 }
 
 static void
@@ -257,12 +268,20 @@ test_thread(void **state)
 	(void)state;
 	rctx_shutdown(); /* no service thread runs */
 	rctx_t *p = rctx_with_cancel(rctx_background());
-	assert_non_null(p);
+	rctx_stats_t s0, s;
 
+	assert_non_null(p);
+	assert_int_equal(rctx_stats(&s0, sizeof(s0)), 0);
 	rctx_fault_arm(RCTX_FAULT_THREAD, 1);
 	errno = 0;
 	rctx_t *c = rctx_with_timeout(p, 5 * RCTX_MSEC);
 	rctx_fault_arm(RCTX_FAULT_THREAD, 0);
+	/* Nothing was made, and the deadline counted at its start is
+	 * taken back. */
+	assert_int_equal(rctx_stats(&s, sizeof(s)), 0);
+	assert_int_equal(s.created, s0.created);
+	assert_int_equal(s.live, s0.live);
+	assert_int_equal(s.timers, s0.timers);
 	/*
 	 * The timer service could not start: the constructor fails and
 	 * leaves the parent as it was. The library reports EAGAIN (the

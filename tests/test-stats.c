@@ -570,6 +570,121 @@ test_counts_across_shutdown(void **state)
 	assert_int_equal(snap().created, c0 + 17);
 }
 
+/*
+ * The plain end (rctx_cancel's defaults) is counted by one counter that
+ * stands for the ECANCELED row, and for a leaf also for its one-node
+ * cascade: the public figures must not tell which path counted.
+ */
+static void
+test_plain_ends(void **state)
+{
+	enum { KIDS = 5 };
+	rctx_stats_t s0 = snap(), s;
+	rctx_metrics_t *m0 = msnap(), *m;
+	rctx_t *leaf = rctx_with_cancel(rctx_background());
+	rctx_t *root = rctx_with_cancel(rctx_background());
+	rctx_t *tl = rctx_with_timeout(rctx_background(), 3600 * RCTX_SEC);
+	rctx_t *kid[KIDS];
+
+	(void)state;
+	for (int i = 0; i < KIDS; i++)
+		kid[i] = rctx_with_cancel(root);
+	assert_int_equal(rctx_cancel(leaf), 0); /* a leaf */
+	assert_int_equal(rctx_cancel(tl), 0);	/* a leaf with a deadline */
+	assert_int_equal(rctx_cancel(root), 0); /* 1 + KIDS */
+	s = snap();
+	m = msnap();
+	assert_int_equal(s.cancelled - s0.cancelled, 3 + KIDS);
+	assert_int_equal(m->cancelled_by_cause[ECANCELED] -
+			     m0->cancelled_by_cause[ECANCELED],
+			 3 + KIDS);
+	assert_int_equal(s.timers, s0.timers);
+	/* two cascades of one context, one of 1 + KIDS (bucket 3: [4, 8)) */
+	assert_int_equal(m->cascade[1] - m0->cascade[1], 2);
+	assert_int_equal(m->cascade[3] - m0->cascade[3], 1);
+	assert_int_equal(m->cascade_sum - m0->cascade_sum, 3 + KIDS);
+	assert_int_equal(m->released_live, m0->released_live);
+	for (int i = 0; i < KIDS; i++)
+		rctx_release(kid[i]);
+	rctx_release(root);
+	rctx_release(tl);
+	rctx_release(leaf);
+	assert_int_equal(snap().live, s0.live);
+	free(m0);
+	free(m);
+}
+
+/*
+ * A deadline is counted from its constructor's first step; every way a
+ * deadline context can end before its timer runs takes it back once.
+ */
+static void
+test_timer_count_edges(void **state)
+{
+	rctx_stats_t s0 = snap(), s;
+	rctx_t *p = rctx_with_cancel(rctx_background());
+	rctx_t *born, *past, *live;
+
+	(void)state;
+	assert_int_equal(rctx_cancel(p), 0);
+	born = rctx_with_timeout(p, 3600 * RCTX_SEC); /* born done */
+	past = rctx_with_timeout(rctx_background(), -RCTX_SEC);
+	live = rctx_with_timeout(rctx_background(), 3600 * RCTX_SEC);
+	assert_non_null(born && past && live);
+	assert_int_equal(rctx_err(born), ECANCELED);
+	assert_int_equal(rctx_err(past), ETIMEDOUT);
+	s = snap();
+	assert_int_equal(s.timers - s0.timers, 1); /* live only */
+	assert_int_equal(s.cancelled - s0.cancelled, 2);
+	assert_int_equal(s.timed_out - s0.timed_out, 1);
+	rctx_release(live); /* released live: withdrawn */
+	assert_int_equal(snap().timers, s0.timers);
+	rctx_release(past);
+	rctx_release(born);
+	rctx_release(p);
+	assert_int_equal(snap().live, s0.live);
+}
+
+/* With leak tracking on every hook takes its slow path: same counts. */
+static void
+test_counts_with_tracking_on(void **state)
+{
+	rctx_stats_t s0, s;
+	rctx_metrics_t *m0, *m;
+	rctx_t *a, *b, *c, *v;
+
+	(void)state;
+	assert_int_equal(rctx_leak_track(true), 0);
+	s0 = snap();
+	m0 = msnap();
+	a = rctx_with_cancel(rctx_background());
+	b = rctx_with_timeout(a, 3600 * RCTX_SEC);
+	c = rctx_with_cancel(rctx_background());
+	v = rctx_with_value(c, &key, NULL);
+	s = snap();
+	assert_int_equal(s.created - s0.created, 4);
+	assert_int_equal(s.timers - s0.timers, 1);
+	assert_int_equal(rctx_cancel(a), 0);
+	assert_int_equal(rctx_cancel(c), 0);
+	s = snap();
+	m = msnap();
+	assert_int_equal(s.cancelled - s0.cancelled, 3);
+	assert_int_equal(s.timers, s0.timers);
+	assert_int_equal(m->cascade[1] - m0->cascade[1], 1);
+	assert_int_equal(m->cascade[2] - m0->cascade[2], 1);
+	assert_int_equal(m->cancelled_by_cause[ECANCELED] -
+			     m0->cancelled_by_cause[ECANCELED],
+			 3);
+	rctx_release(v);
+	rctx_release(c);
+	rctx_release(b);
+	rctx_release(a);
+	assert_int_equal(snap().live, s0.live);
+	assert_int_equal(rctx_leak_track(false), 0);
+	free(m0);
+	free(m);
+}
+
 int
 main(void)
 {
@@ -578,6 +693,9 @@ main(void)
 		cmocka_unit_test(test_counts_through_cascade),
 		cmocka_unit_test(test_deep_and_wide_cascade),
 		cmocka_unit_test(test_causes),
+		cmocka_unit_test(test_plain_ends),
+		cmocka_unit_test(test_timer_count_edges),
+		cmocka_unit_test(test_counts_with_tracking_on),
 		cmocka_unit_test(test_deadlines),
 		cmocka_unit_test(test_lateness_recorded),
 		cmocka_unit_test(test_threads_that_exit),
