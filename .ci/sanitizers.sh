@@ -64,16 +64,18 @@ export TSAN_OPTIONS="suppressions=$src/tests/tsan.supp halt_on_error=1 second_de
 export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 detect_stack_use_after_return=1"
 export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1"
 
-# 1. ThreadSanitizer: the stress suite (stress_scale=1 keeps it short) and
+# 1. ThreadSanitizer: the stress suite (stress_scale=1 keeps it short),
 # the suites holding issue 10's defect tests (reliability, lifecycle,
-# after, alloc, value). The fork suite stays out: its children start
+# after, alloc, value) and issue 14's (stats, dump under churn, drain,
+# leak). The fork suite stays out: its children start
 # timer threads, and TSan kills a fork child of a multi-threaded process
 # that starts a thread (die_after_fork).
 step tsan-build 900 "${setup[@]}" "$prefix-tsan" -Db_sanitize=thread \
 	-Db_lundef=false -Dtests=enabled -Dbenchmarks=disabled -Dbuildtype=debugoptimized
 step tsan-stress 600 meson test -C "$prefix-tsan" --suite stress \
 	--suite reliability --suite lifecycle --suite after --suite alloc \
-	--suite value --num-processes 1 --print-errorlogs
+	--suite value --suite stats --suite dump --suite drain --suite leak \
+	--num-processes 1 --print-errorlogs
 
 # 2. AddressSanitizer + UBSan (+ LeakSanitizer): every suite (stress and
 # fork included; the fuzz corpora replay in step 3), in a
