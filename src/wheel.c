@@ -35,6 +35,42 @@
  * level 0, only if its own tick has been reached), otherwise it is filed
  * again relative to the new clock, which always puts it at a lower level
  * (it shares all digits from L up with the new clock) or in the due slot.
+ *
+ * Banks. (a)-(c) describe each level's current bank, w->cur[L]. Each level
+ * L below the top has a second one, its next-turn bank, for T_L, the turn
+ * of level L after the current one: the ticks E with
+ * E >> 6(L+1) == (C >> 6(L+1)) + 1. Without it, T_L's timers wait in one
+ * slot of level L+1 until the clock enters T_L and are all re-filed then,
+ * in one advance: with 1M live timers that was one owner pull of 1.5-3.6
+ * ms per level-1 slot and of 26-42 ms per level-2 slot, and whatever came
+ * due meanwhile fired that late (docs/design.md, section 9). So:
+ *
+ *  (d) a timer in the next-turn bank of level L, slot s, has its tick E in
+ *      T_L and E's digit at L equal to s (precise mode only: non-precise
+ *      mode leaves every next-turn bank empty, and the top level, whose
+ *      turn never ends, has none). Nodes record their bank. When the clock
+ *      enters T_L the two banks swap roles (cur[L] flips): no node moves
+ *      and delete stays O(1).
+ *  (e) every slot's n is the number of timers in its lanes, and its bitmap
+ *      bit is set exactly when n > 0.
+ *
+ * The source of T_L is the slot that holds the rest of T_L's timers:
+ * slot (C's digit at L+1) + 1 of level L+1, or, when that digit is 63
+ * (T_L also begins the next turn of L+1), slot 0 of L+1's next-turn bank.
+ * A source holds only timers filed before it became one: filing ("file
+ * next") sends a timer whose place would be the source of T_L to T_L's
+ * bank instead, and one level lower again while that place is itself a
+ * source. After each advance, for each level L whose source is not empty
+ * and which it has not served in this tick, the pre-cascade moves
+ * max(chunk, ceil(rest / ticks left)) of the source's timers into T_L's
+ * bank, "ticks left" running to the start of T_L or, for L > 0 while C's
+ * digit at L is below 63, to the start of the last turn of level L-1 in
+ * front of T_L (so slot 0 of T_L's bank, the source of T_{L-1} during that
+ * turn, is complete when its own pre-cascade starts). Served each tick,
+ * a source is empty when its turn begins; what is left when advances come
+ * more rarely (or time jumps) is a slot that comes due at the boundary
+ * and is re-filed there, as before, so lateness never depends on it, only
+ * the length of the advance that crosses the boundary.
  */
 
 #define LVL_SHIFT(l) (RCTX_WHEEL_SLOT_BITS * (unsigned)(l))
@@ -96,22 +132,33 @@ rctx_wheel_lane(const struct rctx_wheel_timer *t)
 	return (unsigned)(h >> (64 - RCTX_WHEEL_LANE_BITS));
 }
 
-static inline bool
-rctx_wheel_slot_empty(const struct rctx_wheel_slot *sl)
+/* Digit of tick x at level l. */
+static inline unsigned
+rctx_wheel_digit(uint64_t x, unsigned l)
 {
-	uintptr_t any = 0;
+	return (unsigned)(x >> LVL_SHIFT(l)) & SLOT_MASK;
+}
 
-	for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++)
-		any |= (uintptr_t)sl->head[i];
-	return any == 0;
+/* The number of x's turn of level l: its digits above l (0 at the top). */
+static inline uint64_t
+rctx_wheel_turn(uint64_t x, unsigned l)
+{
+	return l + 1 < RCTX_WHEEL_LEVELS ? x >> LVL_SHIFT(l + 1) : 0;
+}
+
+/* First tick of turn number u of level l (l below the top). */
+static inline uint64_t
+rctx_wheel_turn_start(uint64_t u, unsigned l)
+{
+	return u << LVL_SHIFT(l + 1);
 }
 
 static inline void
 rctx_wheel_link(struct rctx_wheel *w, struct rctx_wheel_timer *t, unsigned lvl,
-		unsigned s)
+		unsigned b, unsigned s)
 {
-	struct rctx_wheel_timer **head =
-	    &w->slot[lvl][s].head[rctx_wheel_lane(t)];
+	struct rctx_wheel_slot *sl = &w->slot[lvl][b][s];
+	struct rctx_wheel_timer **head = &sl->head[rctx_wheel_lane(t)];
 
 	t->next = *head;
 	if (*head != NULL)
@@ -120,7 +167,27 @@ rctx_wheel_link(struct rctx_wheel *w, struct rctx_wheel_timer *t, unsigned lvl,
 	t->pprev = head;
 	t->level = (uint8_t)lvl;
 	t->slot = (uint8_t)s;
-	w->pending[lvl] |= UINT64_C(1) << s;
+	t->bank = (uint8_t)b;
+	sl->n++;
+	w->pending[lvl][b] |= UINT64_C(1) << s; /* (e) */
+}
+
+/*
+ * File next: t, of tick e in T_k (precise mode), into T_k's bank, or lower
+ * while its slot there would be the source of the turn below: slot 0 of
+ * level k's next turn while C's digit at k is 63 is the source of T_{k-1},
+ * and e is then in T_{k-1} (invariant (d)).
+ */
+static inline void
+rctx_wheel_file_next(struct rctx_wheel *w, struct rctx_wheel_timer *t,
+		     uint64_t e, unsigned k)
+{
+	uint64_t c = w->curtick;
+
+	while (k > 0 && rctx_wheel_digit(e, k) == 0 &&
+	       rctx_wheel_digit(c, k) == SLOT_MASK)
+		k--;
+	rctx_wheel_link(w, t, k, w->cur[k] ^ 1u, rctx_wheel_digit(e, k));
 }
 
 /*
@@ -133,7 +200,7 @@ rctx_wheel_file(struct rctx_wheel *w, struct rctx_wheel_timer *t, bool past_due)
 {
 	uint64_t c = w->curtick;
 	uint64_t e;
-	unsigned lvl;
+	unsigned lvl, s;
 
 	if (past_due && t->expires <= w->now)
 		goto due;
@@ -155,10 +222,16 @@ rctx_wheel_file(struct rctx_wheel *w, struct rctx_wheel_timer *t, bool past_due)
 			e = max;
 	}
 	lvl = rctx_wheel_level_of(e ^ c);
-	rctx_wheel_link(w, t, lvl, (unsigned)(e >> LVL_SHIFT(lvl)) & SLOT_MASK);
+	s = rctx_wheel_digit(e, lvl);
+	if (w->precise && lvl > 0 && s == rctx_wheel_digit(c, lvl) + 1) {
+		/* The source of T_{lvl-1}: e is in that turn (d). */
+		rctx_wheel_file_next(w, t, e, lvl - 1);
+		return;
+	}
+	rctx_wheel_link(w, t, lvl, w->cur[lvl], s);
 	return;
 due:
-	rctx_wheel_link(w, t, 0, (unsigned)(c & SLOT_MASK));
+	rctx_wheel_link(w, t, 0, w->cur[0], (unsigned)(c & SLOT_MASK));
 }
 
 void
@@ -174,11 +247,20 @@ rctx_wheel_init(struct rctx_wheel *w, rctx_time_t now, unsigned tick_shift,
 	w->curtick = (uint64_t)now >> tick_shift;
 	w->precise = precise;
 	w->count = 0;
+	w->chunk = RCTX_WHEEL_CHUNK;
 	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
-		w->pending[l] = 0;
-		for (unsigned s = 0; s < RCTX_WHEEL_SLOTS; s++)
-			for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++)
-				w->slot[l][s].head[i] = NULL;
+		w->cur[l] = 0;
+		w->pre_tick[l] = w->curtick;
+		for (unsigned b = 0; b < 2; b++) {
+			w->pending[l][b] = 0;
+			for (unsigned s = 0; s < RCTX_WHEEL_SLOTS; s++) {
+				struct rctx_wheel_slot *sl = &w->slot[l][b][s];
+
+				for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++)
+					sl->head[i] = NULL;
+				sl->n = 0;
+			}
+		}
 	}
 }
 
@@ -203,8 +285,8 @@ rctx_wheel_del(struct rctx_wheel *w, struct rctx_wheel_timer *t)
 	*pprev = next;
 	if (next != NULL)
 		next->pprev = pprev;
-	else if (rctx_wheel_slot_empty(&w->slot[t->level][t->slot]))
-		w->pending[t->level] &= ~(UINT64_C(1) << t->slot);
+	if (--w->slot[t->level][t->bank][t->slot].n == 0) /* (e) */
+		w->pending[t->level][t->bank] &= ~(UINT64_C(1) << t->slot);
 	t->pprev = NULL;
 	t->next = NULL;
 	w->count--;
@@ -213,39 +295,55 @@ rctx_wheel_del(struct rctx_wheel *w, struct rctx_wheel_timer *t)
 rctx_time_t
 rctx_wheel_next(const struct rctx_wheel *w)
 {
-	uint64_t c = w->curtick;
+	uint64_t c = w->curtick, best = UINT64_MAX;
 
 	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
 		unsigned sh = LVL_SHIFT(l);
-		unsigned cd = (unsigned)(c >> sh) & SLOT_MASK;
-		uint64_t bits = w->pending[l];
-		uint64_t base, s;
+		unsigned cd = rctx_wheel_digit(c, l);
+		unsigned b = w->cur[l];
+		uint64_t bits = w->pending[l][b], s, start;
 
-		if (bits == 0)
-			continue;
-		if (l == 0 && (bits & (UINT64_C(1) << cd)))
-			return w->now; /* due slot: the next advance fires */
-		/* Lower levels' slots all start before any slot of a higher
-		 * level (invariant (a)), so the first busy level decides. */
-		s = (uint64_t)__builtin_ctzll(bits & rctx_wheel_above(cd));
-		base = sh + RCTX_WHEEL_SLOT_BITS >= 64
-			   ? 0
-			   : (c >> (sh + RCTX_WHEEL_SLOT_BITS))
-				 << (sh + RCTX_WHEEL_SLOT_BITS);
-		return (rctx_time_t)((base | (s << sh)) << w->tick_shift);
+		if (bits != 0) {
+			if (l == 0 && (bits & (UINT64_C(1) << cd)))
+				return w->now; /* due slot: the next advance */
+			s = (uint64_t)__builtin_ctzll(bits &
+						      rctx_wheel_above(cd));
+			start = (l + 1 < RCTX_WHEEL_LEVELS
+				     ? rctx_wheel_turn_start(
+					   rctx_wheel_turn(c, l), l)
+				     : 0) |
+				s << sh;
+			/* Level 0's slots all start before T_0, where every
+			 * other bank and slot begins (a), (d). */
+			if (l == 0)
+				return (rctx_time_t)(start << w->tick_shift);
+			if (start < best)
+				best = start;
+		}
+		bits = l + 1 < RCTX_WHEEL_LEVELS ? w->pending[l][b ^ 1u] : 0;
+		if (bits != 0) { /* T_l's bank (d) */
+			s = (uint64_t)__builtin_ctzll(bits);
+			start = rctx_wheel_turn_start(rctx_wheel_turn(c, l) + 1,
+						      l) |
+				s << sh;
+			if (start < best)
+				best = start;
+		}
 	}
-	return INT64_MAX;
+	return best == UINT64_MAX ? INT64_MAX
+				  : (rctx_time_t)(best << w->tick_shift);
 }
 
 /*
- * Take the slots in `bits` of level l out of the wheel and walk all their
- * lanes side by side, one node of each list per round: the lists' nodes
- * are independent loads, so a storm of cache-cold timers waits for memory
- * once per round rather than once per node. Due timers are appended at
- * *tailp, the others re-filed relative to the (already advanced) clock.
+ * Take the slots in `bits` of level l, bank b out of the wheel and walk
+ * all their lanes side by side, one node of each list per round: the
+ * lists' nodes are independent loads, so a storm of cache-cold timers
+ * waits for memory once per round rather than once per node. Due timers
+ * are appended at *tailp, the others re-filed relative to the (already
+ * advanced) clock.
  */
 static size_t
-rctx_wheel_expire(struct rctx_wheel *w, unsigned l, uint64_t bits,
+rctx_wheel_expire(struct rctx_wheel *w, unsigned l, unsigned b, uint64_t bits,
 		  rctx_time_t now, struct rctx_wheel_timer ***tailp)
 {
 	struct rctx_wheel_timer *cur[RCTX_WHEEL_SLOTS * RCTX_WHEEL_LANES];
@@ -255,16 +353,19 @@ rctx_wheel_expire(struct rctx_wheel *w, unsigned l, uint64_t bits,
 	unsigned k = 0;
 	size_t fired = 0;
 
+	bits &= w->pending[l][b];
+	w->pending[l][b] &= ~bits;
 	while (bits != 0) {
 		unsigned s = (unsigned)__builtin_ctzll(bits);
+		struct rctx_wheel_slot *sl = &w->slot[l][b][s];
 
 		bits &= bits - 1;
 		for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++) {
-			if (w->slot[l][s].head[i] != NULL)
-				cur[k++] = w->slot[l][s].head[i];
-			w->slot[l][s].head[i] = NULL;
+			if (sl->head[i] != NULL)
+				cur[k++] = sl->head[i];
+			sl->head[i] = NULL;
 		}
-		w->pending[l] &= ~(UINT64_C(1) << s);
+		sl->n = 0;
 	}
 	while (k > 0) {
 		for (unsigned i = 0; i < k;) {
@@ -293,6 +394,95 @@ rctx_wheel_expire(struct rctx_wheel *w, unsigned l, uint64_t bits,
 	return fired;
 }
 
+/* Where the source of T_k is (level k+1; see the top comment). */
+static inline struct rctx_wheel_slot *
+rctx_wheel_source(struct rctx_wheel *w, unsigned k, unsigned *lvl, unsigned *b,
+		  unsigned *s)
+{
+	unsigned d = rctx_wheel_digit(w->curtick, k + 1);
+
+	*lvl = k + 1;
+	if (d < SLOT_MASK) {
+		*b = w->cur[k + 1];
+		*s = d + 1;
+	} else { /* below the top: the top digit never reaches 63 */
+		*b = w->cur[k + 1] ^ 1u;
+		*s = 0;
+	}
+	return &w->slot[*lvl][*b][*s];
+}
+
+/*
+ * Move up to `quota` timers from the source of T_k into T_k's bank (file
+ * next), taking them from the heads of the source's lanes in turn: as in
+ * expire, the lanes' nodes are independent loads.
+ */
+static void
+rctx_wheel_precascade(struct rctx_wheel *w, unsigned k, size_t quota)
+{
+	struct rctx_wheel_timer *cur[RCTX_WHEEL_LANES];
+	unsigned lvl, b, s;
+	struct rctx_wheel_slot *sl = rctx_wheel_source(w, k, &lvl, &b, &s);
+	size_t moved = 0;
+	bool more = true;
+
+	for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++)
+		cur[i] = sl->head[i];
+	while (more && moved < quota) {
+		more = false;
+		for (unsigned i = 0; i < RCTX_WHEEL_LANES && moved < quota;
+		     i++) {
+			struct rctx_wheel_timer *t = cur[i];
+
+			if (t == NULL)
+				continue;
+			cur[i] = t->next;
+			if (cur[i] != NULL) {
+				__builtin_prefetch(cur[i], 1);
+				more = true;
+			}
+			rctx_wheel_file_next(
+			    w, t, rctx_wheel_tick_up(w, t->expires), k);
+			moved++;
+		}
+	}
+	for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++) {
+		sl->head[i] = cur[i];
+		if (cur[i] != NULL)
+			cur[i]->pprev = &sl->head[i];
+	}
+	sl->n -= moved;
+	if (sl->n == 0) /* (e) */
+		w->pending[lvl][b] &= ~(UINT64_C(1) << s);
+}
+
+/* The pre-cascade's round after an advance (precise mode): see the top
+ * comment for the quota. */
+static void
+rctx_wheel_precascade_all(struct rctx_wheel *w)
+{
+	uint64_t c = w->curtick;
+
+	for (unsigned k = 0; k + 1 < RCTX_WHEEL_LEVELS; k++) {
+		unsigned lvl, b, s;
+		size_t r = rctx_wheel_source(w, k, &lvl, &b, &s)->n, quota;
+		uint64_t left;
+
+		if (r == 0 || w->pre_tick[k] == c)
+			continue;
+		w->pre_tick[k] = c;
+		/* Ticks to the start of T_k; c < last tick < 2^63, so the
+		 * start fits. */
+		left = rctx_wheel_turn_start(rctx_wheel_turn(c, k) + 1, k) - c;
+		if (k > 0 && rctx_wheel_digit(c, k) < SLOT_MASK)
+			left -= UINT64_C(1) << LVL_SHIFT(k); /* >= 1 still */
+		quota = (size_t)((r + left - 1) / left);
+		if (quota < w->chunk)
+			quota = w->chunk;
+		rctx_wheel_precascade(w, k, quota);
+	}
+}
+
 struct rctx_wheel_timer *
 rctx_wheel_advance(struct rctx_wheel *w, rctx_time_t now, size_t *n)
 {
@@ -308,33 +498,49 @@ rctx_wheel_advance(struct rctx_wheel *w, rctx_time_t now, size_t *n)
 
 	/*
 	 * Bottom up: timers re-filed from level L land below L (or in the
-	 * due slot), which are already done, so no slot is visited twice.
+	 * due slot, or a next-turn bank below L), which are already done and
+	 * whose banks already match the new clock, so no slot is visited
+	 * twice.
 	 */
 	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
 		unsigned sh = LVL_SHIFT(l);
-		unsigned c = (unsigned)(old >> sh) & SLOT_MASK;
-		unsigned d = (unsigned)(nw >> sh) & SLOT_MASK;
-		bool same_turn;
-		uint64_t mask, bits;
+		unsigned c = rctx_wheel_digit(old, l);
+		unsigned d = rctx_wheel_digit(nw, l);
+		uint64_t ot = rctx_wheel_turn(old, l);
+		uint64_t nt = rctx_wheel_turn(nw, l);
+		unsigned b = w->cur[l];
+		uint64_t mask, upto_d = (UINT64_C(2) << d) - 1;
 
 		/* Equal digits from l up: nothing at l or above came due. */
 		if (l > 0 && (old >> sh) == (nw >> sh))
 			break;
-		same_turn = sh + RCTX_WHEEL_SLOT_BITS >= 64 ||
-			    (old >> (sh + RCTX_WHEEL_SLOT_BITS)) ==
-				(nw >> (sh + RCTX_WHEEL_SLOT_BITS));
 		mask = rctx_wheel_above(c);
-		if (same_turn)
-			mask &= (UINT64_C(2) << d) - 1;
 		if (l == 0)
 			mask |= UINT64_C(1) << c; /* the old due slot */
-		bits = w->pending[l] & mask;
-		if (bits != 0)
-			fired += rctx_wheel_expire(w, l, bits, now, &tail);
+		if (ot == nt) {
+			fired += rctx_wheel_expire(w, l, b, mask & upto_d, now,
+						   &tail);
+			continue;
+		}
+		/* The rest of the old turn is due. */
+		fired += rctx_wheel_expire(w, l, b, mask, now, &tail);
+		if (nt == ot + 1) {
+			/* The clock entered T_l: its bank becomes level l
+			 * (d), and its slots up to the new digit are due. */
+			w->cur[l] = (uint8_t)(b ^ 1u);
+			fired +=
+			    rctx_wheel_expire(w, l, b ^ 1u, upto_d, now, &tail);
+		} else {
+			/* T_l passed whole: every timer in its bank is due. */
+			fired += rctx_wheel_expire(w, l, b ^ 1u, UINT64_MAX,
+						   now, &tail);
+		}
 	}
 	*tail = NULL;
 	w->count -= fired;
 	*n = fired;
+	if (w->precise)
+		rctx_wheel_precascade_all(w);
 	return head;
 }
 
@@ -345,26 +551,31 @@ rctx_wheel_drain(struct rctx_wheel *w, size_t *n)
 	size_t cnt = 0;
 
 	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
-		uint64_t bits = w->pending[l];
+		for (unsigned b = 0; b < 2; b++) {
+			uint64_t bits = w->pending[l][b];
 
-		while (bits != 0) {
-			unsigned s = (unsigned)__builtin_ctzll(bits);
+			while (bits != 0) {
+				unsigned s = (unsigned)__builtin_ctzll(bits);
+				struct rctx_wheel_slot *sl = &w->slot[l][b][s];
 
-			bits &= bits - 1;
-			for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++) {
-				struct rctx_wheel_timer *t =
-				    w->slot[l][s].head[i];
+				bits &= bits - 1;
+				for (unsigned i = 0; i < RCTX_WHEEL_LANES;
+				     i++) {
+					struct rctx_wheel_timer *t =
+					    sl->head[i];
 
-				w->slot[l][s].head[i] = NULL;
-				for (; t != NULL; t = t->next) {
-					t->pprev = NULL;
-					*tail = t;
-					tail = &t->next;
-					cnt++;
+					sl->head[i] = NULL;
+					for (; t != NULL; t = t->next) {
+						t->pprev = NULL;
+						*tail = t;
+						tail = &t->next;
+						cnt++;
+					}
 				}
+				sl->n = 0;
 			}
+			w->pending[l][b] = 0;
 		}
-		w->pending[l] = 0;
 	}
 	*tail = NULL;
 	w->count = 0;
@@ -381,11 +592,12 @@ rctx_wheel_drain(struct rctx_wheel *w, size_t *n)
 		}                                                              \
 	} while (0)
 
-/* Where t sits (due slot, or a slot from `start` of `width` ticks) can
- * neither fire it early nor leave it behind the clock. */
+/* Where t sits (the due slot, or a slot of a current bank or of a
+ * next-turn bank, `next`, starting at tick `start`, `width` ticks wide)
+ * can neither fire it early nor leave it behind the clock. */
 static bool
 rctx_wheel_check_place(const struct rctx_wheel *w,
-		       const struct rctx_wheel_timer *t, bool due,
+		       const struct rctx_wheel_timer *t, bool due, bool next,
 		       uint64_t start, uint64_t width, const char **why)
 {
 	uint64_t c = w->curtick;
@@ -398,12 +610,76 @@ rctx_wheel_check_place(const struct rctx_wheel *w,
 	}
 	CHECK(e > c || t->expires <= w->now,
 	      "timer past its tick not in due slot");
-	if (w->precise)
+	if (next) /* (d): in T_l, at its digit, which is [start, +width) */
+		CHECK(w->precise && e >= start && e - start < width,
+		      "next-turn bank: tick outside its turn or slot");
+	else if (w->precise)
 		CHECK(e >= start && e - start < width,
 		      "precise: tick outside its slot");
 	else /* rounded up by less than its distance level's width */
 		CHECK((e > start ? e - start : start - e) < width,
 		      "coarse: tick too far from its slot");
+	return true;
+}
+
+/* One bank of level l: its bitmap, counts, lists and every node's place.
+ * `base` is the first tick of the turn it holds. */
+static bool
+rctx_wheel_check_bank(const struct rctx_wheel *w, unsigned l, unsigned b,
+		      uint64_t base, size_t *cnt, const char **why)
+{
+	unsigned sh = LVL_SHIFT(l);
+	unsigned cd = rctx_wheel_digit(w->curtick, l);
+	bool next = b != w->cur[l];
+	uint64_t width = UINT64_C(1) << sh;
+	uint64_t busy = 0, bits;
+	uintptr_t any = 0;
+
+	/* Empty slots first, in one cheap pass: the common case. */
+	for (unsigned s = 0; s < RCTX_WHEEL_SLOTS; s++) {
+		const struct rctx_wheel_slot *sl = &w->slot[l][b][s];
+
+		if (sl->n != 0) {
+			busy |= UINT64_C(1) << s;
+			continue;
+		}
+		for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++)
+			any |= (uintptr_t)sl->head[i];
+	}
+	CHECK(busy == w->pending[l][b], "bitmap bit disagrees with n (e)");
+	CHECK(any == 0, "nodes in a slot whose n is 0 (e)");
+	for (bits = busy; bits != 0; bits &= bits - 1) {
+		unsigned s = (unsigned)__builtin_ctzll(bits);
+		const struct rctx_wheel_slot *sl = &w->slot[l][b][s];
+		bool due = !next && l == 0 && s == cd;
+		uint64_t start = base | ((uint64_t)s << sh);
+		size_t n = 0;
+
+		CHECK(!next || (w->precise && l + 1 < RCTX_WHEEL_LEVELS),
+		      "timers in a next-turn bank that must stay empty (d)");
+		CHECK(next || due || s > cd, "busy slot behind the clock (a)");
+		for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++) {
+			struct rctx_wheel_timer *const *pp = &sl->head[i];
+			const struct rctx_wheel_timer *t;
+
+			for (t = *pp; t != NULL; pp = &t->next, t = t->next) {
+				CHECK(t->pprev == pp, "pprev does not point at "
+						      "the link to the node");
+				CHECK(t->level == l && t->bank == b &&
+					  t->slot == s &&
+					  rctx_wheel_lane(t) == i,
+				      "node level/bank/slot/lane disagree "
+				      "with where it is");
+				CHECK(++*cnt <= w->count,
+				      "more nodes than count (or a cycle)");
+				CHECK(++n <= sl->n, "more nodes than n (e)");
+				if (!rctx_wheel_check_place(w, t, due, next,
+							    start, width, why))
+					return false;
+			}
+		}
+		CHECK(n == sl->n, "n disagrees with the nodes (e)");
+	}
 	return true;
 }
 
@@ -417,49 +693,24 @@ rctx_wheel_check(const struct rctx_wheel *w, const char **why)
 	CHECK(w->tick_shift <= 30, "tick_shift out of range");
 	CHECK(c == (uint64_t)w->now >> w->tick_shift,
 	      "curtick != now >> shift");
+	CHECK(w->chunk >= 1, "pre-cascade chunk is 0");
 	for (unsigned l = 0; l < RCTX_WHEEL_LEVELS; l++) {
-		unsigned sh = LVL_SHIFT(l);
-		unsigned cd = (unsigned)(c >> sh) & SLOT_MASK;
-		uint64_t base = sh + RCTX_WHEEL_SLOT_BITS >= 64
-				    ? 0
-				    : (c >> (sh + RCTX_WHEEL_SLOT_BITS))
-					  << (sh + RCTX_WHEEL_SLOT_BITS);
-		uint64_t width = UINT64_C(1) << sh;
+		bool top = l + 1 == RCTX_WHEEL_LEVELS;
+		uint64_t u = rctx_wheel_turn(c, l);
+		unsigned b = w->cur[l];
 
-		for (unsigned s = 0; s < RCTX_WHEEL_SLOTS; s++) {
-			const struct rctx_wheel_slot *sl = &w->slot[l][s];
-			bool bit = (w->pending[l] >> s) & 1;
-			bool busy = !rctx_wheel_slot_empty(sl);
-			bool due = l == 0 && s == cd;
-			uint64_t start = base | ((uint64_t)s << sh);
-
-			CHECK(bit == busy, "bitmap bit disagrees with slot");
-			if (!busy)
-				continue;
-			CHECK(due || s > cd, "busy slot behind the clock");
-			for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++) {
-				struct rctx_wheel_timer *const *pp =
-				    &sl->head[i];
-				const struct rctx_wheel_timer *t;
-
-				for (t = *pp; t != NULL;
-				     pp = &t->next, t = t->next) {
-					CHECK(t->pprev == pp,
-					      "pprev does not point at the "
-					      "link to the node");
-					CHECK(t->level == l && t->slot == s &&
-						  rctx_wheel_lane(t) == i,
-					      "node level/slot/lane disagree "
-					      "with where it is");
-					CHECK(++cnt <= w->count,
-					      "more nodes than count (or a "
-					      "cycle)");
-					if (!rctx_wheel_check_place(
-						w, t, due, start, width, why))
-						return false;
-				}
-			}
-		}
+		CHECK(b < 2, "bank index out of range");
+		CHECK(w->pre_tick[l] <= c, "pre-cascade tick ahead of clock");
+		if (!rctx_wheel_check_bank(
+			w, l, b, top ? 0 : rctx_wheel_turn_start(u, l), &cnt,
+			why))
+			return false;
+		/* The top level's spare bank is never used: base 0 is only
+		 * a placeholder (it must be empty). */
+		if (!rctx_wheel_check_bank(
+			w, l, b ^ 1u, top ? 0 : rctx_wheel_turn_start(u + 1, l),
+			&cnt, why))
+			return false;
 	}
 	CHECK(cnt == w->count, "count disagrees with the nodes");
 	return true;

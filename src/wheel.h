@@ -15,7 +15,9 @@
  * functions for a given wheel. 64 slots per level with a 64-bit occupancy
  * bitmap per level; enough levels to cover every int64 nanosecond deadline
  * (deadlines beyond the top level are clamped into it and re-filed as time
- * advances, so they still fire on time, never early).
+ * advances, so they still fire on time, never early). In precise mode each
+ * level below the top has a second bank of 64 slots for its next turn,
+ * which advances fill ahead of time (the pre-cascade, wheel.c).
  */
 #define RCTX_WHEEL_SLOT_BITS	      6
 #define RCTX_WHEEL_SLOTS	      (1u << RCTX_WHEEL_SLOT_BITS)
@@ -29,6 +31,7 @@ struct rctx_wheel_timer {
 	rctx_time_t expires;		 /* absolute deadline, ns */
 	uint8_t level;			 /* where it is filed (owner only) */
 	uint8_t slot;
+	uint8_t bank; /* which of the level's two banks (wheel.c (d)) */
 };
 
 /*
@@ -41,7 +44,14 @@ struct rctx_wheel_timer {
 
 struct rctx_wheel_slot {
 	struct rctx_wheel_timer *head[RCTX_WHEEL_LANES];
+	size_t n; /* timers in all lanes */
 };
+
+/*
+ * Floor of the pre-cascade's work per level and tick, in timers (a wheel's
+ * `chunk` starts at this; tests lower it to see partial pre-cascades).
+ */
+#define RCTX_WHEEL_CHUNK 256u
 
 struct rctx_wheel {
 	rctx_time_t now;     /* last time passed to add/advance (ns) */
@@ -49,8 +59,13 @@ struct rctx_wheel {
 	unsigned tick_shift; /* log2 of the tick in ns */
 	bool precise;	     /* re-file into finer levels before firing */
 	size_t count;	     /* timers in the wheel */
-	uint64_t pending[RCTX_WHEEL_LEVELS]; /* occupancy bitmap per level */
-	struct rctx_wheel_slot slot[RCTX_WHEEL_LEVELS][RCTX_WHEEL_SLOTS];
+	size_t chunk;	     /* pre-cascade floor, RCTX_WHEEL_CHUNK */
+	uint8_t cur[RCTX_WHEEL_LEVELS]; /* the bank that is level l now */
+	/* Tick at which level l's next turn was last pre-cascaded. */
+	uint64_t pre_tick[RCTX_WHEEL_LEVELS];
+	/* Occupancy bitmap per level and bank. */
+	uint64_t pending[RCTX_WHEEL_LEVELS][2];
+	struct rctx_wheel_slot slot[RCTX_WHEEL_LEVELS][2][RCTX_WHEEL_SLOTS];
 };
 
 /* Set up an empty wheel whose clock starts at now. precise: see below. */
@@ -66,6 +81,7 @@ rctx_wheel_timer_init(struct rctx_wheel_timer *t)
 	t->expires = 0;
 	t->level = 0;
 	t->slot = 0;
+	t->bank = 0;
 }
 
 /* True while t is filed in a wheel. */
@@ -91,13 +107,16 @@ void rctx_wheel_del(struct rctx_wheel *w, struct rctx_wheel_timer *t);
  * rounded up to a tick (in non-precise mode: rounded up to its slot, which
  * is when it will fire), and w->now when the next advance has work at once;
  * may be earlier (a slot that will only re-file). Use it as the sleep
- * deadline.
+ * deadline. O(levels): bitmaps only.
  */
 rctx_time_t rctx_wheel_next(const struct rctx_wheel *w);
 
 /*
  * Advance the wheel's clock to now (ignored if now < w->now) and unlink
- * every timer that is due. Returns them as a list linked through ->next
+ * every timer that is due. In precise mode it then moves a bounded share
+ * of the timers of each level's next turn into that turn's bank (at most
+ * once per level and tick; see wheel.c), so that no turn boundary
+ * re-files a whole slot at once. Returns them as a list linked through ->next
  * (NULL-terminated; each has pprev == NULL) and their count in *n. The
  * caller fires them after this returns, so callbacks may add and delete.
  * Never early: every returned timer has expires <= now.
@@ -115,9 +134,10 @@ struct rctx_wheel_timer *rctx_wheel_advance(struct rctx_wheel *w,
 struct rctx_wheel_timer *rctx_wheel_drain(struct rctx_wheel *w, size_t *n);
 
 /*
- * Invariant checker: every bitmap bit matches a non-empty slot, every
- * node's pprev/level/slot agree with where it is, count is right, and no
- * node is filed at a slot that would fire it early. Returns true if sound;
+ * Invariant checker: every bitmap bit and slot count matches its slot,
+ * every node's pprev/level/slot/bank agree with where it is, count is
+ * right, no node is filed at a slot that would fire it early, and each
+ * next-turn bank holds only its turn's timers (wheel.c (a)-(f)). Returns true if sound;
  * on failure writes a reason to *why (if non-NULL).
  */
 bool rctx_wheel_check(const struct rctx_wheel *w, const char **why);
