@@ -358,6 +358,21 @@ test_check_detects(void **state)
 	checked(&wheel);
 	node[0].expires = 1000; /* tick 63 */
 	assert_false(rctx_wheel_check(&wheel, &why));
+	node[0].expires = 16;
+	checked(&wheel);
+	/* A slot count off by one, and a next-turn bank node (tick 64, T_0)
+	 * whose tick is moved into the current turn. */
+	wheel.slot[0][node[0].bank][node[0].slot].n++;
+	assert_false(rctx_wheel_check(&wheel, NULL));
+	wheel.slot[0][node[0].bank][node[0].slot].n--;
+	rctx_wheel_add(&wheel, &node[1], 64 * 16);
+	assert_int_not_equal(node[1].bank, wheel.cur[0]);
+	checked(&wheel);
+	node[1].expires = 60 * 16;
+	assert_false(rctx_wheel_check(&wheel, &why));
+	assert_non_null(strstr(why, "next-turn"));
+	node[1].expires = 64 * 16;
+	checked(&wheel);
 }
 
 /* Non-precise: never early, late by less than one slot of its level. */
@@ -387,6 +402,180 @@ test_coarse_lateness(void **state)
 	assert_int_equal(node[2].level, 0);
 	assert_int_equal(adv(193, m), 1);
 	assert_true(m[2]);
+}
+
+/* Where node i is: level, and whether in its level's next-turn bank. */
+static bool
+in_next_bank(int i)
+{
+	return rctx_wheel_timer_pending(&node[i]) &&
+	       node[i].bank != wheel.cur[node[i].level];
+}
+
+/* Timers in the source slot of T_k (wheel.c): the slot after the clock's
+ * digit at k+1, or slot 0 of k+1's next-turn bank when that digit is 63. */
+static size_t
+source_n(unsigned k)
+{
+	unsigned d = (unsigned)(wheel.curtick >> (6 * (k + 1))) & 63;
+	unsigned b = wheel.cur[k + 1];
+
+	if (d == 63)
+		return wheel.slot[k + 1][b ^ 1][0].n;
+	return wheel.slot[k + 1][b][d + 1].n;
+}
+
+/* Advance one tick at a time to `to` (1 ns ticks): every node fires at
+ * exactly its own tick, none early. */
+static void
+step_to(rctx_time_t to, bool mark[NODES])
+{
+	while (wheel.now < to) {
+		rctx_time_t t = wheel.now + 1;
+		size_t n;
+		struct rctx_wheel_timer *l = rctx_wheel_advance(&wheel, t, &n);
+
+		for (; l != NULL; l = l->next) {
+			ptrdiff_t id = l - node;
+
+			assert_true(id >= 0 && id < NODES);
+			assert_int_equal(l->expires, t); /* on time, exactly */
+			assert_false(mark[id]);
+			mark[id] = true;
+		}
+		checked(&wheel);
+	}
+}
+
+/*
+ * The pre-cascade (precise mode, 1 ns ticks, chunk 3): a timer of the next
+ * level-0 turn is filed in that turn's bank and deleted from it in O(1);
+ * a level-1 slot that becomes the next turn's source moves 3 timers a
+ * tick into the bank; a turn that begins with its source only partly
+ * moved still fires everything on its own tick; a level-2 slot moves into
+ * level 1's next-turn bank, and its first slot on into level 0's, so that
+ * one tick before each turn begins all of its timers are at level 0
+ * already (before the banks, they sat a level or two up until the turn
+ * began, and the advance that crossed into it re-filed them all).
+ */
+static void
+test_precascade(void **state)
+{
+	bool m[NODES] = { 0 };
+	size_t n;
+	int i;
+
+	(void)state;
+	setup_wheel(0, 0, true);
+	wheel.chunk = 3;
+
+	/* Next-turn filing: tick 69 is in T_0 = [64, 128). */
+	rctx_wheel_add(&wheel, &node[0], 69);
+	assert_true(in_next_bank(0));
+	assert_int_equal(node[0].level, 0);
+	assert_int_equal(node[0].slot, 5);
+	assert_int_equal(rctx_wheel_next(&wheel), 69);
+	checked(&wheel);
+	/* Delete from the bank: its bit and count go. */
+	rctx_wheel_del(&wheel, &node[0]);
+	assert_int_equal(wheel.pending[0][wheel.cur[0] ^ 1], 0);
+	assert_int_equal(wheel.slot[0][wheel.cur[0] ^ 1][5].n, 0);
+	assert_int_equal(rctx_wheel_next(&wheel), INT64_MAX);
+	checked(&wheel);
+	rctx_wheel_add(&wheel, &node[0], 69);
+
+	/* 21 timers in level 1, slot 2 (ticks 128..188): not yet a source. */
+	for (i = 1; i <= 21; i++) {
+		rctx_wheel_add(&wheel, &node[i], 128 + 3 * (i - 1));
+		assert_int_equal(node[i].level, 1);
+		assert_false(in_next_bank(i));
+	}
+	checked(&wheel);
+	/* Enter T_0: the banks swap (node 0 is level 0 now, unmoved) and
+	 * slot 2 is the source of the new T_0: 3 go to its bank. */
+	assert_null(rctx_wheel_advance(&wheel, 64, &n));
+	checked(&wheel);
+	assert_false(in_next_bank(0));
+	assert_int_equal(source_n(0), 18);
+	n = 0;
+	for (i = 1; i <= 21; i++)
+		n += in_next_bank(i);
+	assert_int_equal(n, 3);
+	/* Delete one still in the source and one already moved (not node
+	 * 1, the first due: the jump below counts on it). */
+	for (i = 2; i <= 21 && in_next_bank(i); i++)
+		;
+	assert_true(i <= 21);
+	rctx_wheel_del(&wheel, &node[i]);
+	for (i = 2; i <= 21 && !in_next_bank(i); i++)
+		;
+	assert_true(i <= 21);
+	rctx_wheel_del(&wheel, &node[i]);
+	checked(&wheel);
+	assert_int_equal(source_n(0), 17);
+	/* One more chunk per tick, none within a tick. */
+	assert_null(rctx_wheel_advance(&wheel, 65, &n));
+	assert_int_equal(source_n(0), 14);
+	assert_null(rctx_wheel_advance(&wheel, 65, &n));
+	assert_int_equal(source_n(0), 14);
+	step_to(68, m);
+	assert_int_equal(source_n(0), 5);
+	step_to(69, m);
+	assert_true(m[0]);
+	/* Jump to the start of T_0 with 2 left in the source: they are
+	 * re-filed there, and everything fires on its tick. */
+	assert_int_equal(source_n(0), 2);
+	assert_int_equal(adv(128, m), 1); /* tick 128 */
+	assert_true(m[1]);
+	for (i = 2; i <= 21; i++)
+		assert_true(!rctx_wheel_timer_pending(&node[i]) ||
+			    (node[i].level == 0 && !in_next_bank(i)));
+	step_to(200, m);
+	assert_int_equal(wheel.count, 0);
+
+	/* Level 2: ticks 8192.. are in level 2, slot 2, until the clock
+	 * enters [4096, 8192), where that slot is the source of T_1. */
+	for (i = 0; i < 40; i++) {
+		memset(&m[i], 0, sizeof(m[i]));
+		rctx_wheel_add(&wheel, &node[i],
+			       8192 + (i % 2 ? 64 * (i % 7) : 0) + i);
+		assert_int_equal(node[i].level, 2);
+	}
+	step_to(4096, m);
+	assert_int_equal(source_n(1), 40 - 3);
+	step_to(4096 + 12, m);
+	assert_int_equal(source_n(1), 1);
+	step_to(4096 + 13, m);
+	assert_int_equal(source_n(1), 0);
+	/* All in level 1's next-turn bank; those of T_0 = [8192, 8256) in
+	 * its slot 0, which becomes T_0's source at 8128. */
+	for (i = 0; i < 40; i++)
+		assert_true(node[i].level == 1 && in_next_bank(i));
+	step_to(8128, m);
+	/* Slot 0 of level 1's next-turn bank is now T_0's source: a new
+	 * timer of T_0 skips it for T_0's bank, one level lower. */
+	m[50] = false;
+	rctx_wheel_add(&wheel, &node[50], 8200);
+	assert_int_equal(node[50].level, 0);
+	assert_true(in_next_bank(50));
+	step_to(8191, m);
+	assert_int_equal(source_n(0), 0);
+	for (i = 0; i < 40; i++) {
+		unsigned want = node[i].expires < 8256 ? 0 : 1;
+
+		assert_int_equal(node[i].level, want);
+		assert_true(in_next_bank(i));
+	}
+	/* Crossing into T_0 (and T_1): the banks become levels 0 and 1. */
+	assert_int_equal(adv(8192, m), 1);
+	for (i = 1; i < 40; i++)
+		if (node[i].expires < 8256)
+			assert_true(node[i].level == 0 && !in_next_bank(i));
+	step_to(8192 + 64 * 7, m);
+	for (i = 0; i < 40; i++)
+		assert_true(m[i]);
+	assert_true(m[50]);
+	assert_int_equal(wheel.count, 0);
 }
 
 /*
@@ -637,10 +826,19 @@ model_check_next(struct model *m)
 		assert_int_equal(model_advance(m, nx - 1, true), 0);
 }
 
+struct model_cfg {
+	unsigned shift;
+	bool precise;
+	rctx_time_t start;
+	size_t chunk; /* pre-cascade floor; 0: the default */
+};
+
 static size_t
-run_model(uint64_t seed, rctx_time_t start, unsigned shift, bool precise,
-	  long steps)
+run_model(uint64_t seed, const struct model_cfg *cfg, long steps)
 {
+	rctx_time_t start = cfg->start;
+	unsigned shift = cfg->shift;
+	bool precise = cfg->precise;
 	struct model *m = calloc(1, sizeof(*m));
 	size_t n;
 	const char *why = NULL;
@@ -649,6 +847,8 @@ run_model(uint64_t seed, rctx_time_t start, unsigned shift, bool precise,
 	assert_non_null(m);
 	m->rng = rnd_seed(seed);
 	rctx_wheel_init(&m->w, start, shift, precise);
+	if (cfg->chunk != 0)
+		m->w.chunk = cfg->chunk;
 	for (int i = 0; i < MNODES; i++)
 		rctx_wheel_timer_init(&m->t[i]);
 	for (long step = 0; step < steps; step++) {
@@ -708,26 +908,24 @@ run_model(uint64_t seed, rctx_time_t start, unsigned shift, bool precise,
 	return (size_t)steps;
 }
 
-struct model_cfg {
-	unsigned shift;
-	bool precise;
-	rctx_time_t start;
-};
-
 static const struct model_cfg cfgs[] = {
-	{ 0, true, 0 },
-	{ 4, true, 1000 },
-	{ 20, true, (rctx_time_t)1 << 40 },
-	{ 30, true, 5 },
-	{ 20, true, INT64_MAX - ((rctx_time_t)1 << 38) }, /* end of time */
-	{ 0, false, 3 },
-	{ 10, false, 77777 },
-	{ 20, false, (rctx_time_t)1 << 50 },
-	{ 6, false, INT64_MAX - ((rctx_time_t)1 << 25) },
+	{ 0, true, 0, 0 },
+	{ 4, true, 1000, 0 },
+	{ 20, true, (rctx_time_t)1 << 40, 0 },
+	{ 30, true, 5, 0 },
+	{ 20, true, INT64_MAX - ((rctx_time_t)1 << 38), 0 }, /* end of time */
+	/* Partial pre-cascades: sources left half moved at boundaries. */
+	{ 0, true, 0, 1 },
+	{ 4, true, 4000, 2 },
+	{ 20, true, INT64_MAX - ((rctx_time_t)1 << 38), 1 },
+	{ 0, false, 3, 0 },
+	{ 10, false, 77777, 0 },
+	{ 20, false, (rctx_time_t)1 << 50, 0 },
+	{ 6, false, INT64_MAX - ((rctx_time_t)1 << 25), 0 },
 };
 
 #define SEEDS 3
-#define STEPS (80000L * RCTX_STRESS_SCALE)
+#define STEPS (60000L * RCTX_STRESS_SCALE)
 
 static void
 test_model(void **state)
@@ -737,9 +935,7 @@ test_model(void **state)
 	(void)state;
 	for (size_t c = 0; c < sizeof(cfgs) / sizeof(cfgs[0]); c++)
 		for (uint64_t s = 1; s <= SEEDS; s++)
-			total +=
-			    run_model(s * 7919 + c, cfgs[c].start,
-				      cfgs[c].shift, cfgs[c].precise, STEPS);
+			total += run_model(s * 7919 + c, &cfgs[c], STEPS);
 	print_message("# model: %zu random steps\n", total);
 	assert_true(total >= 2000000);
 }
@@ -759,6 +955,7 @@ main(void)
 		cmocka_unit_test(test_drain),
 		cmocka_unit_test(test_check_detects),
 		cmocka_unit_test(test_coarse_lateness),
+		cmocka_unit_test(test_precascade),
 		cmocka_unit_test(test_model),
 	};
 
