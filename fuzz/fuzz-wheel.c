@@ -10,10 +10,13 @@
 
 /*
  * Input: byte 0 picks the tick shift (low 5 bits, capped at 30) and the
- * mode (bit 7: precise); bytes 1-2 pick the start time. Then each op is a
- * byte whose low 2 bits choose arm/cancel, advance, next-probe or re-arm,
- * followed by its operands. Properties (abort on violation):
- *  - the invariant checker holds after every op;
+ * mode (bit 7: precise); bytes 1-2 pick the start time (and, XORed with
+ * byte 0, their low 2 bits the pre-cascade chunk: 1-4 timers a level and
+ * tick, so that precise runs leave sources half moved at turn
+ * boundaries). Then each op is a byte whose low 2 bits choose arm/cancel,
+ * advance, next-probe or re-arm, followed by its operands. Properties (abort on violation):
+ *  - the invariant checker holds after every op (with the next-turn
+ *    banks and their partly moved sources);
  *  - nothing fires early, twice, or without being armed;
  *  - precise: exactly the timers with expires <= now and (armed in the
  *    past or ceil(expires / tick) <= now / tick) fire;
@@ -236,6 +239,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					: (rctx_time_t)(st << (st & 31));
 
 		rctx_wheel_init(&s.w, start, shift, cfg & 0x80);
+		s.w.chunk = 1 + ((cfg ^ st) & 3);
 	}
 	for (int i = 0; i < FNODES; i++)
 		rctx_wheel_timer_init(&s.t[i]);
