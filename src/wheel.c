@@ -157,8 +157,8 @@ static inline void
 rctx_wheel_link(struct rctx_wheel *w, struct rctx_wheel_timer *t, unsigned lvl,
 		unsigned b, unsigned s)
 {
-	struct rctx_wheel_slot *sl = &w->slot[lvl][b][s];
-	struct rctx_wheel_timer **head = &sl->head[rctx_wheel_lane(t)];
+	struct rctx_wheel_timer **head =
+	    &w->slot[lvl][b][s].head[rctx_wheel_lane(t)];
 
 	t->next = *head;
 	if (*head != NULL)
@@ -168,7 +168,7 @@ rctx_wheel_link(struct rctx_wheel *w, struct rctx_wheel_timer *t, unsigned lvl,
 	t->level = (uint8_t)lvl;
 	t->slot = (uint8_t)s;
 	t->bank = (uint8_t)b;
-	sl->n++;
+	w->n[lvl][b][s]++;
 	w->pending[lvl][b] |= UINT64_C(1) << s; /* (e) */
 }
 
@@ -258,7 +258,7 @@ rctx_wheel_init(struct rctx_wheel *w, rctx_time_t now, unsigned tick_shift,
 
 				for (unsigned i = 0; i < RCTX_WHEEL_LANES; i++)
 					sl->head[i] = NULL;
-				sl->n = 0;
+				w->n[l][b][s] = 0;
 			}
 		}
 	}
@@ -285,7 +285,7 @@ rctx_wheel_del(struct rctx_wheel *w, struct rctx_wheel_timer *t)
 	*pprev = next;
 	if (next != NULL)
 		next->pprev = pprev;
-	if (--w->slot[t->level][t->bank][t->slot].n == 0) /* (e) */
+	if (--w->n[t->level][t->bank][t->slot] == 0) /* (e) */
 		w->pending[t->level][t->bank] &= ~(UINT64_C(1) << t->slot);
 	t->pprev = NULL;
 	t->next = NULL;
@@ -365,7 +365,7 @@ rctx_wheel_expire(struct rctx_wheel *w, unsigned l, unsigned b, uint64_t bits,
 				cur[k++] = sl->head[i];
 			sl->head[i] = NULL;
 		}
-		sl->n = 0;
+		w->n[l][b][s] = 0;
 	}
 	while (k > 0) {
 		for (unsigned i = 0; i < k;) {
@@ -451,8 +451,8 @@ rctx_wheel_precascade(struct rctx_wheel *w, unsigned k, size_t quota)
 		if (cur[i] != NULL)
 			cur[i]->pprev = &sl->head[i];
 	}
-	sl->n -= moved;
-	if (sl->n == 0) /* (e) */
+	w->n[lvl][b][s] -= moved;
+	if (w->n[lvl][b][s] == 0) /* (e) */
 		w->pending[lvl][b] &= ~(UINT64_C(1) << s);
 }
 
@@ -465,9 +465,11 @@ rctx_wheel_precascade_all(struct rctx_wheel *w)
 
 	for (unsigned k = 0; k + 1 < RCTX_WHEEL_LEVELS; k++) {
 		unsigned lvl, b, s;
-		size_t r = rctx_wheel_source(w, k, &lvl, &b, &s)->n, quota;
+		size_t r, quota;
 		uint64_t left;
 
+		(void)rctx_wheel_source(w, k, &lvl, &b, &s);
+		r = w->n[lvl][b][s];
 		if (r == 0 || w->pre_tick[k] == c)
 			continue;
 		w->pre_tick[k] = c;
@@ -572,7 +574,7 @@ rctx_wheel_drain(struct rctx_wheel *w, size_t *n)
 						cnt++;
 					}
 				}
-				sl->n = 0;
+				w->n[l][b][s] = 0;
 			}
 			w->pending[l][b] = 0;
 		}
@@ -639,7 +641,7 @@ rctx_wheel_check_bank(const struct rctx_wheel *w, unsigned l, unsigned b,
 	for (unsigned s = 0; s < RCTX_WHEEL_SLOTS; s++) {
 		const struct rctx_wheel_slot *sl = &w->slot[l][b][s];
 
-		if (sl->n != 0) {
+		if (w->n[l][b][s] != 0) {
 			busy |= UINT64_C(1) << s;
 			continue;
 		}
@@ -672,13 +674,14 @@ rctx_wheel_check_bank(const struct rctx_wheel *w, unsigned l, unsigned b,
 				      "with where it is");
 				CHECK(++*cnt <= w->count,
 				      "more nodes than count (or a cycle)");
-				CHECK(++n <= sl->n, "more nodes than n (e)");
+				CHECK(++n <= w->n[l][b][s],
+				      "more nodes than n (e)");
 				if (!rctx_wheel_check_place(w, t, due, next,
 							    start, width, why))
 					return false;
 			}
 		}
-		CHECK(n == sl->n, "n disagrees with the nodes (e)");
+		CHECK(n == w->n[l][b][s], "n disagrees with the nodes (e)");
 	}
 	return true;
 }

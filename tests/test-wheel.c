@@ -362,9 +362,9 @@ test_check_detects(void **state)
 	checked(&wheel);
 	/* A slot count off by one, and a next-turn bank node (tick 64, T_0)
 	 * whose tick is moved into the current turn. */
-	wheel.slot[0][node[0].bank][node[0].slot].n++;
+	wheel.n[0][node[0].bank][node[0].slot]++;
 	assert_false(rctx_wheel_check(&wheel, NULL));
-	wheel.slot[0][node[0].bank][node[0].slot].n--;
+	wheel.n[0][node[0].bank][node[0].slot]--;
 	rctx_wheel_add(&wheel, &node[1], 64 * 16);
 	assert_int_not_equal(node[1].bank, wheel.cur[0]);
 	checked(&wheel);
@@ -421,8 +421,8 @@ source_n(unsigned k)
 	unsigned b = wheel.cur[k + 1];
 
 	if (d == 63)
-		return wheel.slot[k + 1][b ^ 1][0].n;
-	return wheel.slot[k + 1][b][d + 1].n;
+		return wheel.n[k + 1][b ^ 1][0];
+	return wheel.n[k + 1][b][d + 1];
 }
 
 /* Advance one tick at a time to `to` (1 ns ticks): every node fires at
@@ -479,7 +479,7 @@ test_precascade(void **state)
 	/* Delete from the bank: its bit and count go. */
 	rctx_wheel_del(&wheel, &node[0]);
 	assert_int_equal(wheel.pending[0][wheel.cur[0] ^ 1], 0);
-	assert_int_equal(wheel.slot[0][wheel.cur[0] ^ 1][5].n, 0);
+	assert_int_equal(wheel.n[0][wheel.cur[0] ^ 1][5], 0);
 	assert_int_equal(rctx_wheel_next(&wheel), INT64_MAX);
 	checked(&wheel);
 	rctx_wheel_add(&wheel, &node[0], 69);
