@@ -37,7 +37,7 @@
 #include <vector>
 
 extern "C" {
-#include "wheel.h"
+#include "wheelcheck.h"
 }
 #include "heap-timer.h"
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wheel.h"
+#include "wheelcheck.h"
 
 /*
  * Input: byte 0 picks the tick shift (low 5 bits, capped at 30) and the

@@ -136,13 +136,57 @@ struct rctx_wheel_timer *rctx_wheel_advance(struct rctx_wheel *w,
  */
 struct rctx_wheel_timer *rctx_wheel_drain(struct rctx_wheel *w, size_t *n);
 
-/*
- * Invariant checker: every bitmap bit and slot count matches its slot,
- * every node's pprev/level/slot/bank agree with where it is, count is
- * right, no node is filed at a slot that would fire it early, and each
- * next-turn bank holds only its turn's timers (wheel.c (a)-(f)). Returns true if sound;
- * on failure writes a reason to *why (if non-NULL).
- */
-bool rctx_wheel_check(const struct rctx_wheel *w, const char **why);
+/* --- tick arithmetic, shared by wheel.c and its checker (wheelcheck.c) --- */
+
+#define RCTX_WHEEL_LVL_SHIFT(l) (RCTX_WHEEL_SLOT_BITS * (unsigned)(l))
+#define RCTX_WHEEL_SLOT_MASK	((uint64_t)RCTX_WHEEL_SLOTS - 1)
+
+/* Last tick whose start is a representable time. */
+static inline uint64_t
+rctx_wheel_maxtick(const struct rctx_wheel *w)
+{
+	return (uint64_t)INT64_MAX >> w->tick_shift;
+}
+
+/* Tick at or after expires (expires >= 0), saturated at the last tick. */
+static inline uint64_t
+rctx_wheel_tick_up(const struct rctx_wheel *w, rctx_time_t expires)
+{
+	uint64_t mask = ((uint64_t)1 << w->tick_shift) - 1;
+	uint64_t e = ((uint64_t)expires + mask) >> w->tick_shift;
+	uint64_t max = rctx_wheel_maxtick(w);
+
+	return e > max ? max : e;
+}
+
+/* Lane of a node: the top bits of a multiplicative hash of its address. */
+static inline unsigned
+rctx_wheel_lane(const struct rctx_wheel_timer *t)
+{
+	uint64_t h = (uint64_t)(uintptr_t)t * UINT64_C(0x9e3779b97f4a7c15);
+
+	return (unsigned)(h >> (64 - RCTX_WHEEL_LANE_BITS));
+}
+
+/* Digit of tick x at level l. */
+static inline unsigned
+rctx_wheel_digit(uint64_t x, unsigned l)
+{
+	return (unsigned)(x >> RCTX_WHEEL_LVL_SHIFT(l)) & RCTX_WHEEL_SLOT_MASK;
+}
+
+/* The number of x's turn of level l: its digits above l (0 at the top). */
+static inline uint64_t
+rctx_wheel_turn(uint64_t x, unsigned l)
+{
+	return l + 1 < RCTX_WHEEL_LEVELS ? x >> RCTX_WHEEL_LVL_SHIFT(l + 1) : 0;
+}
+
+/* First tick of turn number u of level l (l below the top). */
+static inline uint64_t
+rctx_wheel_turn_start(uint64_t u, unsigned l)
+{
+	return u << RCTX_WHEEL_LVL_SHIFT(l + 1);
+}
 
 #endif /* RCTX_WHEEL_H */

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "util.h"
-#include "wheel.h"
+#include "wheelcheck.h"
 
 #define NODES 64
 
