@@ -16,6 +16,7 @@
 #include "alloc.h"
 #include "cascade.h"
 #include "children.h"
+#include "shard.h"
 #include "fault.h"
 #include "stats.h"
 #include "timer.h"
@@ -179,7 +180,7 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 	 * themselves, tree.B). It leaves the set at once.
 	 */
 	if (ch->kind == RCTX_KIND_CANCEL && !(ns & RCTX_ST_WAITERS) &&
-	    !rctx_cset_maybe_nonempty(&ch->children) &&
+	    !rctx_children_maybe_nonempty(ch) &&
 	    /* seq_cst: as in the leaf check of cascade */
 	    atomic_load_explicit(&ch->aover, memory_order_seq_cst) == NULL) {
 		/* release: tree.G, its (empty) subtree is done */
@@ -206,7 +207,7 @@ walk_children(struct rctx *n, struct walk *w)
 {
 	/* seq_cst: tree.E, before any slot of n is read */
 	atomic_fetch_add_explicit(&n->walkers, 1, memory_order_seq_cst);
-	rctx_cset_foreach(&n->children, mark_child, w);
+	rctx_children_foreach(n, mark_child, w);
 	/* release: every pointer read from n's slots is done with; pairs
 	 * with the freeing child's load of walkers (tree.E) */
 	atomic_fetch_sub_explicit(&n->walkers, 1, memory_order_release);
@@ -273,8 +274,7 @@ cascade_finish(struct walk *w, struct rctx *c)
 		/* release: tree.G, every descendant of n is marked */
 		atomic_store_explicit(&n->state, st, memory_order_release);
 		if (n == c && n->wslot) /* c's parent takes new children */
-			rctx_cset_remove_hinted(&c->cparent->children, n->wslot,
-						(uintptr_t)n);
+			rctx_set_leave(c, n->wslot);
 		else if (n->wslot)
 			rctx_cset_remove(n->wslot, (uintptr_t)n);
 		if (n->kind == RCTX_KIND_TIMER)
@@ -292,6 +292,7 @@ cascade_finish(struct walk *w, struct rctx *c)
 	while (n) {
 		struct rctx *next = n->work_next;
 
+		/* after-funcs register in n's own set, never in a shard */
 		if (rctx_cset_maybe_nonempty(&n->children) ||
 		    /* seq_cst: as in the leaf check of cascade */
 		    atomic_load_explicit(&n->aover, memory_order_seq_cst)) {
@@ -321,7 +322,7 @@ cascade(struct rctx *c, uint64_t old, uint64_t st)
 {
 	struct walk w;
 
-	if (!rctx_cset_maybe_nonempty(&c->children) &&
+	if (!rctx_children_maybe_nonempty(c) &&
 	    /* seq_cst: as the set's loads; an overflowed registration
 	     * that is not seen here sees c done (after.c, overflow) */
 	    atomic_load_explicit(&c->aover, memory_order_seq_cst) == NULL) {
@@ -335,8 +336,7 @@ cascade(struct rctx *c, uint64_t old, uint64_t st)
 		/* release: tree.G, c's (empty) subtree is done */
 		atomic_store_explicit(&c->state, st, memory_order_release);
 		if (c->registered)
-			rctx_cset_remove_hinted(&c->cparent->children, c->slot,
-						(uintptr_t)c);
+			rctx_set_leave(c, c->slot);
 		if (c->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&c->timer);
 		rctx_wait_notify(c, st);

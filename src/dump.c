@@ -6,6 +6,7 @@
 
 #include "clock.h"
 #include "children.h"
+#include "shard.h"
 #include "dump.h"
 #include "fault.h"
 #include "leak.h"
@@ -141,8 +142,7 @@ walk(struct rctx *ctx, struct walk *w)
 				 * of the set is read */
 				atomic_fetch_add_explicit(&f.c->walkers, 1,
 							  memory_order_seq_cst);
-				rctx_cset_foreach(&f.c->children, visit_child,
-						  w);
+				rctx_children_foreach(f.c, visit_child, w);
 				/* release: done with every pointer read
 				 * from the set; pairs with the freeing
 				 * child's load of walkers (order E) */

@@ -49,4 +49,13 @@ rctx_calloc(size_t n, size_t size)
 	return calloc(n, size);
 }
 
+/* size a multiple of align (a power of two) */
+static inline void *
+rctx_aligned_alloc(size_t align, size_t size)
+{
+	if (rctx_fault_hit(RCTX_FAULT_MALLOC))
+		return NULL;
+	return aligned_alloc(align, size);
+}
+
 #endif /* RCTX_FAULT_H */

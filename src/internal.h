@@ -150,6 +150,9 @@ struct rctx_cset {
 	_Atomic(_Atomic uintptr_t *) hint; /* a recently freed slot */
 };
 
+/* A per-CPU part of a context many threads derive from (shard.h). */
+struct rctx_shard;
+
 /* An after-func registration (after.h). */
 struct rctx_after_impl;
 
@@ -166,7 +169,8 @@ struct rctx {
 	/* --- line 0: observers and the cascade --- */
 	_Atomic uint32_t refs;	/* references; 0 means being freed */
 	uint8_t kind;		/* enum rctx_kind */
-	uint8_t registered;	/* inserted in src-parent's children set */
+	uint8_t registered;	/* in src-parent's children set: 1 its own
+				 * set, 2 one of its shards' (shard.c) */
 	uint8_t has_deadline;	/* deadline below is meaningful */
 	uint8_t armed;		/* TIMER: the timer was handed to the service */
 	_Atomic uint64_t state; /* cancelable: see RCTX_ST_* */
@@ -185,6 +189,14 @@ struct rctx {
 	_Atomic uint8_t fd_written; /* someone wrote the eventfd (wait.B) */
 	uint8_t defer_free; /* reuse only after a grace period (tree.E) */
 	atomic_flag olock;
+	/* per-CPU shards (shard.c): pshard, our reference on parent is
+	 * counted on one of its shards; sharded, 0 no shards, 1 sharded,
+	 * 2 shards closed (their counts moved back into refs); dtag and
+	 * dmiss, the last deriving thread and how often it changed */
+	uint8_t pshard;
+	_Atomic uint8_t sharded;
+	_Atomic uint8_t dmiss;
+	_Atomic uint16_t dtag;
 
 	/* --- line 1: the children set (cancelable) --- */
 	struct rctx_cset children;
@@ -213,6 +225,9 @@ struct rctx {
 	/* --- allocator --- */
 	struct rctx *free_next; /* cache / deferred-free lists */
 	struct rctx *gp_next;	/* batch head: next batch waiting for RCU */
+
+	/* --- shared by many threads: per-CPU shards (shard.c) --- */
+	_Atomic(struct rctx_shard *) shards;
 };
 
 #ifdef RCTX_DEBUG

@@ -173,14 +173,26 @@ ctx_new(struct rctx *parent, uint8_t kind)
 	c->work_next = NULL;
 	c->dcause = 0;
 	c->free_next = NULL;
+	c->pshard = 0;
+	atomic_init(&c->sharded, 0);
+	atomic_init(&c->dmiss, 0);
+	atomic_init(&c->dtag, rctx_shard_tag()); /* its maker derives first */
+	atomic_init(&c->shards, NULL);
 	return c;
 }
 
+/* Take c's reference on its parent p, on p's shard if p is split. */
 static inline void
-parent_get(struct rctx *p)
+parent_get(struct rctx *c, struct rctx *p)
 {
-	if (p->kind != RCTX_KIND_ROOT)
-		rctx_ref_get(p);
+	if (p->kind == RCTX_KIND_ROOT)
+		return;
+	if (RCTX_UNLIKELY(rctx_sharded(p))) {
+		c->pshard = rctx_shard_get(p);
+		return;
+	}
+	rctx_shard_note(p);
+	rctx_ref_get(p);
 }
 
 static void
@@ -218,12 +230,21 @@ attach(struct rctx *c, struct rctx *p)
 		rctx_stats_done(c, old, s); /* takes back a TIMER bit (I3) */
 		return 0;
 	}
-	slot = rctx_cset_insert(&p->children, (uintptr_t)c);
-	if (RCTX_UNLIKELY(slot == NULL))
+	if (RCTX_UNLIKELY(rctx_sharded(p))) {
+		slot = rctx_shard_insert(p, (uintptr_t)c);
+		c->registered = 2;
+	} else {
+		if (p != c->parent) /* else noted by parent_get */
+			rctx_shard_note(p);
+		slot = rctx_cset_insert(&p->children, (uintptr_t)c);
+		c->registered = 1;
+	}
+	if (RCTX_UNLIKELY(slot == NULL)) {
+		c->registered = 0;
 		return -ENOMEM;
+	}
 	c->slot = slot;
 	c->cparent = p;
-	c->registered = 1;
 	/* seq_cst: tree.B, pairs with the canceller's seq_cst state CAS.
 	 * The insert was a seq_cst CAS, so it precedes this load in the
 	 * single total order of seq_cst operations: no fence is needed. */
@@ -247,7 +268,7 @@ rctx_tree_with_cancel(struct rctx *parent)
 		errno = ENOMEM;
 		return NULL;
 	}
-	parent_get(parent);
+	parent_get(c, parent);
 	return c;
 }
 
@@ -291,7 +312,7 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 		errno = ENOMEM;
 		return NULL;
 	}
-	parent_get(parent);
+	parent_get(c, parent);
 	if (rctx_st_err(rctx_state_load(c)))
 		return c; /* born done under a done parent */
 	if (now == RCTX_NOW_UNKNOWN)
@@ -336,7 +357,7 @@ rctx_tree_with_value(struct rctx *parent, const void *key, void *value)
 	c->vprev = parent->vtop;
 	c->vdepth = (c->vprev ? c->vprev->vdepth : 0) + 1;
 	c->vtop = c;
-	parent_get(parent);
+	parent_get(c, parent);
 	return c;
 }
 
@@ -350,7 +371,7 @@ rctx_tree_without_cancel(struct rctx *parent)
 	c->src = NULL;
 	c->has_deadline = 0;
 	c->deadline = INT64_MAX;
-	parent_get(parent);
+	parent_get(c, parent);
 	return c;
 }
 
@@ -413,8 +434,12 @@ free_one(struct rctx *c)
 {
 	rctx_stats_freed(c);
 	if (c->registered)
-		rctx_cset_remove_hinted(&c->cparent->children, c->slot,
-					(uintptr_t)c);
+		rctx_set_leave(c, c->slot);
+	/* relaxed: c is unreachable; its promotion, made by a holder,
+	 * finished before the holder's put */
+	if (RCTX_UNLIKELY(
+		atomic_load_explicit(&c->sharded, memory_order_relaxed) != 0))
+		rctx_shards_free(c);
 	if (c->src == c) {
 		rctx_stats_freed_cancelable(c);
 		rctx_cset_destroy(&c->children);
@@ -437,13 +462,17 @@ rctx_tree_release(struct rctx *c)
 {
 	/* Iterative: a chain whose references all reach zero is freed
 	 * bottom-up in this loop, never by recursion. */
+	bool on_shard = false; /* the put is a child's, on c's shard */
+
 	while (c != NULL && c->kind != RCTX_KIND_ROOT) {
 		struct rctx *parent;
 
 		rctx_debug_check(c, "rctx_release");
-		if (!rctx_ref_put(c))
+		if (!(RCTX_UNLIKELY(on_shard) ? rctx_shard_put(c)
+					      : rctx_ref_put(c)))
 			return;
 		parent = c->parent;
+		on_shard = c->pshard;
 		free_one(c);
 		c = parent;
 	}

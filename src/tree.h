@@ -8,6 +8,7 @@
 
 #include "cascade.h"
 #include "internal.h"
+#include "shard.h"
 #include "wait.h"
 
 extern struct rctx rctx_root_background;
@@ -77,7 +78,10 @@ rctx_ref_put(struct rctx *c)
 	if (RCTX_UNLIKELY(old == 0))
 		rctx_debug_dead(c, "rctx_release (double release)");
 #endif
-	return old == 1;
+	if (old == 1)
+		return true;
+	/* the last reference outside c's shards went (shard.c I2) */
+	return RCTX_UNLIKELY(old == RCTX_REF_BIAS + 1) && rctx_shard_close(c);
 }
 
 /* Constructors (arguments already checked by api.c). NULL + errno. */
