@@ -480,6 +480,50 @@ test_wake_rule(void **state)
 	sched_setaffinity(0, sizeof(one), &one);
 }
 
+/*
+ * A deadline staged (stage.c) while the owner sleeps toward a far one
+ * wakes it at once: the stager sees the owner's plan is later than
+ * `expires - 2 ticks` (stage.B). Without that wake the owner would steal
+ * the stage only when it next woke, an hour later.
+ */
+static void
+test_stage_wakes_owner(void **state)
+{
+	struct tt a, c;
+	cpu_set_t one;
+	rctx_time_t now;
+	uint64_t w;
+	int i;
+
+	(void)state;
+	reset();
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	memset(&a, 0, sizeof(a));
+	memset(&c, 0, sizeof(c));
+	rctx_timer_init(&a.t);
+	rctx_timer_init(&c.t);
+	/* queued, not staged (no `now`): the owner files it, then sleeps */
+	assert_int_equal(rctx_timer_arm(&a.t, rctx_now() + 3600 * RCTX_SEC), 0);
+	wait_idle();
+	w = rctx_timer_wakeups();
+	now = rctx_now();
+	/* far enough ahead to be staged (RCTX_STAGE_MIN_TICKS) */
+	assert_int_equal(rctx_timer_arm_at(&c.t, now + 20 * RCTX_MSEC, now), 0);
+	assert_int_equal(rctx_timer_wakeups(), w + 1);
+	assert_int_equal(wait_int(&c.fired, 1, 20000), 1);
+	assert_true(c.fired_at >= c.t.expires);
+	rctx_timer_release(&a.t);
+	rctx_timer_release(&c.t);
+	assert_int_equal(wait_int(&a.dead, 1, 20000), 1);
+	assert_int_equal(wait_int(&c.dead, 1, 20000), 1);
+	CPU_ZERO(&one);
+	for (i = 0; i < CPU_SETSIZE; i++)
+		CPU_SET(i, &one);
+	sched_setaffinity(0, sizeof(one), &one);
+}
+
 /* Pin the calling thread to one CPU (false: the CPU is not ours to use). */
 static bool
 pin_cpu(int cpu)
@@ -666,6 +710,7 @@ main(void)
 		cmocka_unit_test_teardown(test_shutdown_restart, teardown),
 		cmocka_unit_test_teardown(test_small_tick, teardown),
 		cmocka_unit_test_teardown(test_wake_rule, teardown),
+		cmocka_unit_test_teardown(test_stage_wakes_owner, teardown),
 		cmocka_unit_test_teardown(test_stage_after_migration, teardown),
 		cmocka_unit_test_teardown(test_fork, teardown),
 		cmocka_unit_test_teardown(test_fork_no_arm, teardown),
