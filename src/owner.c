@@ -9,7 +9,9 @@
  * clock read (twheel.c: the wheel's next slot goes to the near run),
  * fire, plan the next look (twheel.B: the exact earliest deadline when
  * near), sleep on the futex until then (an absolute CLOCK_MONOTONIC
- * timeout, so never early; late by the kernel's timer slack).
+ * timeout, so never early; late by the kernel's timer slack, which each
+ * owner sets to RCTX_OWNER_SLACK_NS when it starts, and by however long
+ * the woken thread then waits for a CPU).
  *
  * Invariants
  *  I1. Only the owner touches tw->w; it holds tw->lock while it does
@@ -62,6 +64,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include "clock.h"
@@ -154,6 +157,8 @@ rctx_owner_thread(void *arg)
 	sigset_t all;
 
 	rctx_owner_self = tw;
+	/* Best effort: on failure the owner is only as late as before. */
+	(void)prctl(PR_SET_TIMERSLACK, RCTX_OWNER_SLACK_NS, 0, 0, 0);
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	/* Release: owner.B, pairs with the acquire load in rctx_fork_park;

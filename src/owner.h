@@ -7,6 +7,14 @@
 
 #include "twheel.h"
 
+/*
+ * Timer slack of an owner thread, ns (prctl PR_SET_TIMERSLACK): the most
+ * the kernel may delay its futex timeout to batch it with other timers.
+ * The inherited default, 50 us, was half of the p50 lateness budget of
+ * 100 us (issue 11); an owner's wake-ups are its whole job.
+ */
+#define RCTX_OWNER_SLACK_NS 1000L
+
 /* The service lock: guards starting wheels and the loop set (loop.c). */
 void rctx_owner_lock(void);
 void rctx_owner_unlock(void);
