@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "shard.h"
 #include "fault.h"
 #include "reclaim.h"
 #include "registry.h"
@@ -115,6 +116,9 @@ rctx_alloc_thread_flush(void)
 static void
 tcache_register(void)
 {
+	/* Every thread comes here before it makes its first context: tag
+	 * it for the contexts it makes and derives under (shard.h). */
+	rctx_shard_tag_init();
 	struct rctx_cache_rec *r = (struct rctx_cache_rec *)rctx_reg_claim(
 	    &cache_reg, NULL, NULL, NULL);
 
@@ -171,6 +175,8 @@ rctx_ctx_alloc(void)
 			c = rctx_malloc(sizeof(*c));
 			if (c == NULL)
 				return NULL;
+			/* NULL for life but while split (shard.c frees) */
+			atomic_init(&c->shards, NULL);
 			rctx_reclaim_count_malloc();
 			return c;
 		}

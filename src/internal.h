@@ -190,13 +190,11 @@ struct rctx {
 	uint8_t defer_free; /* reuse only after a grace period (tree.E) */
 	atomic_flag olock;
 	/* per-CPU shards (shard.c): pshard, our reference on parent is
-	 * counted on one of its shards; sharded, 0 no shards, 1 sharded,
-	 * 2 shards closed (their counts moved back into refs); dtag and
-	 * dmiss, the last deriving thread and how often it changed */
+	 * counted on one of its shards; share, whether we are split
+	 * (RCTX_SHARE_STATE), the last thread that derived under us and
+	 * how often that changed */
 	uint8_t pshard;
-	_Atomic uint8_t sharded;
-	_Atomic uint8_t dmiss;
-	_Atomic uint16_t dtag;
+	_Atomic uint32_t share;
 
 	/* --- line 1: the children set (cancelable) --- */
 	struct rctx_cset children;

@@ -23,8 +23,10 @@
  *
  * Invariants
  *  (I1) p->shards is set once (by the CAS that wins the promotion) and
- *       freed with p; p->sharded goes 0 -> 1 -> 2 and never back.
- *  (I2) While p->sharded is 1, p->refs holds RCTX_REF_BIAS plus every
+ *       freed with p; p's state (share word) goes from whole to SPLIT to
+ *       CLOSED, and never back. A context is split only while it is
+ *       whole, and the tag and miss count change only then.
+ *  (I2) While p is SPLIT, p->refs holds RCTX_REF_BIAS plus every
  *       reference not counted on a shard (its creator's, rctx_retain's,
  *       a canceller's or an after-func's hold, children made before the
  *       split), and the references on p are refs - BIAS + the sum of the
@@ -38,9 +40,9 @@
  *       shard as it stood when it closed it, and everything after that
  *       goes to refs.
  *  (I3) No lost child (tree.B) with shards: the promotion publishes the
- *       array (seq_cst CAS) and then sets sharded (seq_cst store). An
- *       inserter that saw sharded set (acquire) inserts with a seq_cst
- *       CAS, ordered after that store; a canceller loads sharded with
+ *       array (seq_cst CAS) and then sets SPLIT (seq_cst RMW). An
+ *       inserter that saw SPLIT (acquire) inserts with a seq_cst CAS,
+ *       ordered after that RMW; a canceller loads the share word with
  *       seq_cst after its state CAS and walks the shards when it is set.
  *       In the single total order either the walk sees the child or the
  *       child sees the cancel, as for the context's own set.
@@ -51,13 +53,13 @@
  *      refs, so whoever frees p (the close or a later put reaching 0)
  *      sees every write made before a reference was dropped, as with
  *      rctx_ref_put alone.
- *  shard.B The store of sharded (seq_cst, so also a release) pairs with
- *      the acquire in rctx_sharded: a thread that sees it set sees
+ *  shard.B The RMW that sets SPLIT (seq_cst, so also a release) pairs
+ *      with the acquire in rctx_share: a thread that sees it sees
  *      p->shards and the shards' initialised contents.
  */
 
-/* Its address tells threads apart (rctx_shard_tag). */
-RCTX_TLS char rctx_shard_anchor;
+/* This thread's tag (rctx_share_mine); 0 until it allocates. */
+RCTX_TLS uint16_t rctx_shard_my_tag;
 
 static unsigned shard_n;
 static pthread_once_t shard_once = PTHREAD_ONCE_INIT;
@@ -78,34 +80,87 @@ rctx_shard_count(void)
 }
 
 /* The shard of the CPU we run on (any shard is correct, this one is
- * cheap). p is sharded: shard_n is set. */
+ * cheap). p is split: shard_n is set. */
 static inline struct rctx_shard *
 shard_here(struct rctx *p)
 {
 	int cpu = sched_getcpu();
 	unsigned k = cpu < 0 ? 0u : (unsigned)cpu;
-	/* relaxed: I1, the acquire in rctx_sharded made it visible */
+	/* relaxed: I1, the acquire in rctx_share made it visible */
 	struct rctx_shard *s =
 	    atomic_load_explicit(&p->shards, memory_order_relaxed);
 
 	return &s[k < shard_n ? k : k % shard_n];
 }
 
-void
-rctx_shard_miss(struct rctx *p, uint16_t tag)
-{
-	/* relaxed: a heuristic; a lost increment only delays the split */
-	unsigned m = atomic_load_explicit(&p->dmiss, memory_order_relaxed);
+static bool rctx_shard_get(struct rctx *p);
 
-	atomic_store_explicit(&p->dtag, tag, memory_order_relaxed);
-	if (m + 1 < RCTX_SHARD_PROMOTE) {
-		atomic_store_explicit(&p->dmiss, (uint8_t)(m + 1),
-				      memory_order_relaxed);
-		return;
+/* A hash of a thread-local address: threads differ, never 0. */
+void
+rctx_shard_tag_init(void)
+{
+	uint64_t h =
+	    (uint64_t)(uintptr_t)&rctx_shard_my_tag * 0x9e3779b97f4a7c15ull;
+
+	rctx_shard_my_tag = (uint16_t)((h >> 48) | 1);
+}
+
+static uint16_t
+my_tag(void)
+{
+	if (RCTX_UNLIKELY(rctx_shard_my_tag == 0))
+		rctx_shard_tag_init();
+	return rctx_shard_my_tag;
+}
+
+/* Forget p's misses (while whole): out of memory for the shards. */
+static void
+misses_reset(struct rctx *p)
+{
+	/* relaxed: a heuristic; the CAS keeps the state bits (I1) */
+	uint32_t s = atomic_load_explicit(&p->share, memory_order_relaxed);
+
+	while (!(s & RCTX_SHARE_STATE) &&
+	       !atomic_compare_exchange_weak_explicit(
+		   &p->share, &s, s & ~RCTX_SHARE_MISSES, memory_order_relaxed,
+		   memory_order_relaxed))
+		;
+}
+
+void
+rctx_shard_miss(struct rctx *p)
+{
+	uint16_t t = my_tag();
+	/* relaxed: a heuristic; a lost count only delays the split, and
+	 * the CAS never changes the state bits (I1) */
+	uint32_t s = atomic_load_explicit(&p->share, memory_order_relaxed);
+
+	for (;;) {
+		uint32_t m = (s & RCTX_SHARE_MISSES) / RCTX_SHARE_MISS1 + 1;
+
+		if ((s & RCTX_SHARE_STATE) || (s & RCTX_SHARE_TAG) == t)
+			return;
+		if (m >= RCTX_SHARD_PROMOTE) {
+			if (rctx_shard_promote(p) < 0)
+				misses_reset(p);
+			return;
+		}
+		/* relaxed: as above */
+		if (atomic_compare_exchange_weak_explicit(
+			&p->share, &s, m * RCTX_SHARE_MISS1 | t,
+			memory_order_relaxed, memory_order_relaxed))
+			return;
 	}
-	/* out of memory: count again from 0 and retry later */
-	if (rctx_shard_promote(p) < 0)
-		atomic_store_explicit(&p->dmiss, 0, memory_order_relaxed);
+}
+
+bool
+rctx_shard_parent_get(struct rctx *p)
+{
+	if (rctx_share(p) & RCTX_SHARE_STATE)
+		return rctx_shard_get(p);
+	rctx_shard_miss(p);
+	rctx_ref_get(p);
+	return false;
 }
 
 int
@@ -114,7 +169,7 @@ rctx_shard_promote(struct rctx *p)
 	unsigned n = rctx_shard_count();
 	struct rctx_shard *s, *none = NULL;
 
-	if (rctx_sharded(p))
+	if (rctx_share(p) & RCTX_SHARE_STATE)
 		return 0;
 	s = rctx_aligned_alloc(_Alignof(struct rctx_shard),
 			       (size_t)n * sizeof(*s));
@@ -124,8 +179,8 @@ rctx_shard_promote(struct rctx *p)
 		atomic_init(&s[i].refs, 0);
 		rctx_cset_init(&s[i].set);
 	}
-	/* seq_cst: I3, the array is published before sharded; relaxed on
-	 * failure: another thread is promoting p, and it sets sharded */
+	/* seq_cst: I3, the array is published before SPLIT; relaxed on
+	 * failure: another thread is promoting p, and it sets SPLIT */
 	if (!atomic_compare_exchange_strong_explicit(&p->shards, &none, s,
 						     memory_order_seq_cst,
 						     memory_order_relaxed)) {
@@ -136,12 +191,13 @@ rctx_shard_promote(struct rctx *p)
 	 * meanwhile, and no shard count exists yet to pair with (I2) */
 	atomic_fetch_add_explicit(&p->refs, RCTX_REF_BIAS,
 				  memory_order_relaxed);
-	/* seq_cst: I3 and shard.B */
-	atomic_store_explicit(&p->sharded, 1, memory_order_seq_cst);
+	/* seq_cst: I3 and shard.B; the miss counts are done with */
+	atomic_fetch_or_explicit(&p->share, RCTX_SHARE_SPLIT,
+				 memory_order_seq_cst);
 	return 0;
 }
 
-bool
+static bool
 rctx_shard_get(struct rctx *p)
 {
 	struct rctx_shard *s = shard_here(p);
@@ -178,17 +234,20 @@ rctx_shard_put(struct rctx *p)
 bool
 rctx_shard_close(struct rctx *p)
 {
-	uint8_t one = 1;
 	int64_t sum = 0;
 	uint32_t add, old;
 	struct rctx_shard *s;
+	/* relaxed: the CAS below decides */
+	uint32_t st = atomic_load_explicit(&p->share, memory_order_relaxed);
 
-	/* acquire: pairs with the promotion's store (shard.B); relaxed on
-	 * failure: another put already closes them, or p has no shards */
-	if (!atomic_compare_exchange_strong_explicit(&p->sharded, &one, 2,
-						     memory_order_acquire,
-						     memory_order_relaxed))
-		return false;
+	do {
+		/* another put already closes them, or p has no shards */
+		if ((st & RCTX_SHARE_STATE) != RCTX_SHARE_SPLIT)
+			return false;
+		/* acquire: pairs with the promotion's RMW (shard.B) */
+	} while (!atomic_compare_exchange_weak_explicit(
+	    &p->share, &st, (st & ~RCTX_SHARE_STATE) | RCTX_SHARE_CLOSED,
+	    memory_order_acquire, memory_order_relaxed));
 	/* relaxed: I1, seen through the acquire above */
 	s = atomic_load_explicit(&p->shards, memory_order_relaxed);
 	for (unsigned i = 0; i < shard_n; i++)
@@ -208,16 +267,12 @@ rctx_shard_insert(struct rctx *p, uintptr_t entry)
 }
 
 void
-rctx_set_leave(struct rctx *c, _Atomic uintptr_t *slot)
+rctx_shard_leave(struct rctx *c, _Atomic uintptr_t *slot)
 {
 	struct rctx *p = c->cparent;
 	struct rctx_shard *s;
 	uintptr_t off;
 
-	if (c->registered == 1) {
-		rctx_cset_remove_hinted(&p->children, slot, (uintptr_t)c);
-		return;
-	}
 	/* relaxed: I1, c entered a shard, so the array was seen then */
 	s = atomic_load_explicit(&p->shards, memory_order_relaxed);
 	off = (uintptr_t)slot - (uintptr_t)s;
@@ -237,9 +292,10 @@ rctx_children_foreach(struct rctx *n, rctx_cset_fn fn, void *arg)
 
 	rctx_cset_foreach(&n->children, fn, arg);
 	/* seq_cst: I3, the canceller's load after its state CAS */
-	if (atomic_load_explicit(&n->sharded, memory_order_seq_cst) == 0)
+	if (!(atomic_load_explicit(&n->share, memory_order_seq_cst) &
+	      RCTX_SHARE_STATE))
 		return;
-	/* relaxed: I1, published before sharded (shard.B) */
+	/* relaxed: I1, published before SPLIT (shard.B) */
 	s = atomic_load_explicit(&n->shards, memory_order_relaxed);
 	for (unsigned i = 0; i < shard_n; i++)
 		rctx_cset_foreach(&s[i].set, fn, arg);

@@ -34,48 +34,50 @@ struct rctx_shard {
 /* Shards per split context: the CPUs the system may have. */
 unsigned rctx_shard_count(void);
 
-/* Its address differs per thread (shard.c). */
-extern RCTX_TLS char rctx_shard_anchor;
+/*
+ * A context's share word: bits 0-15 the tag of the last thread that
+ * derived under it, 16-23 how often that changed, 24-31 its state: 0
+ * whole, RCTX_SHARE_SPLIT, RCTX_SHARE_CLOSED (shard.c I1).
+ */
+#define RCTX_SHARE_TAG	  0xffffu
+#define RCTX_SHARE_MISSES 0xff0000u
+#define RCTX_SHARE_MISS1  0x10000u
+#define RCTX_SHARE_STATE  0xff000000u
+#define RCTX_SHARE_SPLIT  0x01000000u
+#define RCTX_SHARE_CLOSED 0x02000000u
 
-/* This thread's tag: a hash of a thread-local address, never 0. */
-static inline uint16_t
-rctx_shard_tag(void)
+/* This thread's tag: set by rctx_shard_tag_init (never 0) before the
+ * thread makes its first context (alloc.c). */
+extern RCTX_TLS uint16_t rctx_shard_my_tag;
+void rctx_shard_tag_init(void);
+
+/* p's share word. acquire: pairs with the promotion's seq_cst RMW
+ * (shard.B), so a thread that sees the split sees p->shards. */
+static inline uint32_t
+rctx_share(struct rctx *p)
 {
-	uint64_t h =
-	    (uint64_t)(uintptr_t)&rctx_shard_anchor * 0x9e3779b97f4a7c15ull;
+	return atomic_load_explicit(&p->share, memory_order_acquire);
+}
 
-	return (uint16_t)((h >> 48) | 1);
+/* Is this share word's context whole, and this thread its last deriver?
+ * Then a derive under it costs nothing more. */
+static inline bool
+rctx_share_mine(uint32_t share)
+{
+	return ((share ^ rctx_shard_my_tag) &
+		(RCTX_SHARE_TAG | RCTX_SHARE_STATE)) == 0;
 }
 
 /* The deriving thread changed: count it, and split p past the limit. */
-void rctx_shard_miss(struct rctx *p, uint16_t tag);
-
-/* Note a derive under p (not a root) by this thread. */
-static inline void
-rctx_shard_note(struct rctx *p)
-{
-	uint16_t t = rctx_shard_tag();
-
-	/* relaxed: a hint; a lost update only delays the split */
-	if (RCTX_UNLIKELY(
-		atomic_load_explicit(&p->dtag, memory_order_relaxed) != t))
-		rctx_shard_miss(p, t);
-}
+void rctx_shard_miss(struct rctx *p);
 
 /* Give p its shards now. 0, or -ENOMEM. Idempotent. */
 int rctx_shard_promote(struct rctx *p);
 
-/* p has shards (1) or had (2): the acquire makes p->shards visible. */
-static inline uint8_t
-rctx_sharded(struct rctx *p)
-{
-	/* acquire: pairs with the store in rctx_shard_promote */
-	return atomic_load_explicit(&p->sharded, memory_order_acquire);
-}
-
-/* Take a child's reference on sharded p; true if it was counted on a
- * shard (the child then drops it with rctx_shard_put). */
-bool rctx_shard_get(struct rctx *p);
+/* A child's reference on p (not a root) when p is split or this thread
+ * did not derive under it last; true if it was counted on a shard (the
+ * child then drops it with rctx_shard_put). */
+bool rctx_shard_parent_get(struct rctx *p);
 
 /* Drop a reference taken by rctx_shard_get; true if it was p's last. */
 bool rctx_shard_put(struct rctx *p);
@@ -87,8 +89,19 @@ bool rctx_shard_close(struct rctx *p);
 /* Insert entry in the set of this CPU's shard of sharded p. */
 _Atomic uintptr_t *rctx_shard_insert(struct rctx *p, uintptr_t entry);
 
+/* c (registered in a shard) leaves its src-parent's shard set. */
+void rctx_shard_leave(struct rctx *c, _Atomic uintptr_t *slot);
+
 /* c (registered) leaves its src-parent's set through slot. */
-void rctx_set_leave(struct rctx *c, _Atomic uintptr_t *slot);
+static inline void
+rctx_set_leave(struct rctx *c, _Atomic uintptr_t *slot)
+{
+	if (RCTX_LIKELY(c->registered == 1))
+		rctx_cset_remove_hinted(&c->cparent->children, slot,
+					(uintptr_t)c);
+	else
+		rctx_shard_leave(c, slot);
+}
 
 /* Every entry of n's children set and of its shards' sets. */
 void rctx_children_foreach(struct rctx *n, rctx_cset_fn fn, void *arg);
@@ -97,10 +110,11 @@ void rctx_children_foreach(struct rctx *n, rctx_cset_fn fn, void *arg);
 static inline bool
 rctx_children_maybe_nonempty(struct rctx *n)
 {
-	/* seq_cst: tree.B; a child that entered a shard saw sharded set
+	/* seq_cst: tree.B; a child that entered a shard saw the split
 	 * before its insert (shard.c I3) */
 	return rctx_cset_maybe_nonempty(&n->children) ||
-	       atomic_load_explicit(&n->sharded, memory_order_seq_cst) != 0;
+	       (atomic_load_explicit(&n->share, memory_order_seq_cst) &
+		RCTX_SHARE_STATE) != 0;
 }
 
 /* Free p's shards (p unreachable; their sets empty). */

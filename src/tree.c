@@ -139,7 +139,7 @@ rctx_tree_init(void)
 	(void)pthread_once(&tree_once, tree_setup);
 }
 
-static struct rctx *
+static inline __attribute__((always_inline)) struct rctx *
 ctx_new(struct rctx *parent, uint8_t kind)
 {
 	struct rctx *c = rctx_ctx_alloc();
@@ -174,10 +174,8 @@ ctx_new(struct rctx *parent, uint8_t kind)
 	c->dcause = 0;
 	c->free_next = NULL;
 	c->pshard = 0;
-	atomic_init(&c->sharded, 0);
-	atomic_init(&c->dmiss, 0);
-	atomic_init(&c->dtag, rctx_shard_tag()); /* its maker derives first */
-	atomic_init(&c->shards, NULL);
+	/* whole; its maker derives under it first; shards is NULL (alloc.c) */
+	atomic_init(&c->share, rctx_shard_my_tag);
 	return c;
 }
 
@@ -187,11 +185,10 @@ parent_get(struct rctx *c, struct rctx *p)
 {
 	if (p->kind == RCTX_KIND_ROOT)
 		return;
-	if (RCTX_UNLIKELY(rctx_sharded(p))) {
-		c->pshard = rctx_shard_get(p);
+	if (RCTX_UNLIKELY(!rctx_share_mine(rctx_share(p)))) {
+		c->pshard = rctx_shard_parent_get(p);
 		return;
 	}
-	rctx_shard_note(p);
 	rctx_ref_get(p);
 }
 
@@ -216,6 +213,7 @@ attach(struct rctx *c, struct rctx *p)
 {
 	_Atomic uintptr_t *slot;
 	uint64_t s;
+	uint32_t sh;
 
 	if (p == NULL)
 		return 0;
@@ -230,12 +228,14 @@ attach(struct rctx *c, struct rctx *p)
 		rctx_stats_done(c, old, s); /* takes back a TIMER bit (I3) */
 		return 0;
 	}
-	if (RCTX_UNLIKELY(rctx_sharded(p))) {
+	sh = rctx_share(p);
+	if (RCTX_UNLIKELY(sh & RCTX_SHARE_STATE)) {
 		slot = rctx_shard_insert(p, (uintptr_t)c);
 		c->registered = 2;
 	} else {
-		if (p != c->parent) /* else noted by parent_get */
-			rctx_shard_note(p);
+		/* p == c->parent: parent_get notes the derive */
+		if (p != c->parent && RCTX_UNLIKELY(!rctx_share_mine(sh)))
+			rctx_shard_miss(p);
 		slot = rctx_cset_insert(&p->children, (uintptr_t)c);
 		c->registered = 1;
 	}
@@ -438,7 +438,8 @@ free_one(struct rctx *c)
 	/* relaxed: c is unreachable; its promotion, made by a holder,
 	 * finished before the holder's put */
 	if (RCTX_UNLIKELY(
-		atomic_load_explicit(&c->sharded, memory_order_relaxed) != 0))
+		atomic_load_explicit(&c->share, memory_order_relaxed) &
+		RCTX_SHARE_STATE))
 		rctx_shards_free(c);
 	if (c->src == c) {
 		rctx_stats_freed_cancelable(c);
@@ -462,18 +463,20 @@ rctx_tree_release(struct rctx *c)
 {
 	/* Iterative: a chain whose references all reach zero is freed
 	 * bottom-up in this loop, never by recursion. */
-	bool on_shard = false; /* the put is a child's, on c's shard */
-
 	while (c != NULL && c->kind != RCTX_KIND_ROOT) {
-		struct rctx *parent;
-
 		rctx_debug_check(c, "rctx_release");
-		if (!(RCTX_UNLIKELY(on_shard) ? rctx_shard_put(c)
-					      : rctx_ref_put(c)))
+		if (!rctx_ref_put(c))
 			return;
-		parent = c->parent;
-		on_shard = c->pshard;
-		free_one(c);
-		c = parent;
+		for (;;) {
+			struct rctx *parent = c->parent;
+			bool on_shard = c->pshard; /* then parent is split */
+
+			free_one(c);
+			c = parent;
+			if (RCTX_LIKELY(!on_shard))
+				break;
+			if (!rctx_shard_put(c))
+				return;
+		}
 	}
 }

@@ -40,7 +40,9 @@ static uint8_t
 sharded_of(rctx_t *c)
 {
 	/* relaxed: read while no other thread touches c */
-	return atomic_load_explicit(&c->sharded, memory_order_relaxed);
+	return (
+	    uint8_t)(atomic_load_explicit(&c->share, memory_order_relaxed) >>
+		     24);
 }
 
 static void
@@ -406,13 +408,16 @@ test_split_out_of_memory(void **state)
 	assert_int_equal(sharded_of(p), 0);
 	assert_null(p->shards);
 
-	/* the change of thread that reaches the limit */
-	atomic_store(&p->dmiss, RCTX_SHARD_PROMOTE - 1);
+	/* the change of thread that reaches the limit: another thread's
+	 * tag, one change short */
+	rctx_shard_miss(p); /* sets this thread's tag */
+	atomic_store(&p->share, (RCTX_SHARD_PROMOTE - 1) * RCTX_SHARE_MISS1 |
+				    (rctx_shard_my_tag ^ 2));
 	rctx_fault_arm(RCTX_FAULT_MALLOC, 1);
-	rctx_shard_miss(p, (uint16_t)(atomic_load(&p->dtag) ^ 2));
+	rctx_shard_miss(p);
 	rctx_fault_arm(RCTX_FAULT_MALLOC, 0);
 	assert_int_equal(sharded_of(p), 0);
-	assert_int_equal(atomic_load(&p->dmiss), 0);
+	assert_int_equal(atomic_load(&p->share) & RCTX_SHARE_MISSES, 0);
 	rctx_t *c = rctx_with_cancel(p);
 	assert_non_null(c);
 	assert_int_equal(rctx_cancel(p), 0);
