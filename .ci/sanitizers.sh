@@ -66,8 +66,8 @@ export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1"
 
 # 1. ThreadSanitizer: the stress suite (stress_scale=1 keeps it short),
 # the suites holding issue 10's defect tests (reliability, lifecycle,
-# after, alloc, value) and issue 14's (stats, dump under churn, drain,
-# leak). The fork suite stays out: its children start
+# after, alloc, value), issue 14's (stats, dump under churn, drain,
+# leak) and the split parent's races (shard). The fork suite stays out: its children start
 # timer threads, and TSan kills a fork child of a multi-threaded process
 # that starts a thread (die_after_fork).
 step tsan-build 900 "${setup[@]}" "$prefix-tsan" -Db_sanitize=thread \
@@ -75,7 +75,7 @@ step tsan-build 900 "${setup[@]}" "$prefix-tsan" -Db_sanitize=thread \
 step tsan-stress 600 meson test -C "$prefix-tsan" --suite stress \
 	--suite reliability --suite lifecycle --suite after --suite alloc \
 	--suite value --suite stats --suite dump --suite drain --suite leak \
-	--num-processes 1 --print-errorlogs
+	--suite shard --num-processes 1 --print-errorlogs
 
 # 2. AddressSanitizer + UBSan (+ LeakSanitizer): every suite (stress and
 # fork included; the fuzz corpora replay in step 3), in a
