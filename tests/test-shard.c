@@ -312,6 +312,40 @@ test_cascade_through_split_child(void **state)
 	rctx_release(p);
 }
 
+static int
+count_node(const rctx_dump_node_t *node, void *arg)
+{
+	size_t *n = arg;
+
+	if (node->depth == 0)
+		n[1] = node->children;
+	n[0]++;
+	return 0;
+}
+
+/* rctx_dump reports the children in the shards, and counts them. */
+static void
+test_dump_sees_shards(void **state)
+{
+	rctx_t *p = rctx_with_cancel(rctx_background());
+	struct kids k = { .parent = p, .n = 12 };
+	size_t n[2] = { 0, 0 };
+
+	(void)state;
+	atomic_init(&k.fired, 0);
+	assert_int_equal(rctx_shard_promote(p), 0);
+	on_other_thread(make_kids, &k);
+	/* p and its cancelable children (a dump, like a cancel, finds
+	 * contexts through the sets, where values are not) */
+	assert_int_equal(rctx_dump(p, 100, count_node, n), 1 + k.cancelable);
+	assert_int_equal(n[0], 1 + k.cancelable);
+	assert_int_equal(n[1], k.cancelable);
+	assert_int_equal(rctx_cancel(p), 0);
+	for (int i = 0; i < k.n; i++)
+		rctx_release(k.kid[i]);
+	rctx_release(p);
+}
+
 static bool
 pin(int cpu)
 {
@@ -578,6 +612,7 @@ main(void)
 		cmocka_unit_test(test_cancel_reaches_shards),
 		cmocka_unit_test(test_children_leave_shards),
 		cmocka_unit_test(test_cascade_through_split_child),
+		cmocka_unit_test(test_dump_sees_shards),
 		cmocka_unit_test(test_release_on_other_cpu),
 		cmocka_unit_test(test_release_after_close),
 		cmocka_unit_test(test_split_out_of_memory),
