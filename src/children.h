@@ -46,6 +46,12 @@ bool rctx_cset_remove_hinted(struct rctx_cset *s, _Atomic uintptr_t *slot,
 static inline bool
 rctx_cset_remove(_Atomic uintptr_t *slot, uintptr_t entry)
 {
+	/* relaxed: an entry is inserted once and removed once (I1), so a
+	 * slot that no longer holds it will not again; the CAS below would
+	 * fail with relaxed ordering, and a failed locked CAS costs as much
+	 * as a successful one (a release after a cancel met it every time) */
+	if (atomic_load_explicit(slot, memory_order_relaxed) != entry)
+		return false;
 	/* seq_cst: orders the remover's prior writes before the slot is
 	 * reused (release), and is the store half of the Dekker pair with a
 	 * cascade's walkers count (tree.E); relaxed on failure: someone
