@@ -153,8 +153,6 @@ ctx_new(struct rctx *parent, uint8_t kind)
 	c->registered = 0;
 	c->has_deadline = parent->has_deadline;
 	c->armed = 0;
-	atomic_init(&c->fd_written, 0);
-	c->wslot = NULL;
 	c->defer_free = 0;
 #ifdef RCTX_DEBUG
 	c->magic = RCTX_MAGIC_LIVE;
@@ -163,16 +161,14 @@ ctx_new(struct rctx *parent, uint8_t kind)
 	c->src = parent->src;
 	c->deadline = parent->deadline;
 	c->vtop = parent->vtop;
-	c->key = NULL;
-	c->val = NULL;
-	c->vprev = NULL;
-	c->vdepth = 0;
-	atomic_init(&c->vindex, NULL);
-	c->slot = NULL;
-	c->cparent = NULL;
-	c->work_next = NULL;
-	c->dcause = 0;
-	c->free_next = NULL;
+	/*
+	 * Left as they are, each written before it is read: key, val,
+	 * vprev, vdepth, vindex (a value context's, by with_value); slot
+	 * and cparent (read only once registered); dcause (a timer's);
+	 * work_next and wslot (by the cascade that lists the node);
+	 * free_next (by the allocator); fd_written (a cancelable's, by
+	 * init_cancelable).
+	 */
 	c->pshard = 0;
 	/* whole; its maker derives under it first; shards is NULL (alloc.c) */
 	atomic_init(&c->share, rctx_shard_my_tag);
@@ -201,6 +197,7 @@ init_cancelable(struct rctx *c)
 	rctx_cset_init(&c->children);
 	atomic_init(&c->aover, NULL);
 	atomic_init(&c->walkers, 0);
+	atomic_init(&c->fd_written, 0);
 	atomic_flag_clear_explicit(&c->olock, memory_order_relaxed);
 }
 
@@ -354,6 +351,7 @@ rctx_tree_with_value(struct rctx *parent, const void *key, void *value)
 		return NULL;
 	c->key = key;
 	c->val = value;
+	atomic_init(&c->vindex, NULL);
 	c->vprev = parent->vtop;
 	c->vdepth = (c->vprev ? c->vprev->vdepth : 0) + 1;
 	c->vtop = c;
