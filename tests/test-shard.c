@@ -140,17 +140,6 @@ test_split_after_turns(void **state)
 	rctx_release(q);
 }
 
-static void *
-derive_value_child(void *arg)
-{
-	rctx_t *v = arg;
-	rctx_t *c = rctx_with_cancel(v);
-
-	WCHECK(c != NULL);
-	rctx_release(c);
-	return NULL;
-}
-
 /*
  * A value context shared by threads is split for its references, and the
  * cancelable context above it, whose set the children enter, for its
@@ -166,9 +155,9 @@ test_split_through_value(void **state)
 	assert_non_null(v);
 	for (int turn = 0; turn < 2 * RCTX_SHARD_PROMOTE; turn++) {
 		if (turn % 2 == 0)
-			on_other_thread(derive_value_child, v);
+			on_other_thread(derive_release, v);
 		else
-			derive_value_child(v);
+			derive_release(v);
 	}
 	assert_int_equal(sharded_of(v), 1);
 	assert_int_equal(sharded_of(p), 1);
