@@ -335,17 +335,6 @@ test_dump_sees_shards(void **state)
 	rctx_release(p);
 }
 
-static bool
-pin(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return sched_setaffinity(0, sizeof(set), &set) == 0 &&
-	       sched_getcpu() == cpu;
-}
-
 /*
  * A child made on one CPU and released on another: one shard goes up,
  * the other down, and the sum is what counts (I2).
@@ -365,14 +354,14 @@ test_release_on_other_cpu(void **state)
 	assert_int_equal(rctx_shard_promote(p), 0);
 	struct rctx_shard *s = p->shards;
 
-	if (!pin(0)) {
+	if (!pin_cpu(0)) {
 		WCHECK(sched_setaffinity(0, sizeof(old), &old) == 0);
 		rctx_release(p);
 		TEST_SKIP("cannot pin to CPU 0");
 	}
 	assert_non_null(c = rctx_with_cancel(p));
 	assert_int_equal(atomic_load(&s[0].refs), 1);
-	if (!pin(1)) {
+	if (!pin_cpu(1)) {
 		WCHECK(sched_setaffinity(0, sizeof(old), &old) == 0);
 		rctx_release(c);
 		rctx_release(p);

@@ -283,14 +283,11 @@ static void
 test_release_prompt(void **state)
 {
 	struct tt a, b, c;
-	cpu_set_t one;
 
 	(void)state;
 	reset();
 	/* Same CPU for all three, so they share one wheel and owner. */
-	CPU_ZERO(&one);
-	CPU_SET(0, &one);
-	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	assert_true(pin_cpu(0));
 	memset(&a, 0, sizeof(a));
 	memset(&b, 0, sizeof(b));
 	memset(&c, 0, sizeof(c));
@@ -318,10 +315,7 @@ test_release_prompt(void **state)
 	rctx_timer_init(&a.t);
 	rctx_timer_release(&a.t);
 	assert_int_equal(atomic_load(&a.dead), 1);
-	CPU_ZERO(&one);
-	for (int i = 0; i < CPU_SETSIZE; i++)
-		CPU_SET(i, &one);
-	sched_setaffinity(0, sizeof(one), &one);
+	unpin();
 }
 
 #ifdef RCTX_FAULT_INJECTION
@@ -449,15 +443,11 @@ static void
 test_wake_rule(void **state)
 {
 	struct tt a, b, c;
-	cpu_set_t one;
 	uint64_t w;
-	int i;
 
 	(void)state;
 	reset();
-	CPU_ZERO(&one);
-	CPU_SET(0, &one);
-	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	assert_true(pin_cpu(0));
 	memset(&a, 0, sizeof(a));
 	memset(&b, 0, sizeof(b));
 	memset(&c, 0, sizeof(c));
@@ -478,10 +468,7 @@ test_wake_rule(void **state)
 	assert_int_equal(wait_int(&a.dead, 1, 20000), 1);
 	assert_int_equal(wait_int(&b.dead, 1, 20000), 1);
 	assert_int_equal(atomic_load(&c.dead), 1);
-	CPU_ZERO(&one);
-	for (i = 0; i < CPU_SETSIZE; i++)
-		CPU_SET(i, &one);
-	sched_setaffinity(0, sizeof(one), &one);
+	unpin();
 }
 
 /*
@@ -494,16 +481,12 @@ static void
 test_stage_wakes_owner(void **state)
 {
 	struct tt a, c;
-	cpu_set_t one;
 	rctx_time_t now;
 	uint64_t w;
-	int i;
 
 	(void)state;
 	reset();
-	CPU_ZERO(&one);
-	CPU_SET(0, &one);
-	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	assert_true(pin_cpu(0));
 	memset(&a, 0, sizeof(a));
 	memset(&c, 0, sizeof(c));
 	rctx_timer_init(&a.t);
@@ -522,10 +505,7 @@ test_stage_wakes_owner(void **state)
 	rctx_timer_release(&c.t);
 	assert_int_equal(wait_int(&a.dead, 1, 20000), 1);
 	assert_int_equal(wait_int(&c.dead, 1, 20000), 1);
-	CPU_ZERO(&one);
-	for (i = 0; i < CPU_SETSIZE; i++)
-		CPU_SET(i, &one);
-	sched_setaffinity(0, sizeof(one), &one);
+	unpin();
 }
 
 /*
@@ -547,29 +527,6 @@ test_owner_timer_slack(void **state)
 	assert_int_equal(a.slack, RCTX_OWNER_SLACK_NS);
 	rctx_timer_release(&a.t);
 	assert_int_equal(wait_int(&a.dead, 1, 20000), 1);
-}
-
-/* Pin the calling thread to one CPU (false: the CPU is not ours to use). */
-static bool
-pin_cpu(int cpu)
-{
-	cpu_set_t one;
-
-	CPU_ZERO(&one);
-	CPU_SET(cpu, &one);
-	return sched_setaffinity(0, sizeof(one), &one) == 0 &&
-	       sched_getcpu() == cpu;
-}
-
-static void
-unpin(void)
-{
-	cpu_set_t all;
-
-	CPU_ZERO(&all);
-	for (int i = 0; i < CPU_SETSIZE; i++)
-		CPU_SET(i, &all);
-	sched_setaffinity(0, sizeof(all), &all);
 }
 
 /*

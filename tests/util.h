@@ -355,6 +355,29 @@ duo_stop(struct duo *d)
 	WCHECK(pthread_join(d->th, NULL) == 0);
 }
 
+/* Pin the calling thread to one CPU (false: the CPU is not ours to use). */
+static inline bool
+pin_cpu(int cpu)
+{
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	return sched_setaffinity(0, sizeof(one), &one) == 0 &&
+	       sched_getcpu() == cpu;
+}
+
+static inline void
+unpin(void)
+{
+	cpu_set_t all;
+
+	CPU_ZERO(&all);
+	for (int i = 0; i < CPU_SETSIZE; i++)
+		CPU_SET(i, &all);
+	sched_setaffinity(0, sizeof(all), &all);
+}
+
 /* ------------------------------------------------------------ teardown */
 
 /*
