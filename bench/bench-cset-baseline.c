@@ -42,7 +42,7 @@ bench_cset_new(void)
 void
 bench_cset_free(struct bench_cset *b)
 {
-	rctx_cset_destroy(&b->s);
+	rctx_cset_fini(&b->s);
 	free(b);
 }
 
@@ -90,10 +90,13 @@ size_t
 bench_cset_tables(struct bench_cset *b)
 {
 	size_t n = 0;
+	/* acquire: pairs with the CASes that published the block and the
+	 * table */
+	struct rctx_ext *x =
+	    atomic_load_explicit(&b->s.x, memory_order_acquire);
 
-	/* acquire: pairs with the CAS that published the table */
 	for (struct rctx_ctable *t =
-		 atomic_load_explicit(&b->s.top, memory_order_acquire);
+		 x ? atomic_load_explicit(&x->top, memory_order_acquire) : NULL;
 	     t; t = t->prev)
 		n++;
 	return n;

@@ -395,7 +395,7 @@ rctx_after_register_aux(struct rctx *ctx, rctx_after_t *reg, void (*fn)(void *),
 			void *arg, uint32_t aux)
 {
 	struct rctx_after_impl *a = (struct rctx_after_impl *)(void *)reg;
-	struct rctx *src = ctx->src;
+	struct rctx *src = rctx_src(ctx);
 	_Atomic uintptr_t *slot;
 	uintptr_t entry = (uintptr_t)a | RCTX_CSET_TAG_AFTER;
 

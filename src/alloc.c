@@ -19,8 +19,11 @@
  *       a thread's pending batch, a batch waiting for a grace period
  *       (gp_head, or taken by a reclaim round), the global pool
  *       (pool_head or pool_list), a trim's surplus being freed.
- *  (I3) A thread's ready cache holds at most RCTX_CACHE_MAX contexts: it is
- *       refilled, when empty, with one pool batch (at most that many).
+ *  (I3) A thread's ready cache holds at most RCTX_CACHE_MAX contexts of
+ *       each class: it is refilled, when empty, with one pool batch of
+ *       that class (at most that many).
+ *  (I5) Every list and batch holds contexts of one class (one layout's
+ *       size, internal.h), named by the class of its contexts' kind.
  *  (I4) After RCTX_TRIM_QUIET without traffic (a refill from the pool, a
  *       malloc, a push), the reclaimer frees what the pool holds beyond
  *       RCTX_POOL_RESERVE. Pool contexts are past their grace period (I1),
@@ -50,14 +53,26 @@
  * while batches come). Trimming runs on the reclaimer.
  */
 
-struct rctx_tcache {
+/* One per allocation class: each layout has its own size (internal.h). */
+struct rctx_tclass {
 	struct rctx *free; /* ready for reuse */
 	unsigned nfree;
 	struct rctx *pend; /* waiting for a grace period */
 	unsigned npend;
 };
 
+struct rctx_tcache {
+	struct rctx_tclass cl[RCTX_CLASSES];
+};
+
 static RCTX_TLS struct rctx_tcache tcache;
+
+/* Bytes malloc'd for a context of each class. */
+static const size_t class_size[RCTX_CLASSES] = {
+	[RCTX_CLASS_VALUE] = RCTX_SIZE_VALUE,
+	[RCTX_CLASS_CANCEL] = RCTX_SIZE_CANCEL,
+	[RCTX_CLASS_TIMER] = RCTX_SIZE_TIMER,
+};
 
 /*
  * Each thread with a cache holds a record of the shared per-thread
@@ -103,12 +118,16 @@ void
 rctx_alloc_thread_flush(void)
 {
 	rctx_alloc_flush();
-	/* Cached, already reclaimed contexts go back as one batch. */
-	if (tcache.free) {
-		rctx_pool_push(tcache.free);
-		tcache.free = NULL;
-		tcache.nfree = 0;
-		rctx_pool_kick();
+	/* Cached, already reclaimed contexts go back as one batch a class. */
+	for (int k = 0; k < RCTX_CLASSES; k++) {
+		struct rctx_tclass *tc = &tcache.cl[k];
+
+		if (tc->free) {
+			rctx_pool_push(tc->free);
+			tc->free = NULL;
+			tc->nfree = 0;
+			rctx_pool_kick();
+		}
 	}
 }
 
@@ -127,7 +146,7 @@ tcache_register(void)
 }
 
 /*
- * Splice reclaimed batches (chained by work_next) in until the cache holds
+ * Splice reclaimed batches (chained by batch_next) in until the cache holds
  * RCTX_CACHE_MAX / 2, and put the rest back in the pool. Adopting the
  * whole pool made threads that allocate at once trade it back and forth:
  * the taker overflowed its cache and pushed batches out on every free,
@@ -135,13 +154,13 @@ tcache_register(void)
  * docs/scale.md).
  */
 static void
-tcache_adopt(struct rctx *batches)
+tcache_adopt(struct rctx_tclass *tc, struct rctx *batches)
 {
 	while (batches) {
 		struct rctx *next = rctx_batch_next(batches);
 		struct rctx *c = batches;
 
-		if (tcache.nfree >= RCTX_CACHE_MAX / 2) {
+		if (tc->nfree >= RCTX_CACHE_MAX / 2) {
 			rctx_pool_push_chain(batches);
 			return;
 		}
@@ -149,9 +168,9 @@ tcache_adopt(struct rctx *batches)
 		while (c) {
 			struct rctx *n = c->free_next;
 
-			c->free_next = tcache.free;
-			tcache.free = c;
-			tcache.nfree++;
+			c->free_next = tc->free;
+			tc->free = c;
+			tc->nfree++;
 			c = n;
 		}
 		batches = next;
@@ -159,9 +178,10 @@ tcache_adopt(struct rctx *batches)
 }
 
 struct rctx *
-rctx_ctx_alloc(void)
+rctx_ctx_alloc(enum rctx_class cls)
 {
-	struct rctx *c = tcache.free;
+	struct rctx_tclass *tc = &tcache.cl[cls];
+	struct rctx *c = tc->free;
 
 	if (RCTX_UNLIKELY(c == NULL)) {
 		/* Arm the exit destructor before the cache can hold anything:
@@ -169,66 +189,79 @@ rctx_ctx_alloc(void)
 		 * otherwise lose them when it exits. */
 		if (RCTX_UNLIKELY(!tcache_registered()))
 			tcache_register();
-		tcache_adopt(rctx_pool_take());
-		c = tcache.free;
+		tcache_adopt(tc, rctx_pool_take(cls));
+		c = tc->free;
 		if (c == NULL) {
-			c = rctx_malloc(sizeof(*c));
+			c = rctx_malloc(class_size[cls]);
 			if (c == NULL)
 				return NULL;
-			/* NULL for life but while split (shard.c frees) */
-			atomic_init(&c->shards, NULL);
+			/* The set's block stays with the memory from its
+			 * first need on (children.c I3): none yet. */
+			if (cls != RCTX_CLASS_VALUE)
+				atomic_init(&c->children.x, NULL);
 			rctx_reclaim_count_malloc();
 			return c;
 		}
 	}
-	tcache.free = c->free_next;
-	tcache.nfree--;
+	tc->free = c->free_next;
+	tc->nfree--;
 	return c;
 }
 
 void
 rctx_ctx_free_now(struct rctx *c)
 {
-	c->free_next = tcache.free;
-	tcache.free = c;
+	struct rctx_tclass *tc = &tcache.cl[rctx_class_of(c)];
+
+	c->free_next = tc->free;
+	tc->free = c;
 	if (RCTX_UNLIKELY(!tcache_registered()))
 		tcache_register();
-	if (RCTX_UNLIKELY(++tcache.nfree > RCTX_CACHE_MAX)) {
+	if (RCTX_UNLIKELY(++tc->nfree > RCTX_CACHE_MAX)) {
 		/* A thread that frees more than it allocates (a timer owner)
 		 * hands a batch to the pool; these need no grace period. */
-		struct rctx *b = tcache.free, *last = b;
+		struct rctx *b = tc->free, *last = b;
 
 		for (unsigned i = 1; i < RCTX_FREE_BATCH; i++)
 			last = last->free_next;
-		tcache.free = last->free_next;
+		tc->free = last->free_next;
 		last->free_next = NULL;
-		tcache.nfree -= RCTX_FREE_BATCH;
+		tc->nfree -= RCTX_FREE_BATCH;
 		rctx_pool_push(b);
 		rctx_pool_kick();
 	}
 }
 
-void
-rctx_alloc_flush(void)
+static void
+flush_class(struct rctx_tclass *tc)
 {
-	struct rctx *b = tcache.pend;
+	struct rctx *b = tc->pend;
 
 	if (b == NULL)
 		return;
-	tcache.pend = NULL;
-	tcache.npend = 0;
+	tc->pend = NULL;
+	tc->npend = 0;
 	rctx_gp_push(b);
+}
+
+void
+rctx_alloc_flush(void)
+{
+	for (int k = 0; k < RCTX_CLASSES; k++)
+		flush_class(&tcache.cl[k]);
 }
 
 void
 rctx_ctx_free_rcu(struct rctx *c)
 {
-	c->free_next = tcache.pend;
-	tcache.pend = c;
+	struct rctx_tclass *tc = &tcache.cl[rctx_class_of(c)];
+
+	c->free_next = tc->pend;
+	tc->pend = c;
 	if (RCTX_UNLIKELY(!tcache_registered()))
 		tcache_register();
-	if (++tcache.npend >= RCTX_FREE_BATCH)
-		rctx_alloc_flush();
+	if (++tc->npend >= RCTX_FREE_BATCH)
+		flush_class(tc);
 }
 
 /*
@@ -249,17 +282,21 @@ steal_caches(void)
 		/* acquire: registry.B, pairs with the release in its exit */
 		if (atomic_load_explicit(&rec->owned, memory_order_acquire) &&
 		    tc != NULL && tc != &tcache) {
-			rctx_reclaim_free_list(tc->free);
-			while (tc->pend) {
-				struct rctx *c = tc->pend;
+			for (int k = 0; k < RCTX_CLASSES; k++) {
+				struct rctx_tclass *t = &tc->cl[k];
 
-				tc->pend = c->free_next;
-				c->free_next = pend;
-				pend = c;
+				rctx_reclaim_free_list(t->free);
+				while (t->pend) {
+					struct rctx *c = t->pend;
+
+					t->pend = c->free_next;
+					c->free_next = pend;
+					pend = c;
+				}
+				t->free = NULL;
+				t->nfree = 0;
+				t->npend = 0;
 			}
-			tc->free = NULL;
-			tc->nfree = 0;
-			tc->npend = 0;
 		}
 		free(rec);
 	}
@@ -299,9 +336,11 @@ rctx_alloc_shutdown(void)
 	rctx_reclaim_stop();  /* again: idempotent */
 	rctx_alloc_barrier(); /* every batch flushed has reached the pool */
 	steal_caches();
-	rctx_reclaim_free_list(tcache.free);
-	tcache.free = NULL;
-	tcache.nfree = 0;
+	for (int k = 0; k < RCTX_CLASSES; k++) {
+		rctx_reclaim_free_list(tcache.cl[k].free);
+		tcache.cl[k].free = NULL;
+		tcache.cl[k].nfree = 0;
+	}
 	(void)rctx_pool_trim(0);
 	rctx_reclaim_resume();
 }
@@ -316,5 +355,9 @@ rctx_alloc_barrier(void)
 unsigned
 rctx_alloc_cached(void)
 {
-	return tcache.nfree;
+	unsigned n = 0;
+
+	for (int k = 0; k < RCTX_CLASSES; k++)
+		n += tcache.cl[k].nfree;
+	return n;
 }

@@ -6,11 +6,12 @@
 #include "internal.h"
 
 /*
- * Get an uninitialised context: from the calling thread's cache, else from
- * the global pool of reclaimed batches, else malloc. NULL when out of
- * memory (errno is not touched).
+ * Get an uninitialised context of class cls (its kind's layout size, which
+ * rctx_class_of must give once the kind is set): from the calling
+ * thread's cache, else from the global pool of reclaimed batches, else
+ * malloc. NULL when out of memory (errno is not touched).
  */
-struct rctx *rctx_ctx_alloc(void);
+struct rctx *rctx_ctx_alloc(enum rctx_class cls);
 
 /*
  * Give back a context that no other thread can be reading without a

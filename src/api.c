@@ -174,7 +174,7 @@ rctx_cancel(rctx_t *ctx)
 RCTX_API int
 rctx_err(const rctx_t *ctx)
 {
-	const struct rctx *src = observed(ctx, "rctx_err")->src;
+	const struct rctx *src = rctx_src(observed(ctx, "rctx_err"));
 
 	return src ? rctx_st_err(rctx_state_load(src)) : 0;
 }
@@ -182,7 +182,7 @@ rctx_err(const rctx_t *ctx)
 RCTX_API bool
 rctx_done(const rctx_t *ctx)
 {
-	const struct rctx *src = observed(ctx, "rctx_done")->src;
+	const struct rctx *src = rctx_src(observed(ctx, "rctx_done"));
 
 	return src && (rctx_state_load(src) & RCTX_ST_ERR_MASK) != 0;
 }
@@ -190,7 +190,7 @@ rctx_done(const rctx_t *ctx)
 RCTX_API int
 rctx_cause(const rctx_t *ctx)
 {
-	const struct rctx *src = observed(ctx, "rctx_cause")->src;
+	const struct rctx *src = rctx_src(observed(ctx, "rctx_cause"));
 	uint64_t s;
 
 	if (src == NULL)
@@ -203,11 +203,12 @@ RCTX_API bool
 rctx_deadline(const rctx_t *ctx, rctx_time_t *deadline)
 {
 	const struct rctx *c = observed(ctx, "rctx_deadline");
+	rctx_time_t d;
 
-	if (!c->has_deadline)
+	if (!rctx_deadline_get(c, &d))
 		return false;
 	if (deadline)
-		*deadline = c->deadline;
+		*deadline = d;
 	return true;
 }
 
@@ -215,16 +216,17 @@ RCTX_API void *
 rctx_value(const rctx_t *ctx, const void *key)
 {
 	const struct rctx *c = observed(ctx, "rctx_value");
+	struct rctx *top;
 
-	if (key == NULL || c->vtop == NULL)
+	if (key == NULL || (top = rctx_vtop(c)) == NULL)
 		return NULL;
-	return rctx_value_lookup(c->vtop, key);
+	return rctx_value_lookup(top, key);
 }
 
 RCTX_API int
 rctx_wait(rctx_t *ctx, rctx_time_t timeout)
 {
-	struct rctx *src = (struct rctx *)observed(ctx, "rctx_wait")->src;
+	struct rctx *src = rctx_src(observed(ctx, "rctx_wait"));
 
 	if (src == NULL)
 		return rctx_wait_never(timeout);
@@ -234,7 +236,7 @@ rctx_wait(rctx_t *ctx, rctx_time_t timeout)
 RCTX_API int
 rctx_fd(rctx_t *ctx)
 {
-	struct rctx *src = (struct rctx *)observed(ctx, "rctx_fd")->src;
+	struct rctx *src = rctx_src(observed(ctx, "rctx_fd"));
 
 	rctx_validate_or_ret(src != NULL, -EOPNOTSUPP);
 	return rctx_fd_src(src);
@@ -429,7 +431,7 @@ rctx_reason(const rctx_t *ctx)
 RCTX_API int
 rctx_grpc_status(const rctx_t *ctx)
 {
-	const struct rctx *src = observed(ctx, "rctx_grpc_status")->src;
+	const struct rctx *src = rctx_src(observed(ctx, "rctx_grpc_status"));
 	uint64_t s = src ? rctx_state_load(src) : 0;
 
 	return rctx_st_err(s)
@@ -440,7 +442,7 @@ rctx_grpc_status(const rctx_t *ctx)
 RCTX_API int
 rctx_http_status(const rctx_t *ctx)
 {
-	const struct rctx *src = observed(ctx, "rctx_http_status")->src;
+	const struct rctx *src = rctx_src(observed(ctx, "rctx_http_status"));
 	uint64_t s = src ? rctx_state_load(src) : 0;
 
 	return rctx_st_err(s)

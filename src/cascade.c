@@ -49,10 +49,13 @@ struct walk {
 static inline int
 fd_after_cas(struct rctx *c)
 {
-	/* seq_cst: wait.B, pairs with the CAS that installs the fd in
-	 * rctx_fd_src: an fd installed after our state CAS is written by
-	 * its creator, one installed before is seen here */
-	return atomic_load_explicit(&c->fd, memory_order_seq_cst);
+	/* seq_cst (both loads): wait.B, pairs with the CASes that install
+	 * the block and the fd in rctx_fd_src: an fd installed after our
+	 * state CAS is written by its creator, one installed before is
+	 * seen here */
+	struct rctx_ext *x = rctx_ext_peek(c);
+
+	return x ? atomic_load_explicit(&x->fd, memory_order_seq_cst) : -1;
 }
 
 /* Write c's eventfd fd and say so (wait.B). The caller holds a
@@ -61,8 +64,10 @@ static void
 write_fd(struct rctx *c, int fd)
 {
 	(void)eventfd_write(fd, 1);
-	/* release: pairs with the acquire in rctx_fd_src's fast path */
-	atomic_store_explicit(&c->fd_written, 1, memory_order_release);
+	/* release: pairs with the acquire in rctx_fd_src's fast path; the
+	 * block exists, it holds the fd */
+	atomic_store_explicit(&rctx_ext_peek(c)->fd_written, 1,
+			      memory_order_release);
 }
 
 uint64_t
@@ -195,8 +200,9 @@ mark_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 	if (!held && !rctx_ref_tryget(ch))
 		return; /* its last reference is going: its free cleans up */
 	/* ch stays in the set until every node is marked: a canceller that
-	 * finds an ancestor done walks through it to ch's children (I3) */
-	ch->wslot = slot;
+	 * finds an ancestor done walks through it to ch's children (I3).
+	 * relaxed: ch stores this same address itself once registered */
+	atomic_store_explicit(&ch->slot, slot, memory_order_relaxed);
 	ch->work_next = w->work;
 	w->work = ch;
 }
@@ -273,10 +279,15 @@ cascade_finish(struct walk *w, struct rctx *c)
 
 		/* release: tree.G, every descendant of n is marked */
 		atomic_store_explicit(&n->state, st, memory_order_release);
-		if (n == c && n->wslot) /* c's parent takes new children */
-			rctx_set_leave(c, n->wslot);
-		else if (n->wslot)
-			rctx_cset_remove(n->wslot, (uintptr_t)n);
+		/* relaxed: the slot n was found in (mark_child), or, for
+		 * the root, its own */
+		if (n != c)
+			rctx_cset_remove(atomic_load_explicit(
+					     &n->slot, memory_order_relaxed),
+					 (uintptr_t)n);
+		else if (c->registered) /* c's parent takes new children */
+			rctx_set_leave(c, atomic_load_explicit(
+					      &c->slot, memory_order_relaxed));
 		if (n->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&n->timer);
 		rctx_wait_notify(n, st);
@@ -336,7 +347,10 @@ cascade(struct rctx *c, uint64_t old, uint64_t st)
 		/* release: tree.G, c's (empty) subtree is done */
 		atomic_store_explicit(&c->state, st, memory_order_release);
 		if (c->registered)
-			rctx_set_leave(c, c->slot);
+			/* relaxed: ours, or the same address stored by a
+			 * canceller of our parent */
+			rctx_set_leave(c, atomic_load_explicit(
+					      &c->slot, memory_order_relaxed));
 		if (c->kind == RCTX_KIND_TIMER)
 			rctx_timer_cancel(&c->timer);
 		rctx_wait_notify(c, st);
@@ -346,7 +360,6 @@ cascade(struct rctx *c, uint64_t old, uint64_t st)
 	walk_init(&w);
 	rctx_ref_get(c); /* uniform: every node on the list holds one */
 	c->work_next = NULL;
-	c->wslot = c->registered ? c->slot : NULL;
 	w.work = c;
 	cascade_mark(&w);
 	cascade_finish(&w, c);

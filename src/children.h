@@ -24,8 +24,17 @@ rctx_cset_init(struct rctx_cset *s)
 {
 	for (int i = 0; i < RCTX_CSET_INLINE; i++)
 		atomic_init(&s->inl[i], 0);
-	atomic_init(&s->top, NULL);
-	atomic_init(&s->hint, NULL);
+	atomic_init(&s->x, NULL);
+}
+
+/* Empty the inline slots of a set that keeps its extension block (a
+ * context's, on reuse: children.c I3); the block's tables are gone
+ * (rctx_cset_destroy) and its context part is reset by the caller. */
+static inline void
+rctx_cset_reinit(struct rctx_cset *s)
+{
+	for (int i = 0; i < RCTX_CSET_INLINE; i++)
+		atomic_init(&s->inl[i], 0);
 }
 
 /*
@@ -72,9 +81,13 @@ rctx_cset_maybe_nonempty(struct rctx_cset *s)
 	for (int i = 0; i < RCTX_CSET_INLINE; i++)
 		/* seq_cst: children.A, pairs with the inserter's seq_cst CAS */
 		any |= atomic_load_explicit(&s->inl[i], memory_order_seq_cst);
+	if (any != 0)
+		return true;
 	/* seq_cst: children.A (a table published before our state CAS) */
-	return any != 0 ||
-	       atomic_load_explicit(&s->top, memory_order_seq_cst) != NULL;
+	struct rctx_ext *x = atomic_load_explicit(&s->x, memory_order_seq_cst);
+
+	return x != NULL &&
+	       atomic_load_explicit(&x->top, memory_order_seq_cst) != NULL;
 }
 
 /* Visit every slot that holds an entry. fn returns nothing; it may remove
@@ -89,8 +102,12 @@ size_t rctx_cset_count(struct rctx_cset *s);
 /* Total slots (inline + tables): the set's memory footprint. */
 size_t rctx_cset_capacity(struct rctx_cset *s);
 
-/* Free the tables. The set must be empty and unreachable. */
+/* Free the tables; the extension block stays (children.c I3). The set
+ * must be empty and unreachable. */
 void rctx_cset_destroy(struct rctx_cset *s);
+
+/* rctx_cset_destroy, and free the extension block too. */
+void rctx_cset_fini(struct rctx_cset *s);
 
 /* Invariant checker (quiescent set): tables strictly growing, masks are
  * powers of two minus one, no entry appears twice. */

@@ -84,19 +84,22 @@ describe(rctx_dump_node_t *n, struct rctx *c, unsigned depth, rctx_time_t now)
 	memset(n, 0, sizeof(*n));
 	n->ctx = c;
 	n->depth = depth;
+	struct rctx *src = rctx_src(c);
+	rctx_time_t d;
+
 	n->kind = c->kind;
-	if (c->src) {
-		uint64_t s = rctx_state_load(c->src);
+	if (src) {
+		uint64_t s = rctx_state_load(src);
 
 		n->err = rctx_st_err(s);
 		n->cause = n->err ? rctx_st_cause(s) : 0;
 	}
-	if (!c->has_deadline)
+	if (!rctx_deadline_get(c, &d))
 		n->remaining = RCTX_DUMP_FOREVER;
-	else if (n->err || c->deadline <= now)
+	else if (n->err || d <= now)
 		n->remaining = 0;
 	else
-		n->remaining = c->deadline - now;
+		n->remaining = d - now;
 	n->age = rctx_leak_enabled() ? rctx_leak_age(c) : -1;
 }
 
@@ -136,7 +139,7 @@ walk(struct rctx *ctx, struct walk *w)
 		if (w->err == 0) {
 			w->cur = &w->out[w->nout++];
 			describe(w->cur, f.c, f.depth, now);
-			if (f.c->src == f.c) {
+			if (rctx_is_cancelable(f.c)) {
 				rcu_read_lock();
 				/* seq_cst: tree.c order E, before any slot
 				 * of the set is read */

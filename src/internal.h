@@ -136,97 +136,224 @@ rctx_st_cause(uint64_t s)
  * Children set of a cancelable context. Entries are child contexts, or
  * after-func registrations tagged with bit 0. The first RCTX_CSET_INLINE
  * live inline; past that the set grows by chaining tables of doubling
- * size. A table never moves, so a child's slot address is fixed for its
+ * size, which hang off the set's extension block (allocated on first
+ * need). A table never moves, so a child's slot address is fixed for its
  * life and removal is one CAS. See children.h for the protocol.
  */
-#define RCTX_CSET_INLINE    4
+#define RCTX_CSET_INLINE    2
 #define RCTX_CSET_TAG_AFTER ((uintptr_t)1)
 
 struct rctx_ctable;
 
-struct rctx_cset {
-	_Atomic uintptr_t inl[RCTX_CSET_INLINE];
+/* An after-func registration (after.h). */
+struct rctx_after_impl;
+
+/*
+ * What a cancelable context rarely needs, off its hot struct: allocated
+ * the first time it is needed (a third child, rctx_fd) and kept with the
+ * context's memory from then on, so a reader that still holds a stale
+ * pointer to a freed context (tree.E) never reads freed memory; it goes
+ * back to malloc with the context (children.c I3). A bare set (a
+ * shard's) has one too, and uses only the set part.
+ */
+struct rctx_ext {
+	/* the set's growth: */
 	_Atomic(struct rctx_ctable *) top; /* newest (largest) table */
 	_Atomic(_Atomic uintptr_t *) hint; /* a recently freed slot */
+	/* the context's: */
+	_Atomic int fd;		    /* eventfd, -1 until rctx_fd */
+	_Atomic uint8_t fd_written; /* someone wrote the eventfd (wait.B) */
+};
+
+struct rctx_cset {
+	_Atomic uintptr_t inl[RCTX_CSET_INLINE];
+	_Atomic(struct rctx_ext *) x; /* NULL until needed */
 };
 
 /* A per-CPU part of a context many threads derive from (shard.h). */
 struct rctx_shard;
 
-/* An after-func registration (after.h). */
-struct rctx_after_impl;
-
 /* Lazily built value index (value.c). */
 struct rctx_vindex;
 
+/* struct rctx flags */
+#define RCTX_F_ARMED  0x1u /* TIMER: the timer was handed to the service */
+#define RCTX_F_DEFER  0x2u /* reuse only after a grace period (tree.E) */
+#define RCTX_F_VINDEX 0x4u /* VALUE at an indexed depth: vindex exists */
+
 /*
- * Field order follows use: the first cache line holds what observers and
- * the cancel cascade touch on every context they visit (refs, state, src,
- * fd, the work list), the second the children set; a cascade over a wide
- * fan-out then misses two lines per child, not four.
+ * One layout per kind, each a prefix of struct rctx (docs/design.md,
+ * "A layout per kind"): a value context is allocated up to `vindex`, a
+ * cancel or without_cancel context up to `timer`, a timer context whole.
+ * A field past a kind's end must never be touched for that kind; the
+ * unions name what each kind keeps at an offset. Derived facts are not
+ * stored, as Go does not store them: the cancellation source (rctx_src),
+ * the deadline (rctx_deadline_get) and the nearest value context
+ * (rctx_vtop) are found by walking up to the kind that defines them.
+ *
+ * Offsets 24 and 32 are what the allocator links freed contexts through
+ * (free_next; batch_next on a batch's head): no thread reads them in a
+ * context it holds no reference to (tree.E), whose memory may be freed.
  */
 struct rctx {
-	/* --- line 0: observers and the cascade --- */
-	_Atomic uint32_t refs;	/* references; 0 means being freed */
-	uint8_t kind;		/* enum rctx_kind */
-	uint8_t registered;	/* in src-parent's children set: 1 its own
-				 * set, 2 one of its shards' (shard.c) */
-	uint8_t has_deadline;	/* deadline below is meaningful */
-	uint8_t armed;		/* TIMER: the timer was handed to the service */
-	_Atomic uint64_t state; /* cancelable: see RCTX_ST_* */
-	struct rctx *src;	/* cancellation source: self if cancelable,
-				 * nearest cancelable ancestor otherwise,
-				 * NULL if this context can never be done */
-	_Atomic int fd;		/* eventfd, -1 until rctx_fd */
-	_Atomic uint32_t walkers; /* cascades walking our children set */
-	struct rctx *work_next;	  /* cascade work list (canceller only) */
-	_Atomic uintptr_t *wslot; /* slot the canceller found us in; it
-				   * removes us there once every node is
-				   * marked (canceller only) */
-	/* after-funcs that found the set full: a list through their own
-	 * storage, under the spin bit olock (after.c, overflow) */
-	_Atomic(struct rctx_after_impl *) aover;
-	_Atomic uint8_t fd_written; /* someone wrote the eventfd (wait.B) */
-	uint8_t defer_free; /* reuse only after a grace period (tree.E) */
-	atomic_flag olock;
-	/* per-CPU shards (shard.c): pshard, our reference on parent is
-	 * counted on one of its shards; share, whether we are split
-	 * (RCTX_SHARE_STATE), the last thread that derived under us and
-	 * how often that changed */
-	uint8_t pshard;
-	_Atomic uint32_t share;
-
-	/* --- line 1: the children set (cancelable) --- */
-	struct rctx_cset children;
-	struct rctx *parent;  /* direct parent; holds one reference */
-	rctx_time_t deadline; /* effective deadline, INT64_MAX if none */
-
-	/* --- values --- */
-	struct rctx *vtop; /* nearest value context at or above */
-	const void *key;   /* VALUE only */
-	void *val;
-	struct rctx *vprev; /* VALUE: nearest value context above parent */
-	_Atomic(struct rctx_vindex *) vindex; /* VALUE, every k-th depth */
-	uint32_t vdepth;		      /* VALUE: 1 + vprev->vdepth */
-
-	/* --- registration and deadline --- */
-	int dcause;		 /* TIMER: cause given at construction */
-	_Atomic uintptr_t *slot; /* our entry in cparent's children set */
-	struct rctx *cparent;	 /* parent->src when registered */
+	/* --- every kind --- */
+	_Atomic uint32_t refs; /* references; 0 means being freed */
+	uint8_t kind;	       /* enum rctx_kind */
+	union {
+		uint8_t registered; /* cancelable: in src-parent's set: 1
+				     * its own set, 2 one of its shards' */
+		uint8_t vdepth;	    /* VALUE: 1 + vprev's, modulo 256 */
+	};
+	uint8_t pshard; /* our reference on parent is on one of its shards */
+	uint8_t flags;	/* RCTX_F_* */
+	struct rctx *parent; /* direct parent; holds one reference */
 #ifdef RCTX_DEBUG
 	uint32_t magic; /* RCTX_MAGIC_LIVE / RCTX_MAGIC_DEAD */
 #endif
-
-	/* --- TIMER --- */
-	struct rctx_timer timer;
-
-	/* --- allocator --- */
-	struct rctx *free_next; /* cache / deferred-free lists */
-	struct rctx *gp_next;	/* batch head: next batch waiting for RCU */
-
-	/* --- shared by many threads: per-CPU shards (shard.c) --- */
-	_Atomic(struct rctx_shard *) shards;
+	/* split per CPU (shard.h): whole, with the tag of the last thread
+	 * that derived under us and how often it changed, or the shards */
+	_Atomic uint64_t share;
+	union {
+		const void *key;	/* VALUE */
+		struct rctx *work_next; /* cancelable: the cascade's list
+					 * (canceller only) */
+		struct rctx *free_next; /* freed: cache and batch lists */
+	};
+	union {
+		void *val; /* VALUE */
+		/* cancelable: our entry in our src-parent's set (or a
+		 * shard's), written by us when registered and by the
+		 * canceller that lists us (the same address) */
+		_Atomic(_Atomic uintptr_t *) slot;
+		struct rctx *batch_next; /* freed: a batch's next batch */
+	};
+	/* --- a value context ends here --- */
+	union {
+		/* VALUE at an indexed depth (RCTX_F_VINDEX) */
+		_Atomic(struct rctx_vindex *) vindex;
+		_Atomic uint64_t state; /* cancelable: see RCTX_ST_* */
+	};
+	struct rctx_cset children; /* cancelable */
+	/* after-funcs that found the set full: a list through their own
+	 * storage, under olock (after.c, overflow); registering never
+	 * allocates, so this is not in the extension block */
+	_Atomic(struct rctx_after_impl *) aover;
+	_Atomic uint32_t walkers; /* cascades walking our children set */
+	atomic_flag olock;
+	/* --- a cancel or without_cancel context ends here --- */
+	struct rctx_timer timer; /* TIMER; timer.expires is the deadline,
+				  * timer.aux the cause given */
 };
+
+/* Bytes allocated for each layout. */
+#define RCTX_SIZE_VALUE	 offsetof(struct rctx, vindex)
+#define RCTX_SIZE_CANCEL offsetof(struct rctx, timer)
+#define RCTX_SIZE_TIMER	 sizeof(struct rctx)
+
+/* Allocation classes: value, cancel (and without_cancel, and a value
+ * with an index), timer. */
+enum rctx_class {
+	RCTX_CLASS_VALUE,
+	RCTX_CLASS_CANCEL,
+	RCTX_CLASS_TIMER,
+	RCTX_CLASSES
+};
+
+static inline enum rctx_class
+rctx_class_of(const struct rctx *c)
+{
+	if (c->kind == RCTX_KIND_TIMER)
+		return RCTX_CLASS_TIMER;
+	if (c->kind == RCTX_KIND_VALUE && !(c->flags & RCTX_F_VINDEX))
+		return RCTX_CLASS_VALUE;
+	return RCTX_CLASS_CANCEL;
+}
+
+static inline bool
+rctx_is_cancelable(const struct rctx *c)
+{
+	return c->kind == RCTX_KIND_CANCEL || c->kind == RCTX_KIND_TIMER;
+}
+
+/*
+ * c's cancellation source: c if cancelable, else the nearest cancelable
+ * ancestor through value contexts, NULL if c can never be done (a root,
+ * without_cancel, or values above one).
+ */
+static inline struct rctx *
+rctx_src(const struct rctx *c)
+{
+	while (c->kind == RCTX_KIND_VALUE)
+		c = c->parent;
+	return rctx_is_cancelable(c) ? (struct rctx *)c : NULL;
+}
+
+/* Nearest value context at or above c, NULL if none. */
+static inline struct rctx *
+rctx_vtop(const struct rctx *c)
+{
+	while (c->kind != RCTX_KIND_VALUE && c->kind != RCTX_KIND_ROOT)
+		c = c->parent;
+	return c->kind == RCTX_KIND_VALUE ? (struct rctx *)c : NULL;
+}
+
+/* VALUE v: the nearest value context above its parent. */
+static inline struct rctx *
+rctx_vprev(const struct rctx *v)
+{
+	return rctx_vtop(v->parent);
+}
+
+/*
+ * c's deadline into *d: its own if a timer, else its parent's, none
+ * past a root or without_cancel. True if it has one.
+ */
+static inline bool
+rctx_deadline_get(const struct rctx *c, rctx_time_t *d)
+{
+	for (;;) {
+		switch (c->kind) {
+		case RCTX_KIND_TIMER:
+			*d = c->timer.expires;
+			return true;
+		case RCTX_KIND_CANCEL:
+		case RCTX_KIND_VALUE:
+			c = c->parent;
+			break;
+		default:
+			*d = INT64_MAX;
+			return false;
+		}
+	}
+}
+
+/* c's deadline, INT64_MAX if none. */
+static inline rctx_time_t
+rctx_deadline_of(const struct rctx *c)
+{
+	rctx_time_t d;
+
+	(void)rctx_deadline_get(c, &d);
+	return d;
+}
+
+/* The extension block of cancelable c, or NULL if it has none yet.
+ * seq_cst: it is installed with seq_cst (children.C), and the readers
+ * of fd rely on the single total order (wait.B). */
+static inline struct rctx_ext *
+rctx_ext_peek(struct rctx *c)
+{
+	return atomic_load_explicit(&c->children.x, memory_order_seq_cst);
+}
+
+/* The set's extension block, made if missing; NULL out of memory. */
+struct rctx_ext *rctx_cset_ext(struct rctx_cset *s);
+
+static inline struct rctx_ext *
+rctx_ext_get(struct rctx *c)
+{
+	return rctx_cset_ext(&c->children);
+}
 
 #ifdef RCTX_DEBUG
 #define RCTX_MAGIC_LIVE 0x52435458u /* "RCTX" */

@@ -227,7 +227,7 @@ static int
 classify(struct groups *g, struct entry *e, rctx_time_t now,
 	 rctx_time_t older_than)
 {
-	const struct rctx *src = e->c->src; /* alive: I1, and held by c */
+	const struct rctx *src = rctx_src(e->c); /* alive: I1, held by c */
 	bool done = src && rctx_st_err(rctx_state_load(src));
 	rctx_time_t since = done && e->done ? e->done : e->made;
 

@@ -26,12 +26,13 @@
 #include "fork.h"
 #include "reclaim.h"
 
-static _Atomic(struct rctx *) pool_head; /* batches linked by work_next */
-static _Atomic long outstanding;	 /* malloc'd, not yet freed */
+/* One pool per allocation class: a batch holds contexts of one class. */
+static _Atomic(struct rctx *) pool_head[RCTX_CLASSES]; /* by batch_next */
+static _Atomic long outstanding; /* malloc'd, not yet freed */
 /* Refills pop from pool_list, one batch each, under pool_lock (alloc.A). */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Written under pool_lock; atomic only for rctx_pool_take's unlocked hint. */
-static _Atomic(struct rctx *) pool_list;
+static _Atomic(struct rctx *) pool_list[RCTX_CLASSES];
 /* Refills, mallocs and pushes (I4): a trim waits for it to stand still.
  * Pushes count so that a long release is trimmed once, at its end. */
 static _Atomic unsigned long pool_traffic;
@@ -51,7 +52,7 @@ static rctx_time_t trim_since;
  * a real-time worker that sleeps 10 ms: fork() took 8.5 ms instead of
  * 0.3), and its default worker is never joined (docs/design.md).
  */
-static _Atomic(struct rctx *) gp_head; /* batches linked by gp_next */
+static _Atomic(struct rctx *) gp_head; /* batches linked by batch_next */
 /* Held by the reclaimer for a round; guards the fields below it. */
 static pthread_mutex_t rcl_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_t rcl_thread;
@@ -70,45 +71,45 @@ static _Atomic long rcl_batches; /* reclaimed by the thread (tests) */
 void
 rctx_pool_push(struct rctx *batch)
 {
+	_Atomic(struct rctx *) *head = &pool_head[rctx_class_of(batch)];
 	/* relaxed: the CAS below publishes */
-	struct rctx *old =
-	    atomic_load_explicit(&pool_head, memory_order_relaxed);
+	struct rctx *old = atomic_load_explicit(head, memory_order_relaxed);
 	do {
-		batch->work_next = old;
+		batch->batch_next = old;
 		/* seq_cst: its release publishes the batch links, pairing
 		 * with the acquire exchanges in rctx_pool_take and rctx_pool_trim
 		 * (alloc.A); it is ordered before rctx_pool_kick's exchange
 		 * (trim.B) */
-	} while (!atomic_compare_exchange_weak_explicit(&pool_head, &old, batch,
-							memory_order_seq_cst,
-							memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(
+	    head, &old, batch, memory_order_seq_cst, memory_order_relaxed));
 	/* relaxed: a count the reclaimer compares (I4), no data */
 	atomic_fetch_add_explicit(&pool_traffic, 1, memory_order_relaxed);
 }
 
-/* One batch from the pool (its work_next cleared), or NULL. */
+/* One batch of class cls from the pool (its batch_next cleared), or NULL. */
 struct rctx *
-rctx_pool_take(void)
+rctx_pool_take(enum rctx_class cls)
 {
 	struct rctx *b;
 
 	/* relaxed pre-checks: an empty pool needs no lock; a stale answer
 	 * costs one malloc */
-	if (atomic_load_explicit(&pool_list, memory_order_relaxed) == NULL &&
-	    atomic_load_explicit(&pool_head, memory_order_relaxed) == NULL)
+	if (atomic_load_explicit(&pool_list[cls], memory_order_relaxed) ==
+		NULL &&
+	    atomic_load_explicit(&pool_head[cls], memory_order_relaxed) == NULL)
 		return NULL;
 	pthread_mutex_lock(&pool_lock);
 	/* relaxed: pool_list is written under pool_lock, which we hold */
-	b = atomic_load_explicit(&pool_list, memory_order_relaxed);
+	b = atomic_load_explicit(&pool_list[cls], memory_order_relaxed);
 	if (b == NULL)
 		/* acquire: pairs with the release CAS in rctx_pool_push (alloc.A) */
-		b = atomic_exchange_explicit(&pool_head, NULL,
+		b = atomic_exchange_explicit(&pool_head[cls], NULL,
 					     memory_order_acquire);
 	if (b) {
 		/* relaxed: under pool_lock */
-		atomic_store_explicit(&pool_list, rctx_batch_next(b),
+		atomic_store_explicit(&pool_list[cls], rctx_batch_next(b),
 				      memory_order_relaxed);
-		b->work_next = NULL;
+		b->batch_next = NULL;
 		/* relaxed: a count the reclaimer compares (I4), no data */
 		atomic_fetch_add_explicit(&pool_traffic, 1,
 					  memory_order_relaxed);
@@ -139,7 +140,7 @@ reclaim_round(void)
 	 * could see these contexts has left its section (internal.h). */
 	rctx_tsan_acquire(&rctx_rcu_token);
 	while (b) {
-		struct rctx *next = b->gp_next;
+		struct rctx *next = b->batch_next;
 
 		rctx_pool_push(b);
 		b = next;
@@ -157,6 +158,12 @@ rctx_reclaim_free_list(struct rctx *c)
 	while (c) {
 		struct rctx *next = c->free_next;
 
+		/* the set's block stays with a cancelable layout's memory
+		 * (children.c I3): it goes with it; relaxed: c is past its
+		 * grace period, nothing reads it */
+		if (rctx_class_of(c) != RCTX_CLASS_VALUE)
+			free(atomic_load_explicit(&c->children.x,
+						  memory_order_relaxed));
 		free(c);
 		n++;
 		c = next;
@@ -167,25 +174,25 @@ rctx_reclaim_free_list(struct rctx *c)
 }
 
 /*
- * Keep the first batches of the pool, up to about keep contexts, and free
- * the rest (I4). The pool is emptied under pool_lock and the kept batches
- * go back under it; a refill in between finds it empty and mallocs.
- * Returns how many contexts went back to malloc.
+ * Keep the first batches of class cls's pool, up to about keep contexts,
+ * and free the rest (I4). The pool is emptied under pool_lock and the
+ * kept batches go back under it; a refill in between finds it empty and
+ * mallocs. Returns how many contexts went back to malloc.
  */
-long
-rctx_pool_trim(long keep)
+static long
+pool_trim_class(enum rctx_class cls, long keep)
 {
 	struct rctx *lists[2], *kfirst = NULL, *klast = NULL;
 	long kept = 0, freed = 0;
 
 	pthread_mutex_lock(&pool_lock);
 	/* relaxed: under pool_lock */
-	lists[0] = atomic_load_explicit(&pool_list, memory_order_relaxed);
-	atomic_store_explicit(&pool_list, NULL, memory_order_relaxed);
+	lists[0] = atomic_load_explicit(&pool_list[cls], memory_order_relaxed);
+	atomic_store_explicit(&pool_list[cls], NULL, memory_order_relaxed);
 	/* seq_cst: its acquire pairs with rctx_pool_push's CAS (alloc.A); it is
 	 * ordered after the clear of trim_armed in rcl_trim (trim.B) */
-	lists[1] =
-	    atomic_exchange_explicit(&pool_head, NULL, memory_order_seq_cst);
+	lists[1] = atomic_exchange_explicit(&pool_head[cls], NULL,
+					    memory_order_seq_cst);
 	pthread_mutex_unlock(&pool_lock);
 	for (int i = 0; i < 2; i++) {
 		struct rctx *b = lists[i];
@@ -200,9 +207,9 @@ rctx_pool_trim(long keep)
 			}
 			for (struct rctx *c = b; c; c = c->free_next)
 				kept++;
-			b->work_next = NULL;
+			b->batch_next = NULL;
 			if (klast)
-				klast->work_next = b;
+				klast->batch_next = b;
 			else
 				kfirst = b;
 			klast = b;
@@ -212,11 +219,22 @@ rctx_pool_trim(long keep)
 	if (kfirst) {
 		pthread_mutex_lock(&pool_lock);
 		/* relaxed: under pool_lock */
-		klast->work_next =
-		    atomic_load_explicit(&pool_list, memory_order_relaxed);
-		atomic_store_explicit(&pool_list, kfirst, memory_order_relaxed);
+		klast->batch_next =
+		    atomic_load_explicit(&pool_list[cls], memory_order_relaxed);
+		atomic_store_explicit(&pool_list[cls], kfirst,
+				      memory_order_relaxed);
 		pthread_mutex_unlock(&pool_lock);
 	}
+	return freed;
+}
+
+long
+rctx_pool_trim(long keep)
+{
+	long freed = 0;
+
+	for (int cls = 0; cls < RCTX_CLASSES; cls++)
+		freed += pool_trim_class((enum rctx_class)cls, keep);
 	return freed;
 }
 
@@ -408,7 +426,7 @@ rctx_gp_push(struct rctx *b)
 	struct rctx *old = atomic_load_explicit(&gp_head, memory_order_relaxed);
 
 	do {
-		b->gp_next = old;
+		b->batch_next = old;
 		/* seq_cst: release publishes the links (alloc.A); store half of
 		 * (alloc.B) */
 	} while (!atomic_compare_exchange_weak_explicit(
@@ -428,7 +446,7 @@ rctx_gp_push(struct rctx *b)
 }
 
 /*
- * Push a chain of batches (linked by work_next) back. The pool is usually
+ * Push a chain of batches (linked by batch_next, all of one class) back. The pool is usually
  * still empty since our rctx_pool_take: then one CAS from NULL puts the whole
  * chain back. Otherwise the chain's last batch is linked to the new head,
  * which takes a walk (a long chain, after a burst of frees, would make
@@ -439,23 +457,22 @@ rctx_pool_push_chain(struct rctx *first)
 {
 	struct rctx *last = first;
 	struct rctx *old = NULL;
+	_Atomic(struct rctx *) *head = &pool_head[rctx_class_of(first)];
 
 	/* release: publishes the chain's links; pairs with the acquire
 	 * exchange in rctx_pool_take (alloc.A). Relaxed on failure: old is only
 	 * linked to below, never read through. */
-	if (atomic_compare_exchange_strong_explicit(&pool_head, &old, first,
-						    memory_order_release,
-						    memory_order_relaxed))
+	if (atomic_compare_exchange_strong_explicit(
+		head, &old, first, memory_order_release, memory_order_relaxed))
 		return;
 	while (rctx_batch_next(last))
 		last = rctx_batch_next(last);
 	do {
-		last->work_next = old;
+		last->batch_next = old;
 		/* release: publishes the chain's links; pairs with the
 		 * acquire exchange in rctx_pool_take (alloc.A) */
-	} while (!atomic_compare_exchange_weak_explicit(&pool_head, &old, first,
-							memory_order_release,
-							memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(
+	    head, &old, first, memory_order_release, memory_order_relaxed));
 }
 
 /*
@@ -556,10 +573,13 @@ rctx_alloc_pool_count(void)
 	pthread_mutex_lock(&pool_lock);
 	/* relaxed: pool_list under pool_lock; pool_head is only read (a
 	 * test's snapshot), and the acquire pairs with rctx_pool_push (alloc.A) */
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 2 * RCTX_CLASSES; i++) {
+		int cls = i / 2;
 		struct rctx *b =
-		    i ? atomic_load_explicit(&pool_head, memory_order_acquire)
-		      : atomic_load_explicit(&pool_list, memory_order_relaxed);
+		    i % 2 ? atomic_load_explicit(&pool_head[cls],
+						 memory_order_acquire)
+			  : atomic_load_explicit(&pool_list[cls],
+						 memory_order_relaxed);
 
 		for (; b; b = rctx_batch_next(b))
 			for (struct rctx *c = b; c; c = c->free_next)

@@ -6,18 +6,18 @@
 #include "internal.h"
 
 /* A reclaimed batch: its first context heads the list through free_next;
- * batches chain through work_next. */
+ * batches chain through batch_next. A batch holds one class. */
 static inline struct rctx *
 rctx_batch_next(struct rctx *b)
 {
-	return b->work_next;
+	return b->batch_next;
 }
 
-/* The pool (alloc.A): push one batch, or a chain of batches; take one
- * batch (NULL if empty). */
+/* The pools (alloc.A), one per class: push one batch, or a chain of
+ * batches of one class; take one batch of class cls (NULL if empty). */
 void rctx_pool_push(struct rctx *batch);
 void rctx_pool_push_chain(struct rctx *first);
-struct rctx *rctx_pool_take(void);
+struct rctx *rctx_pool_take(enum rctx_class cls);
 /* After a push by a thread other than the reclaimer: arm the trim (trim.B). */
 void rctx_pool_kick(void);
 /* Free what the pool holds beyond keep contexts; how many were freed. */

@@ -22,10 +22,11 @@
  * so they stay in every core's cache.
  *
  * Invariants
- *  (I1) p->shards is set once (by the CAS that wins the promotion) and
- *       freed with p; p's state (share word) goes from whole to SPLIT to
- *       CLOSED, and never back. A context is split only while it is
- *       whole, and the tag and miss count change only then.
+ *  (I1) p's share word goes from whole to SPLIT (with the shards'
+ *       address, by the CAS that wins the promotion) to CLOSED (keeping
+ *       it), and never back; the shards are freed with p. A context is
+ *       split only while it is whole, and the tag and miss count
+ *       change only then.
  *  (I2) While p is SPLIT, p->refs holds RCTX_REF_BIAS plus every
  *       reference not counted on a shard (its creator's, rctx_retain's,
  *       a canceller's or an after-func's hold, children made before the
@@ -40,7 +41,7 @@
  *       shard as it stood when it closed it, and everything after that
  *       goes to refs.
  *  (I3) No lost child (tree.B) with shards: the promotion publishes the
- *       array (seq_cst CAS) and then sets SPLIT (seq_cst RMW). An
+ *       array and SPLIT in one seq_cst CAS. An
  *       inserter that saw SPLIT (acquire) inserts with a seq_cst CAS,
  *       ordered after that RMW; a canceller loads the share word with
  *       seq_cst after its state CAS and walks the shards when it is set.
@@ -53,9 +54,9 @@
  *      refs, so whoever frees p (the close or a later put reaching 0)
  *      sees every write made before a reference was dropped, as with
  *      rctx_ref_put alone.
- *  shard.B The RMW that sets SPLIT (seq_cst, so also a release) pairs
- *      with the acquire in rctx_share: a thread that sees it sees
- *      p->shards and the shards' initialised contents.
+ *  shard.B The CAS that sets SPLIT (seq_cst, so also a release) pairs
+ *      with the acquire in rctx_share: a thread that sees it sees the
+ *      shards' initialised contents.
  */
 
 /* This thread's tag (rctx_share_mine); 0 until it allocates. */
@@ -87,8 +88,8 @@ shard_here(struct rctx *p)
 	int cpu = sched_getcpu();
 	unsigned k = cpu < 0 ? 0u : (unsigned)cpu;
 	/* relaxed: I1, the acquire in rctx_share made it visible */
-	struct rctx_shard *s =
-	    atomic_load_explicit(&p->shards, memory_order_relaxed);
+	struct rctx_shard *s = rctx_share_shards(
+	    atomic_load_explicit(&p->share, memory_order_relaxed));
 
 	return &s[k < shard_n ? k : k % shard_n];
 }
@@ -118,7 +119,7 @@ static void
 misses_reset(struct rctx *p)
 {
 	/* relaxed: a heuristic; the CAS keeps the state bits (I1) */
-	uint32_t s = atomic_load_explicit(&p->share, memory_order_relaxed);
+	uint64_t s = atomic_load_explicit(&p->share, memory_order_relaxed);
 
 	while (!(s & RCTX_SHARE_STATE) &&
 	       !atomic_compare_exchange_weak_explicit(
@@ -130,13 +131,13 @@ misses_reset(struct rctx *p)
 void
 rctx_shard_miss(struct rctx *p)
 {
-	uint16_t t = my_tag();
+	uint64_t t = (uint64_t)my_tag() << RCTX_SHARE_TAG_SHIFT;
 	/* relaxed: a heuristic; a lost count only delays the split, and
 	 * the CAS never changes the state bits (I1) */
-	uint32_t s = atomic_load_explicit(&p->share, memory_order_relaxed);
+	uint64_t s = atomic_load_explicit(&p->share, memory_order_relaxed);
 
 	for (;;) {
-		uint32_t m = (s & RCTX_SHARE_MISSES) / RCTX_SHARE_MISS1 + 1;
+		uint64_t m = (s & RCTX_SHARE_MISSES) / RCTX_SHARE_MISS1 + 1;
 
 		if ((s & RCTX_SHARE_STATE) || (s & RCTX_SHARE_TAG) == t)
 			return;
@@ -167,9 +168,11 @@ int
 rctx_shard_promote(struct rctx *p)
 {
 	unsigned n = rctx_shard_count();
-	struct rctx_shard *s, *none = NULL;
+	struct rctx_shard *s;
+	/* relaxed: the CAS below decides */
+	uint64_t w = atomic_load_explicit(&p->share, memory_order_relaxed);
 
-	if (rctx_share(p) & RCTX_SHARE_STATE)
+	if (w & RCTX_SHARE_STATE)
 		return 0;
 	s = rctx_aligned_alloc(_Alignof(struct rctx_shard),
 			       (size_t)n * sizeof(*s));
@@ -179,21 +182,26 @@ rctx_shard_promote(struct rctx *p)
 		atomic_init(&s[i].refs, 0);
 		rctx_cset_init(&s[i].set);
 	}
-	/* seq_cst: I3, the array is published before SPLIT; relaxed on
-	 * failure: another thread is promoting p, and it sets SPLIT */
-	if (!atomic_compare_exchange_strong_explicit(&p->shards, &none, s,
-						     memory_order_seq_cst,
-						     memory_order_relaxed)) {
-		free(s);
-		return 0;
-	}
-	/* relaxed: the caller holds a reference, so refs cannot reach 0
-	 * meanwhile, and no shard count exists yet to pair with (I2) */
+	/* The bias goes in before the split shows (I2). relaxed: the
+	 * caller holds a reference, so refs cannot reach 0 meanwhile, and
+	 * no shard count exists yet to pair with; a put that meets the
+	 * bias before the split finds nothing to close (rctx_shard_close) */
 	atomic_fetch_add_explicit(&p->refs, RCTX_REF_BIAS,
 				  memory_order_relaxed);
-	/* seq_cst: I3 and shard.B; the miss counts are done with */
-	atomic_fetch_or_explicit(&p->share, RCTX_SHARE_SPLIT,
-				 memory_order_seq_cst);
+	/* seq_cst: I3 and shard.B, publishes the array with SPLIT; relaxed
+	 * on failure: a miss count changed (retry) or another thread split
+	 * p (take our bias back) */
+	while (!atomic_compare_exchange_weak_explicit(
+	    &p->share, &w, (uint64_t)(uintptr_t)s | RCTX_SHARE_SPLIT,
+	    memory_order_seq_cst, memory_order_relaxed)) {
+		if (w & RCTX_SHARE_STATE) {
+			/* relaxed: as the add */
+			atomic_fetch_sub_explicit(&p->refs, RCTX_REF_BIAS,
+						  memory_order_relaxed);
+			free(s);
+			return 0;
+		}
+	}
 	return 0;
 }
 
@@ -238,7 +246,7 @@ rctx_shard_close(struct rctx *p)
 	uint32_t add, old;
 	struct rctx_shard *s;
 	/* relaxed: the CAS below decides */
-	uint32_t st = atomic_load_explicit(&p->share, memory_order_relaxed);
+	uint64_t st = atomic_load_explicit(&p->share, memory_order_relaxed);
 
 	do {
 		/* another put already closes them, or p has no shards */
@@ -248,8 +256,7 @@ rctx_shard_close(struct rctx *p)
 	} while (!atomic_compare_exchange_weak_explicit(
 	    &p->share, &st, (st & ~RCTX_SHARE_STATE) | RCTX_SHARE_CLOSED,
 	    memory_order_acquire, memory_order_relaxed));
-	/* relaxed: I1, seen through the acquire above */
-	s = atomic_load_explicit(&p->shards, memory_order_relaxed);
+	s = rctx_share_shards(st); /* I1, seen through the acquire above */
 	for (unsigned i = 0; i < shard_n; i++)
 		/* acq_rel: shard.A, pairs with every put on the shard */
 		sum += atomic_exchange_explicit(&s[i].refs, RCTX_SHARD_CLOSED,
@@ -269,12 +276,13 @@ rctx_shard_insert(struct rctx *p, uintptr_t entry)
 void
 rctx_shard_leave(struct rctx *c, _Atomic uintptr_t *slot)
 {
-	struct rctx *p = c->cparent;
+	struct rctx *p = rctx_src(c->parent);
 	struct rctx_shard *s;
 	uintptr_t off;
 
 	/* relaxed: I1, c entered a shard, so the array was seen then */
-	s = atomic_load_explicit(&p->shards, memory_order_relaxed);
+	s = rctx_share_shards(
+	    atomic_load_explicit(&p->share, memory_order_relaxed));
 	off = (uintptr_t)slot - (uintptr_t)s;
 	/* An inline slot names its shard, which takes the hint; a table's
 	 * slot does not say whose it is. */
@@ -289,14 +297,14 @@ void
 rctx_children_foreach(struct rctx *n, rctx_cset_fn fn, void *arg)
 {
 	struct rctx_shard *s;
+	uint64_t w;
 
 	rctx_cset_foreach(&n->children, fn, arg);
 	/* seq_cst: I3, the canceller's load after its state CAS */
-	if (!(atomic_load_explicit(&n->share, memory_order_seq_cst) &
-	      RCTX_SHARE_STATE))
+	w = atomic_load_explicit(&n->share, memory_order_seq_cst);
+	if (!(w & RCTX_SHARE_STATE))
 		return;
-	/* relaxed: I1, published before SPLIT (shard.B) */
-	s = atomic_load_explicit(&n->shards, memory_order_relaxed);
+	s = rctx_share_shards(w);
 	for (unsigned i = 0; i < shard_n; i++)
 		rctx_cset_foreach(&s[i].set, fn, arg);
 }
@@ -305,13 +313,14 @@ void
 rctx_shards_free(struct rctx *p)
 {
 	/* relaxed: p is unreachable (its last reference is gone) */
-	struct rctx_shard *s =
-	    atomic_load_explicit(&p->shards, memory_order_relaxed);
+	uint64_t w = atomic_load_explicit(&p->share, memory_order_relaxed);
+	struct rctx_shard *s = rctx_share_shards(w);
 
-	if (s == NULL)
+	if (!(w & RCTX_SHARE_STATE))
 		return;
 	for (unsigned i = 0; i < shard_n; i++)
-		rctx_cset_destroy(&s[i].set);
+		rctx_cset_fini(&s[i].set);
 	free(s);
-	atomic_store_explicit(&p->shards, NULL, memory_order_relaxed);
+	/* relaxed: as above; whole again until reuse sets it */
+	atomic_store_explicit(&p->share, 0, memory_order_relaxed);
 }

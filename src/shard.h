@@ -35,25 +35,36 @@ struct rctx_shard {
 unsigned rctx_shard_count(void);
 
 /*
- * A context's share word: bits 0-15 the tag of the last thread that
- * derived under it, 16-23 how often that changed, 24-31 its state: 0
- * whole, RCTX_SHARE_SPLIT, RCTX_SHARE_CLOSED (shard.c I1).
+ * A context's share word. Bits 0-1 its state: 0 whole, RCTX_SHARE_SPLIT,
+ * RCTX_SHARE_CLOSED (shard.c I1). Whole: bits 8-23 the tag of the last
+ * thread that derived under it, 24-31 how often that changed. Split or
+ * closed: the rest is the address of its shards (128-byte aligned), so
+ * the pointer costs no field of its own.
  */
-#define RCTX_SHARE_TAG	  0xffffu
-#define RCTX_SHARE_MISSES 0xff0000u
-#define RCTX_SHARE_MISS1  0x10000u
-#define RCTX_SHARE_STATE  0xff000000u
-#define RCTX_SHARE_SPLIT  0x01000000u
-#define RCTX_SHARE_CLOSED 0x02000000u
+#define RCTX_SHARE_STATE     0x3ull
+#define RCTX_SHARE_SPLIT     0x1ull
+#define RCTX_SHARE_CLOSED    0x2ull
+#define RCTX_SHARE_TAG_SHIFT 8
+#define RCTX_SHARE_TAG	     0xffff00ull
+#define RCTX_SHARE_MISSES    0xff000000ull
+#define RCTX_SHARE_MISS1     0x1000000ull
+#define RCTX_SHARE_PTR	     (~(uint64_t)0x7f)
 
 /* This thread's tag: set by rctx_shard_tag_init (never 0) before the
  * thread makes its first context (alloc.c). */
 extern RCTX_TLS uint16_t rctx_shard_my_tag;
 void rctx_shard_tag_init(void);
 
-/* p's share word. acquire: pairs with the promotion's seq_cst RMW
- * (shard.B), so a thread that sees the split sees p->shards. */
-static inline uint32_t
+/* The share word of a context this thread makes: whole, ours. */
+static inline uint64_t
+rctx_share_new(void)
+{
+	return (uint64_t)rctx_shard_my_tag << RCTX_SHARE_TAG_SHIFT;
+}
+
+/* p's share word. acquire: pairs with the promotion's seq_cst CAS
+ * (shard.B), so a thread that sees the split sees the shards. */
+static inline uint64_t
 rctx_share(struct rctx *p)
 {
 	return atomic_load_explicit(&p->share, memory_order_acquire);
@@ -62,10 +73,17 @@ rctx_share(struct rctx *p)
 /* Is this share word's context whole, and this thread its last deriver?
  * Then a derive under it costs nothing more. */
 static inline bool
-rctx_share_mine(uint32_t share)
+rctx_share_mine(uint64_t share)
 {
-	return ((share ^ rctx_shard_my_tag) &
+	return ((share ^ rctx_share_new()) &
 		(RCTX_SHARE_TAG | RCTX_SHARE_STATE)) == 0;
+}
+
+/* The shards named by a split or closed share word. */
+static inline struct rctx_shard *
+rctx_share_shards(uint64_t share)
+{
+	return (struct rctx_shard *)(uintptr_t)(share & RCTX_SHARE_PTR);
 }
 
 /* The deriving thread changed: count it, and split p past the limit. */
@@ -97,7 +115,7 @@ static inline void
 rctx_set_leave(struct rctx *c, _Atomic uintptr_t *slot)
 {
 	if (RCTX_LIKELY(c->registered == 1))
-		rctx_cset_remove_hinted(&c->cparent->children, slot,
+		rctx_cset_remove_hinted(&rctx_src(c->parent)->children, slot,
 					(uintptr_t)c);
 	else
 		rctx_shard_leave(c, slot);

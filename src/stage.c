@@ -139,7 +139,7 @@ rctx_stage_push(struct rctx_stage *st, struct rctx_timer *t,
 	struct rctx_timer *head =
 	    atomic_load_explicit(&st->head, memory_order_relaxed);
 
-	t->expires = expires;
+	rctx_timer_set_expires(t, expires);
 	/* Relaxed: published by the fetch_or below. */
 	atomic_store_explicit(&t->home, tw, memory_order_relaxed);
 	/*

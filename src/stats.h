@@ -212,7 +212,7 @@ rctx_stats_freed(struct rctx *c)
 		rctx_stats_freed_slow(c);
 }
 
-/* The same for a cancelable c (c->src == c), after rctx_stats_freed. */
+/* The same for a cancelable c, after rctx_stats_freed. */
 static inline void
 rctx_stats_freed_cancelable(struct rctx *c)
 {

@@ -120,7 +120,7 @@ static void
 rctx_route_hand(struct rctx_twheel *tw, struct rctx_timer *t,
 		rctx_time_t expires)
 {
-	t->expires = expires;
+	rctx_timer_set_expires(t, expires);
 	/* Relaxed: published by the fetch_or below (timer.A). */
 	atomic_store_explicit(&t->home, tw, memory_order_relaxed);
 	/*
@@ -197,7 +197,7 @@ rctx_timer_arm_at(struct rctx_timer *t, rctx_time_t expires, rctx_time_t now)
 		return 0; /* I1: armed twice, a contract violation: ignore */
 	if (own) {
 		/* The owner files directly: no queue, no wake-up needed. */
-		t->expires = expires;
+		rctx_timer_set_expires(t, expires);
 		/* Relaxed: published by the fetch_or below (timer.A). */
 		atomic_store_explicit(&t->home, &own->tw, memory_order_relaxed);
 		/*

@@ -17,7 +17,7 @@
 /*
  * Invariants
  *  (I1) Every cancelable context c that is not done and whose src-parent
- *       p = c->parent->src exists and is not done is an entry of p's
+ *       p = rctx_src(c->parent) exists and is not done is an entry of p's
  *       children set. Value and without_cancel contexts are never in a
  *       set: their children register with the nearest cancelable ancestor.
  *  (I2) A context's state word goes from live to done exactly once (one
@@ -93,8 +93,6 @@ struct rctx rctx_root_background = {
 #ifdef RCTX_DEBUG
 	.magic = RCTX_MAGIC_LIVE,
 #endif
-	.deadline = INT64_MAX,
-	.fd = -1,
 };
 
 struct rctx rctx_root_todo = {
@@ -103,8 +101,6 @@ struct rctx rctx_root_todo = {
 #ifdef RCTX_DEBUG
 	.magic = RCTX_MAGIC_LIVE,
 #endif
-	.deadline = INT64_MAX,
-	.fd = -1,
 };
 
 #ifdef RCTX_DEBUG
@@ -139,10 +135,11 @@ rctx_tree_init(void)
 	(void)pthread_once(&tree_once, tree_setup);
 }
 
+/* A context of kind, allocated in class cls (its layout's size). */
 static inline __attribute__((always_inline)) struct rctx *
-ctx_new(struct rctx *parent, uint8_t kind)
+ctx_new(struct rctx *parent, uint8_t kind, enum rctx_class cls)
 {
-	struct rctx *c = rctx_ctx_alloc();
+	struct rctx *c = rctx_ctx_alloc(cls);
 
 	if (RCTX_UNLIKELY(c == NULL)) {
 		errno = ENOMEM;
@@ -151,27 +148,20 @@ ctx_new(struct rctx *parent, uint8_t kind)
 	atomic_init(&c->refs, 1);
 	c->kind = kind;
 	c->registered = 0;
-	c->has_deadline = parent->has_deadline;
-	c->armed = 0;
-	c->defer_free = 0;
+	c->pshard = 0;
+	c->flags = 0;
 #ifdef RCTX_DEBUG
 	c->magic = RCTX_MAGIC_LIVE;
 #endif
 	c->parent = parent;
-	c->src = parent->src;
-	c->deadline = parent->deadline;
-	c->vtop = parent->vtop;
 	/*
-	 * Left as they are, each written before it is read: key, val,
-	 * vprev, vdepth, vindex (a value context's, by with_value); slot
-	 * and cparent (read only once registered); dcause (a timer's);
-	 * work_next and wslot (by the cascade that lists the node);
-	 * free_next (by the allocator); fd_written (a cancelable's, by
-	 * init_cancelable).
+	 * Left as they are, each written before it is read: key, val and
+	 * vindex (by with_value); state, the set and the rest (by
+	 * init_cancelable); slot (once registered); work_next (by the
+	 * cascade that lists the node); the timer (by with_deadline).
 	 */
-	c->pshard = 0;
-	/* whole; its maker derives under it first; shards is NULL (alloc.c) */
-	atomic_init(&c->share, rctx_shard_my_tag);
+	/* whole; its maker derives under it first */
+	atomic_init(&c->share, rctx_share_new());
 	return c;
 }
 
@@ -191,13 +181,17 @@ parent_get(struct rctx *c, struct rctx *p)
 static void
 init_cancelable(struct rctx *c)
 {
-	c->src = c;
+	/* relaxed: c is not yet visible to any other thread; a block kept
+	 * from an earlier life has its fd closed and its tables freed */
+	struct rctx_ext *x =
+	    atomic_load_explicit(&c->children.x, memory_order_relaxed);
+
 	atomic_init(&c->state, 0);
-	atomic_init(&c->fd, -1);
-	rctx_cset_init(&c->children);
+	rctx_cset_reinit(&c->children);
+	if (x)
+		atomic_init(&x->fd_written, 0);
 	atomic_init(&c->aover, NULL);
 	atomic_init(&c->walkers, 0);
-	atomic_init(&c->fd_written, 0);
 	atomic_flag_clear_explicit(&c->olock, memory_order_relaxed);
 }
 
@@ -209,8 +203,7 @@ static int
 attach(struct rctx *c, struct rctx *p)
 {
 	_Atomic uintptr_t *slot;
-	uint64_t s;
-	uint32_t sh;
+	uint64_t s, sh;
 
 	if (p == NULL)
 		return 0;
@@ -240,8 +233,8 @@ attach(struct rctx *c, struct rctx *p)
 		c->registered = 0;
 		return -ENOMEM;
 	}
-	c->slot = slot;
-	c->cparent = p;
+	/* relaxed: a canceller that found c stores the same address */
+	atomic_store_explicit(&c->slot, slot, memory_order_relaxed);
 	/* seq_cst: tree.B, pairs with the canceller's seq_cst state CAS.
 	 * The insert was a seq_cst CAS, so it precedes this load in the
 	 * single total order of seq_cst operations: no fence is needed. */
@@ -255,12 +248,12 @@ attach(struct rctx *c, struct rctx *p)
 struct rctx *
 rctx_tree_with_cancel(struct rctx *parent)
 {
-	struct rctx *c = ctx_new(parent, RCTX_KIND_CANCEL);
+	struct rctx *c = ctx_new(parent, RCTX_KIND_CANCEL, RCTX_CLASS_CANCEL);
 
 	if (c == NULL)
 		return NULL;
 	init_cancelable(c);
-	if (RCTX_UNLIKELY(attach(c, parent->src) < 0)) {
+	if (RCTX_UNLIKELY(attach(c, rctx_src(parent)) < 0)) {
 		rctx_ctx_free_now(c);
 		errno = ENOMEM;
 		return NULL;
@@ -281,18 +274,18 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 			   rctx_time_t now)
 {
 	struct rctx *c;
+	rctx_time_t pd;
 	int r;
 
-	if (parent->has_deadline && parent->deadline <= deadline)
+	if (rctx_deadline_get(parent, &pd) && pd <= deadline)
 		return rctx_tree_with_cancel(parent);
-	c = ctx_new(parent, RCTX_KIND_TIMER);
+	c = ctx_new(parent, RCTX_KIND_TIMER, RCTX_CLASS_TIMER);
 	if (c == NULL)
 		return NULL;
 	init_cancelable(c);
-	c->deadline = deadline;
-	c->has_deadline = 1;
-	c->dcause = cause;
 	rctx_timer_init(&c->timer);
+	c->timer.expires = deadline; /* the deadline, read by anyone */
+	c->timer.aux = cause;
 	if (deadline != INT64_MAX) {
 		/* stats.c I3: counted from here, before c can be seen, so
 		 * that no RMW is needed; the write that ends c (done CAS, or
@@ -300,7 +293,7 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 		atomic_init(&c->state, RCTX_ST_TIMER);
 		rctx_stat_add(RCTX_STAT_TIMERS, 1);
 	}
-	if (RCTX_UNLIKELY(attach(c, parent->src) < 0)) {
+	if (RCTX_UNLIKELY(attach(c, rctx_src(parent)) < 0)) {
 		/* relaxed: c was never seen */
 		if (atomic_load_explicit(&c->state, memory_order_relaxed) &
 		    RCTX_ST_TIMER)
@@ -324,10 +317,11 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 	rctx_tree_init();
 	/* Before the hand-off: once armed, a fire and the free path on the
 	 * owner thread may read it. */
-	c->armed = 1;
+	c->flags |= RCTX_F_ARMED;
 	r = rctx_timer_arm_at(&c->timer, deadline, now);
 	if (RCTX_UNLIKELY(r < 0)) {
-		c->armed = 0; /* never handed over: nobody else reads it */
+		/* never handed over: nobody else reads it */
+		c->flags &= (uint8_t)~RCTX_F_ARMED;
 		/* api.c did not count it made; its free counts it freed */
 		rctx_stat_add(RCTX_STAT_FREED, -1);
 		/* Leaves the parent as it was: the free path removes c from
@@ -345,16 +339,22 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 struct rctx *
 rctx_tree_with_value(struct rctx *parent, const void *key, void *value)
 {
-	struct rctx *c = ctx_new(parent, RCTX_KIND_VALUE);
+	struct rctx *vprev = rctx_vtop(parent);
+	uint8_t depth = (uint8_t)((vprev ? vprev->vdepth : 0) + 1);
+	bool indexed = rctx_value_depth_indexed(depth);
+	struct rctx *c =
+	    ctx_new(parent, RCTX_KIND_VALUE,
+		    indexed ? RCTX_CLASS_CANCEL : RCTX_CLASS_VALUE);
 
 	if (c == NULL)
 		return NULL;
 	c->key = key;
 	c->val = value;
-	atomic_init(&c->vindex, NULL);
-	c->vprev = parent->vtop;
-	c->vdepth = (c->vprev ? c->vprev->vdepth : 0) + 1;
-	c->vtop = c;
+	c->vdepth = depth;
+	if (RCTX_UNLIKELY(indexed)) {
+		c->flags = RCTX_F_VINDEX;
+		atomic_init(&c->vindex, NULL);
+	}
 	parent_get(c, parent);
 	return c;
 }
@@ -362,13 +362,10 @@ rctx_tree_with_value(struct rctx *parent, const void *key, void *value)
 struct rctx *
 rctx_tree_without_cancel(struct rctx *parent)
 {
-	struct rctx *c = ctx_new(parent, RCTX_KIND_WITHOUT);
+	struct rctx *c = ctx_new(parent, RCTX_KIND_WITHOUT, RCTX_CLASS_CANCEL);
 
 	if (c == NULL)
 		return NULL;
-	c->src = NULL;
-	c->has_deadline = 0;
-	c->deadline = INT64_MAX;
 	parent_get(c, parent);
 	return c;
 }
@@ -383,8 +380,8 @@ timer_fire(struct rctx_timer *t)
 	if (!rctx_ref_tryget(c))
 		return;
 	if (rctx_tree_cancel(c, RCTX_ST_TIMEDOUT,
-			     c->dcause ? c->dcause : ETIMEDOUT) == 0)
-		rctx_stats_late(c->deadline);
+			     c->timer.aux ? c->timer.aux : ETIMEDOUT) == 0)
+		rctx_stats_late(c->timer.expires);
 	rctx_tree_release(c);
 }
 
@@ -398,7 +395,7 @@ static void
 ctx_free(struct rctx *c)
 {
 #ifndef RCTX_DEBUG
-	if (!c->defer_free) {
+	if (!(c->flags & RCTX_F_DEFER)) {
 		rctx_ctx_free_now(c);
 		return;
 	}
@@ -409,14 +406,15 @@ ctx_free(struct rctx *c)
 /*
  * May a canceller still hold c's pointer without a reference? Only if c
  * was in a set whose owner is being walked now (tree.E). Called after c
- * left its set, while c->cparent is alive (c still holds its parent).
+ * left its set, while that owner is alive (c still holds its parent).
  */
 static bool
 needs_grace(struct rctx *c)
 {
 	/* seq_cst: tree.E, after our seq_cst removal from the set */
-	return c->registered && atomic_load_explicit(&c->cparent->walkers,
-						     memory_order_seq_cst) != 0;
+	return rctx_is_cancelable(c) && c->registered &&
+	       atomic_load_explicit(&rctx_src(c->parent)->walkers,
+				    memory_order_seq_cst) != 0;
 }
 
 static void
@@ -431,15 +429,19 @@ static void
 free_one(struct rctx *c)
 {
 	rctx_stats_freed(c);
-	if (c->registered)
-		rctx_set_leave(c, c->slot);
+	/* (a value context's byte there is its vdepth) */
+	if (rctx_is_cancelable(c) && c->registered)
+		/* relaxed: ours, or the same address from a canceller that
+		 * handed c on through its reference */
+		rctx_set_leave(
+		    c, atomic_load_explicit(&c->slot, memory_order_relaxed));
 	/* relaxed: c is unreachable; its promotion, made by a holder,
 	 * finished before the holder's put */
 	if (RCTX_UNLIKELY(
 		atomic_load_explicit(&c->share, memory_order_relaxed) &
 		RCTX_SHARE_STATE))
 		rctx_shards_free(c);
-	if (c->src == c) {
+	if (rctx_is_cancelable(c)) {
 		rctx_stats_freed_cancelable(c);
 		rctx_cset_destroy(&c->children);
 		rctx_wait_close(c);
@@ -449,8 +451,9 @@ free_one(struct rctx *c)
 #ifdef RCTX_DEBUG
 	c->magic = RCTX_MAGIC_DEAD;
 #endif
-	c->defer_free = needs_grace(c);
-	if (c->kind == RCTX_KIND_TIMER && c->armed)
+	if (needs_grace(c))
+		c->flags |= RCTX_F_DEFER;
+	if (c->kind == RCTX_KIND_TIMER && (c->flags & RCTX_F_ARMED))
 		rctx_timer_release(&c->timer); /* timer_dead frees c */
 	else
 		ctx_free(c);

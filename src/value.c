@@ -7,9 +7,9 @@
 
 /*
  * Invariants
- *  (I1) An index at value node v (v->vdepth % EVERY == 0) maps each key of
- *       v and its value ancestors to the value of the nearest one, and is
- *       never changed once published. RCTX_VINDEX_NONE instead says the
+ *  (I1) An index at value node v (RCTX_F_VINDEX: vdepth % EVERY == 0)
+ *       maps each key of v and its value ancestors to the value of the
+ *       nearest one, and is never changed once published. RCTX_VINDEX_NONE instead says the
  *       chain holds more keys than an index may: lookups walk past v.
  *  (I2) An index lives as long as its node: a reader holds a reference to
  *       a descendant, which keeps every ancestor and its index alive.
@@ -66,7 +66,7 @@ hash_key(const void *k)
 static inline bool
 is_indexed(const struct rctx *v)
 {
-	return v->vdepth % RCTX_VINDEX_EVERY == 0;
+	return (v->flags & RCTX_F_VINDEX) != 0;
 }
 
 /* Add key -> val unless key is present (a nearer value). Table has
@@ -193,7 +193,7 @@ index_make(struct rctx *v)
 	uint32_t hops = 0, size = 16;
 	bool over = false;
 
-	for (u = v; u; u = u->vprev) {
+	for (u = v; u; u = rctx_vprev(u)) {
 		RCTX_VALUE_WORK(1);
 		if (u != v && is_indexed(u) && (bix = index_get(u)) != NULL) {
 			base = u;
@@ -211,7 +211,7 @@ index_make(struct rctx *v)
 	if (ix == NULL)
 		return NULL;
 	/* Nearest first: a key already present keeps its nearer value. */
-	for (u = v; u != base; u = u->vprev) {
+	for (u = v; u != base; u = rctx_vprev(u)) {
 		RCTX_VALUE_WORK(1);
 		if (!index_grow_add(&ix, u->key, u->val, &over))
 			goto fail;
@@ -235,7 +235,7 @@ rctx_value_lookup(struct rctx *v, const void *key)
 {
 	bool build = true;
 
-	for (; v; v = v->vprev) {
+	for (; v; v = rctx_vprev(v)) {
 		RCTX_VALUE_WORK(1);
 		if (v->key == key)
 			return v->val;
@@ -262,10 +262,12 @@ rctx_value_lookup(struct rctx *v, const void *key)
 void
 rctx_value_free(struct rctx *v)
 {
-	/* relaxed: v is unreachable (its last reference was dropped) */
-	struct rctx_vindex *ix =
-	    atomic_load_explicit(&v->vindex, memory_order_relaxed);
+	struct rctx_vindex *ix;
 
+	if (!is_indexed(v))
+		return;
+	/* relaxed: v is unreachable (its last reference was dropped) */
+	ix = atomic_load_explicit(&v->vindex, memory_order_relaxed);
 	if (index_real(ix))
 		free(ix);
 }
@@ -273,7 +275,7 @@ rctx_value_free(struct rctx *v)
 size_t
 rctx_value_index_bytes(struct rctx *v)
 {
-	struct rctx_vindex *ix = index_get(v);
+	struct rctx_vindex *ix = is_indexed(v) ? index_get(v) : NULL;
 
 	return index_real(ix) ? sizeof(*ix) + (ix->mask + 1) * sizeof(ix->e[0])
 			      : 0;

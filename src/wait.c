@@ -24,8 +24,9 @@
  *  I2. PENDING is set only together with the final err and cause, by the
  *      canceller that won the state CAS, and cleared by that canceller
  *      once it has written the eventfd (tree.c publish_done).
- *  I3. A context's eventfd, once installed (c->fd >= 0), never changes
- *      until the context is freed (rctx_wait_close).
+ *  I3. A context's eventfd, once installed (x->fd >= 0 in its extension
+ *      block), never changes until the context is freed
+ *      (rctx_wait_close).
  *
  * Ordering
  *  wait.A The waiter's CAS (seq_cst) and the canceller's CAS (seq_cst) hit
@@ -123,50 +124,56 @@ rctx_wait_notify(struct rctx *c, uint64_t st)
 
 /* Make fd readable and say so (wait.B). */
 static void
-fd_signal(struct rctx *c, int fd)
+fd_signal(struct rctx_ext *x, int fd)
 {
 	(void)eventfd_write(fd, 1);
 	/* release: pairs with the acquire in rctx_fd_src's fast path */
-	atomic_store_explicit(&c->fd_written, 1, memory_order_release);
+	atomic_store_explicit(&x->fd_written, 1, memory_order_release);
 }
 
 /* fd, installed by another thread: make sure it polls readable if c is
  * done (wait.B: its creator may not have written it yet). */
 static int
-fd_theirs(struct rctx *c, int fd)
+fd_theirs(struct rctx *c, struct rctx_ext *x, int fd)
 {
 	/* acquire: pairs with fd_signal's release (and tree.c's) */
-	if (!atomic_load_explicit(&c->fd_written, memory_order_acquire) &&
+	if (!atomic_load_explicit(&x->fd_written, memory_order_acquire) &&
 	    /* seq_cst: wait.B, after our load of the fd */
 	    rctx_st_err(atomic_load_explicit(&c->state, memory_order_seq_cst)))
-		fd_signal(c, fd);
+		fd_signal(x, fd);
 	return fd;
 }
 
 int
 rctx_fd_src(struct rctx *c)
 {
-	/* acquire: pairs with the CAS below on another thread */
-	int fd = atomic_load_explicit(&c->fd, memory_order_acquire);
-	int expect = -1;
+	/* The fd lives in the extension block, made here if missing: its
+	 * seq_cst install comes before the fd's, so a canceller that saw
+	 * no block is followed by our state load (wait.B). */
+	struct rctx_ext *x = rctx_ext_get(c);
+	int fd, expect = -1;
 
+	if (x == NULL)
+		return -ENOMEM;
+	/* acquire: pairs with the CAS below on another thread */
+	fd = atomic_load_explicit(&x->fd, memory_order_acquire);
 	if (fd >= 0)
-		return fd_theirs(c, fd);
+		return fd_theirs(c, x, fd);
 	if (rctx_fault_hit(RCTX_FAULT_EVENTFD))
 		return -EMFILE;
 	fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	/* seq_cst: wait.B; acquire on failure: take the winner's fd */
-	if (!atomic_compare_exchange_strong_explicit(&c->fd, &expect, fd,
+	if (!atomic_compare_exchange_strong_explicit(&x->fd, &expect, fd,
 						     memory_order_seq_cst,
 						     memory_order_acquire)) {
 		close(fd);
-		return fd_theirs(c, expect);
+		return fd_theirs(c, x, expect);
 	}
 	/* seq_cst: wait.B, pairs with the cancel CAS */
 	if (rctx_st_err(atomic_load_explicit(&c->state, memory_order_seq_cst)))
-		fd_signal(c, fd);
+		fd_signal(x, fd);
 	return fd;
 }
 
@@ -174,10 +181,19 @@ void
 rctx_wait_close(struct rctx *c)
 {
 	/* relaxed: the context is unreachable (last reference dropped) */
-	int fd = atomic_load_explicit(&c->fd, memory_order_relaxed);
+	struct rctx_ext *x =
+	    atomic_load_explicit(&c->children.x, memory_order_relaxed);
+	int fd;
 
-	if (fd >= 0)
+	if (x == NULL)
+		return;
+	/* relaxed: as above */
+	fd = atomic_load_explicit(&x->fd, memory_order_relaxed);
+	if (fd >= 0) {
 		close(fd);
+		/* the block outlives this context's life (children.c I3) */
+		atomic_store_explicit(&x->fd, -1, memory_order_relaxed);
+	}
 }
 
 int

@@ -158,18 +158,19 @@ rctx_wire_envoy_parse(const char *value, size_t len, rctx_time_t *out)
 rctx_time_t
 rctx_wire_remaining(const struct rctx *c, rctx_time_t now)
 {
-	rctx_time_t left = RCTX_FOREVER;
+	rctx_time_t left = RCTX_FOREVER, d;
+	const struct rctx *src = rctx_src(c);
 
-	if (c->has_deadline) {
+	if (rctx_deadline_get(c, &d)) {
 		/* deadline <= INT64_MAX and now >= 0: no overflow. */
-		left = c->deadline > now ? c->deadline - now : 0;
+		left = d > now ? d - now : 0;
 		if (left == RCTX_FOREVER)
 			left--; /* a deadline is never "no deadline" */
 	}
 	/* rctx_state_load's acquire pairs with the CAS that publishes err
 	 * and cause (tree.C), as in rctx_err. */
-	if (left > 0 && c->src != NULL &&
-	    (rctx_state_load(c->src) & RCTX_ST_ERR_MASK) != 0)
+	if (left > 0 && src != NULL &&
+	    (rctx_state_load(src) & RCTX_ST_ERR_MASK) != 0)
 		left = 0;
 	return left;
 }

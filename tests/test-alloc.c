@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "alloc.h"
+#include "rawctx.h"
 #include "internal.h"
 #include "util.h"
 
@@ -77,7 +78,7 @@ fresh(void **state)
 static struct rctx *
 xalloc(void)
 {
-	struct rctx *c = rctx_ctx_alloc();
+	struct rctx *c = raw_ctx_alloc();
 
 	WCHECK(c != NULL);
 	return c;

@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "alloc.h"
+#include "rawctx.h"
 #include "fault.h"
 #include "rctx.h"
 #include "util.h"
@@ -314,7 +315,7 @@ churn_batch(void)
 	struct rctx *c[RCTX_FREE_BATCH];
 
 	for (int i = 0; i < RCTX_FREE_BATCH; i++) {
-		c[i] = rctx_ctx_alloc();
+		c[i] = raw_ctx_alloc();
 		assert_non_null(c[i]);
 	}
 	for (int i = 0; i < RCTX_FREE_BATCH; i++)
@@ -357,7 +358,7 @@ test_reclaimer_thread(void **state)
 	}
 	/* Reclaimed contexts are reused: no new malloc for as many. */
 	for (int i = 0; i < N; i++) {
-		c[i] = rctx_ctx_alloc();
+		c[i] = raw_ctx_alloc();
 		assert_non_null(c[i]);
 	}
 	assert_int_equal(rctx_alloc_outstanding(), N);

@@ -40,9 +40,18 @@ static uint8_t
 sharded_of(rctx_t *c)
 {
 	/* relaxed: read while no other thread touches c */
-	return (
-	    uint8_t)(atomic_load_explicit(&c->share, memory_order_relaxed) >>
-		     24);
+	return (uint8_t)(atomic_load_explicit(&c->share, memory_order_relaxed) &
+			 RCTX_SHARE_STATE);
+}
+
+/* c's shards, NULL while it is whole. */
+static struct rctx_shard *
+shards_of(rctx_t *c)
+{
+	/* relaxed: as above */
+	uint64_t w = atomic_load_explicit(&c->share, memory_order_relaxed);
+
+	return w & RCTX_SHARE_STATE ? rctx_share_shards(w) : NULL;
 }
 
 static void
@@ -67,8 +76,7 @@ children_of(rctx_t *c)
 static int64_t
 shard_sum(rctx_t *c)
 {
-	struct rctx_shard *s =
-	    atomic_load_explicit(&c->shards, memory_order_relaxed);
+	struct rctx_shard *s = shards_of(c);
 	int64_t sum = 0;
 
 	for (unsigned i = 0; i < rctx_shard_count(); i++) {
@@ -352,7 +360,7 @@ test_release_on_other_cpu(void **state)
 		TEST_SKIP("needs CPUs 0 and 1");
 	p = rctx_with_cancel(rctx_background());
 	assert_int_equal(rctx_shard_promote(p), 0);
-	struct rctx_shard *s = p->shards;
+	struct rctx_shard *s = shards_of(p);
 
 	if (!pin_cpu(0)) {
 		WCHECK(sched_setaffinity(0, sizeof(old), &old) == 0);
@@ -435,7 +443,8 @@ static int
 last_miss_fn(rctx_t *p)
 {
 	atomic_store(&p->share, (RCTX_SHARD_PROMOTE - 1) * RCTX_SHARE_MISS1 |
-				    (rctx_shard_my_tag ^ 2));
+				    ((uint64_t)(rctx_shard_my_tag ^ 2)
+				     << RCTX_SHARE_TAG_SHIFT));
 	rctx_shard_miss(p);
 	return 0;
 }
@@ -458,7 +467,7 @@ test_split_out_of_memory(void **state)
 	}
 	assert_int_equal(r, -ENOMEM);
 	assert_int_equal(sharded_of(p), 0);
-	assert_null(p->shards);
+	assert_null(shards_of(p));
 	rctx_release(p);
 
 	for (tries = 0;;) {

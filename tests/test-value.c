@@ -85,7 +85,7 @@ value_chain(size_t n, const void *(*keyof)(size_t, void *), void *arg,
 
 		ctx[i] = rctx_with_value(p, keyof(i, arg), v);
 		assert_non_null(ctx[i]);
-		assert_int_equal(ctx[i]->vdepth, i + 1);
+		assert_int_equal(ctx[i]->vdepth, (uint8_t)(i + 1));
 		p = ctx[i];
 	}
 	return ctx;
@@ -265,13 +265,14 @@ test_mixed_layers(void **state)
 			nwithout++;
 		}
 		assert_non_null(ctx[i]);
-		/* the value depth counts value contexts only */
-		if (ctx[i]->vtop != NULL)
-			assert_true(ctx[i]->vtop->vdepth <= nvalue);
+		/* the value depth counts value contexts only (modulo 256) */
+		if (rctx_vtop(ctx[i]) != NULL)
+			assert_int_equal(rctx_vtop(ctx[i])->vdepth,
+					 (uint8_t)nvalue);
 		p = ctx[i];
 	}
 	assert_true(ncancel > 100 && nwithout > 100 && ntimer > 50);
-	assert_int_equal(ctx[N - 1]->vtop->vdepth, nvalue);
+	assert_int_equal(rctx_vtop(ctx[N - 1])->vdepth, (uint8_t)nvalue);
 
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < N; i++) {
