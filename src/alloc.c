@@ -53,19 +53,8 @@
  * while batches come). Trimming runs on the reclaimer.
  */
 
-/* One per allocation class: each layout has its own size (internal.h). */
-struct rctx_tclass {
-	struct rctx *free; /* ready for reuse */
-	unsigned nfree;
-	struct rctx *pend; /* waiting for a grace period */
-	unsigned npend;
-};
-
-struct rctx_tcache {
-	struct rctx_tclass cl[RCTX_CLASSES];
-};
-
-static RCTX_TLS struct rctx_tcache tcache;
+RCTX_TLS struct rctx_tcache rctx_tcache;
+#define tcache rctx_tcache
 
 /* Bytes malloc'd for a context of each class. */
 static const size_t class_size[RCTX_CLASSES] = {
@@ -89,11 +78,14 @@ static void thread_exit(struct rctx_reg_rec *rec);
 static struct rctx_reg cache_reg =
     RCTX_REG_INIT(RCTX_REG_CACHE, sizeof(struct rctx_cache_rec), thread_exit);
 
-/* The thread-exit hook is armed (cheap: see rctx_reg_mine). */
+/* The thread-exit hook is armed: its record is still ours (rctx_reg_mine
+ * says no once shutdown took the registry). The fast paths read the
+ * thread's own flag, which follows it. */
 static inline bool
 tcache_registered(void)
 {
-	return rctx_reg_mine(&cache_reg) != NULL;
+	tcache.registered = rctx_reg_mine(&cache_reg) != NULL;
+	return tcache.registered;
 }
 /*
  * At thread exit, and by timer owners after each cycle that freed: the
@@ -111,6 +103,7 @@ thread_exit(struct rctx_reg_rec *rec)
 	 * so such a free registers again, and glibc then runs the
 	 * destructor once more.
 	 */
+	tcache.registered = false;
 	rctx_alloc_thread_flush();
 }
 
@@ -141,8 +134,10 @@ tcache_register(void)
 	struct rctx_cache_rec *r = (struct rctx_cache_rec *)rctx_reg_claim(
 	    &cache_reg, NULL, NULL, NULL);
 
-	if (r)
+	if (r) {
 		r->tc = &tcache; /* read by shutdown only (quiescent) */
+		tcache.registered = true;
+	}
 }
 
 /*
@@ -178,46 +173,42 @@ tcache_adopt(struct rctx_tclass *tc, struct rctx *batches)
 }
 
 struct rctx *
-rctx_ctx_alloc(enum rctx_class cls)
+rctx_ctx_alloc_slow(enum rctx_class cls)
 {
 	struct rctx_tclass *tc = &tcache.cl[cls];
-	struct rctx *c = tc->free;
+	struct rctx *c;
 
-	if (RCTX_UNLIKELY(c == NULL)) {
-		/* Arm the exit destructor before the cache can hold anything:
-		 * a thread that only ever takes batches from the pool would
-		 * otherwise lose them when it exits. */
-		if (RCTX_UNLIKELY(!tcache_registered()))
-			tcache_register();
-		tcache_adopt(tc, rctx_pool_take(cls));
-		c = tc->free;
-		if (c == NULL) {
-			c = rctx_malloc(class_size[cls]);
-			if (c == NULL)
-				return NULL;
-			/* The set's block stays with the memory from its
-			 * first need on (children.c I3): none yet. */
-			if (cls != RCTX_CLASS_VALUE)
-				atomic_init(&c->children.x, NULL);
-			rctx_reclaim_count_malloc();
-			return c;
-		}
+	/* Arm the exit destructor before the cache can hold anything: a
+	 * thread that only ever takes batches from the pool would otherwise
+	 * lose them when it exits. */
+	if (RCTX_UNLIKELY(!tcache_registered()))
+		tcache_register();
+	tcache_adopt(tc, rctx_pool_take(cls));
+	c = tc->free;
+	if (c == NULL) {
+		c = rctx_malloc(class_size[cls]);
+		if (c == NULL)
+			return NULL;
+		/* The set's block stays with the memory from its first need
+		 * on (children.c I3): none yet. */
+		if (cls != RCTX_CLASS_VALUE)
+			atomic_init(&c->children.x, NULL);
+		rctx_reclaim_count_malloc();
+		return c;
 	}
 	tc->free = c->free_next;
 	tc->nfree--;
 	return c;
 }
 
+/* After a free that found the thread unregistered (its first free, or
+ * after a shutdown or its exit hook) or its cache of that class full. */
 void
-rctx_ctx_free_now(struct rctx *c)
+rctx_ctx_free_now_slow(struct rctx_tclass *tc)
 {
-	struct rctx_tclass *tc = &tcache.cl[rctx_class_of(c)];
-
-	c->free_next = tc->free;
-	tc->free = c;
 	if (RCTX_UNLIKELY(!tcache_registered()))
 		tcache_register();
-	if (RCTX_UNLIKELY(++tc->nfree > RCTX_CACHE_MAX)) {
+	if (RCTX_UNLIKELY(tc->nfree > RCTX_CACHE_MAX)) {
 		/* A thread that frees more than it allocates (a timer owner)
 		 * hands a batch to the pool; these need no grace period. */
 		struct rctx *b = tc->free, *last = b;
@@ -258,7 +249,7 @@ rctx_ctx_free_rcu(struct rctx *c)
 
 	c->free_next = tc->pend;
 	tc->pend = c;
-	if (RCTX_UNLIKELY(!tcache_registered()))
+	if (RCTX_UNLIKELY(!tcache.registered) && !tcache_registered())
 		tcache_register();
 	if (++tc->npend >= RCTX_FREE_BATCH)
 		flush_class(tc);
@@ -297,6 +288,7 @@ steal_caches(void)
 				t->nfree = 0;
 				t->npend = 0;
 			}
+			tc->registered = false; /* its record goes below */
 		}
 		free(rec);
 	}
@@ -336,6 +328,7 @@ rctx_alloc_shutdown(void)
 	rctx_reclaim_stop();  /* again: idempotent */
 	rctx_alloc_barrier(); /* every batch flushed has reached the pool */
 	steal_caches();
+	tcache.registered = false; /* the registry took our record too */
 	for (int k = 0; k < RCTX_CLASSES; k++) {
 		rctx_reclaim_free_list(tcache.cl[k].free);
 		tcache.cl[k].free = NULL;

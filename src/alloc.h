@@ -5,20 +5,64 @@
 
 #include "internal.h"
 
+#define RCTX_FREE_BATCH 32
+/* A thread's cache holds at most this many ready contexts of a class. */
+#define RCTX_CACHE_MAX (8 * RCTX_FREE_BATCH)
+
+/* A thread's cache (alloc.c), one list pair per allocation class: each
+ * layout has its own size (internal.h). */
+struct rctx_tclass {
+	struct rctx *free; /* ready for reuse */
+	unsigned nfree;
+	struct rctx *pend; /* waiting for a grace period */
+	unsigned npend;
+};
+
+struct rctx_tcache {
+	struct rctx_tclass cl[RCTX_CLASSES];
+	bool registered; /* its exit hook is armed (alloc.c) */
+};
+
+extern RCTX_TLS struct rctx_tcache rctx_tcache;
+
+struct rctx *rctx_ctx_alloc_slow(enum rctx_class cls);
+void rctx_ctx_free_now_slow(struct rctx_tclass *tc);
+
 /*
- * Get an uninitialised context of class cls (its kind's layout size, which
- * rctx_class_of must give once the kind is set): from the calling
+ * Get an uninitialised context of class cls (its kind's layout size; the
+ * caller records cls in its flags, RCTX_F_CLASS): from the calling
  * thread's cache, else from the global pool of reclaimed batches, else
  * malloc. NULL when out of memory (errno is not touched).
  */
-struct rctx *rctx_ctx_alloc(enum rctx_class cls);
+static inline struct rctx *
+rctx_ctx_alloc(enum rctx_class cls)
+{
+	struct rctx_tclass *tc = &rctx_tcache.cl[cls];
+	struct rctx *c = tc->free;
+
+	if (RCTX_UNLIKELY(c == NULL))
+		return rctx_ctx_alloc_slow(cls);
+	tc->free = c->free_next;
+	tc->nfree--;
+	return c;
+}
 
 /*
  * Give back a context that no other thread can be reading without a
  * reference: one never inserted in a children set (so no canceller can
  * have read its pointer), or a failed constructor's. Reused at once.
  */
-void rctx_ctx_free_now(struct rctx *c);
+static inline void
+rctx_ctx_free_now(struct rctx *c)
+{
+	struct rctx_tclass *tc = &rctx_tcache.cl[rctx_class_of(c)];
+
+	c->free_next = tc->free;
+	tc->free = c;
+	if (RCTX_UNLIKELY(++tc->nfree > RCTX_CACHE_MAX ||
+			  !rctx_tcache.registered))
+		rctx_ctx_free_now_slow(tc);
+}
 
 /*
  * Give back a context other threads may still be reading inside an RCU
@@ -68,9 +112,6 @@ long rctx_alloc_reclaimer_batches(void);
 /* Contexts obtained from malloc and not yet returned to it (tests). */
 long rctx_alloc_outstanding(void);
 
-#define RCTX_FREE_BATCH 32
-/* A thread's cache holds at most this many ready contexts. */
-#define RCTX_CACHE_MAX (8 * RCTX_FREE_BATCH)
 /* A trim keeps about this many contexts in the shared pool... */
 #define RCTX_POOL_RESERVE (16 * RCTX_CACHE_MAX)
 /* ...once it has seen no traffic (refill, malloc, push) for this long. */

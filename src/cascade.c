@@ -101,7 +101,7 @@ rctx_state_settle(const struct rctx *cc)
  * (wait.B). *held: the caller holds a reference on c; if not, one is
  * taken (and *held set) only to write an fd.
  */
-static bool
+static inline __attribute__((always_inline)) bool
 publish_done(struct rctx *c, uint64_t *s, uint64_t ns, bool *held)
 {
 	int fd;

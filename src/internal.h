@@ -177,9 +177,10 @@ struct rctx_shard;
 struct rctx_vindex;
 
 /* struct rctx flags */
-#define RCTX_F_ARMED  0x1u /* TIMER: the timer was handed to the service */
-#define RCTX_F_DEFER  0x2u /* reuse only after a grace period (tree.E) */
-#define RCTX_F_VINDEX 0x4u /* VALUE at an indexed depth: vindex exists */
+#define RCTX_F_CLASS  0x3u  /* enum rctx_class: the size it was given */
+#define RCTX_F_ARMED  0x4u  /* TIMER: the timer was handed to the service */
+#define RCTX_F_DEFER  0x8u  /* reuse only after a grace period (tree.E) */
+#define RCTX_F_VINDEX 0x10u /* VALUE at an indexed depth: vindex exists */
 
 /*
  * One layout per kind, each a prefix of struct rctx (docs/design.md,
@@ -259,14 +260,12 @@ enum rctx_class {
 	RCTX_CLASSES
 };
 
+/* The class c was allocated in: kept in its flags from construction to
+ * reuse (the allocator's lists go by it). */
 static inline enum rctx_class
 rctx_class_of(const struct rctx *c)
 {
-	if (c->kind == RCTX_KIND_TIMER)
-		return RCTX_CLASS_TIMER;
-	if (c->kind == RCTX_KIND_VALUE && !(c->flags & RCTX_F_VINDEX))
-		return RCTX_CLASS_VALUE;
-	return RCTX_CLASS_CANCEL;
+	return (enum rctx_class)(c->flags & RCTX_F_CLASS);
 }
 
 static inline bool

@@ -110,15 +110,21 @@ _Atomic uintptr_t *rctx_shard_insert(struct rctx *p, uintptr_t entry);
 /* c (registered in a shard) leaves its src-parent's shard set. */
 void rctx_shard_leave(struct rctx *c, _Atomic uintptr_t *slot);
 
+/* c (registered) leaves its src-parent p's set through slot. */
+static inline void
+rctx_set_leave_from(struct rctx *c, struct rctx *p, _Atomic uintptr_t *slot)
+{
+	if (RCTX_LIKELY(c->registered == 1))
+		rctx_cset_remove_hinted(&p->children, slot, (uintptr_t)c);
+	else
+		rctx_shard_leave(c, slot);
+}
+
 /* c (registered) leaves its src-parent's set through slot. */
 static inline void
 rctx_set_leave(struct rctx *c, _Atomic uintptr_t *slot)
 {
-	if (RCTX_LIKELY(c->registered == 1))
-		rctx_cset_remove_hinted(&rctx_src(c->parent)->children, slot,
-					(uintptr_t)c);
-	else
-		rctx_shard_leave(c, slot);
+	rctx_set_leave_from(c, rctx_src(c->parent), slot);
 }
 
 /* Every entry of n's children set and of its shards' sets. */

@@ -149,7 +149,7 @@ ctx_new(struct rctx *parent, uint8_t kind, enum rctx_class cls)
 	c->kind = kind;
 	c->registered = 0;
 	c->pshard = 0;
-	c->flags = 0;
+	c->flags = (uint8_t)cls;
 #ifdef RCTX_DEBUG
 	c->magic = RCTX_MAGIC_LIVE;
 #endif
@@ -352,7 +352,7 @@ rctx_tree_with_value(struct rctx *parent, const void *key, void *value)
 	c->val = value;
 	c->vdepth = depth;
 	if (RCTX_UNLIKELY(indexed)) {
-		c->flags = RCTX_F_VINDEX;
+		c->flags |= RCTX_F_VINDEX;
 		atomic_init(&c->vindex, NULL);
 	}
 	parent_get(c, parent);
@@ -403,20 +403,6 @@ ctx_free(struct rctx *c)
 	rctx_ctx_free_rcu(c);
 }
 
-/*
- * May a canceller still hold c's pointer without a reference? Only if c
- * was in a set whose owner is being walked now (tree.E). Called after c
- * left its set, while that owner is alive (c still holds its parent).
- */
-static bool
-needs_grace(struct rctx *c)
-{
-	/* seq_cst: tree.E, after our seq_cst removal from the set */
-	return rctx_is_cancelable(c) && c->registered &&
-	       atomic_load_explicit(&rctx_src(c->parent)->walkers,
-				    memory_order_seq_cst) != 0;
-}
-
 static void
 timer_dead(struct rctx_timer *t)
 {
@@ -429,30 +415,48 @@ static void
 free_one(struct rctx *c)
 {
 	rctx_stats_freed(c);
-	/* (a value context's byte there is its vdepth) */
-	if (rctx_is_cancelable(c) && c->registered)
-		/* relaxed: ours, or the same address from a canceller that
-		 * handed c on through its reference */
-		rctx_set_leave(
-		    c, atomic_load_explicit(&c->slot, memory_order_relaxed));
+	if (rctx_is_cancelable(c)) {
+		struct rctx_ext *x;
+
+		if (c->registered) {
+			/* alive: c still holds its parent */
+			struct rctx *p = rctx_src(c->parent);
+
+			/* relaxed: ours, or the same address from a
+			 * canceller that handed c on through its reference */
+			rctx_set_leave_from(
+			    c, p,
+			    atomic_load_explicit(&c->slot,
+						 memory_order_relaxed));
+			/*
+			 * May a canceller still hold c's pointer without a
+			 * reference? Only if it walks p's set now (tree.E).
+			 * seq_cst: after our seq_cst removal from the set.
+			 */
+			if (atomic_load_explicit(&p->walkers,
+						 memory_order_seq_cst) != 0)
+				c->flags |= RCTX_F_DEFER;
+		}
+		rctx_stats_freed_cancelable(c);
+		/* relaxed: c is unreachable; most contexts never needed the
+		 * block (a third child, an fd) */
+		x = atomic_load_explicit(&c->children.x, memory_order_relaxed);
+		if (RCTX_UNLIKELY(x != NULL)) {
+			rctx_cset_destroy(&c->children);
+			rctx_wait_close(c);
+		}
+	}
 	/* relaxed: c is unreachable; its promotion, made by a holder,
 	 * finished before the holder's put */
 	if (RCTX_UNLIKELY(
 		atomic_load_explicit(&c->share, memory_order_relaxed) &
 		RCTX_SHARE_STATE))
 		rctx_shards_free(c);
-	if (rctx_is_cancelable(c)) {
-		rctx_stats_freed_cancelable(c);
-		rctx_cset_destroy(&c->children);
-		rctx_wait_close(c);
-	}
-	if (c->kind == RCTX_KIND_VALUE)
+	if (RCTX_UNLIKELY(c->flags & RCTX_F_VINDEX))
 		rctx_value_free(c);
 #ifdef RCTX_DEBUG
 	c->magic = RCTX_MAGIC_DEAD;
 #endif
-	if (needs_grace(c))
-		c->flags |= RCTX_F_DEFER;
 	if (c->kind == RCTX_KIND_TIMER && (c->flags & RCTX_F_ARMED))
 		rctx_timer_release(&c->timer); /* timer_dead frees c */
 	else

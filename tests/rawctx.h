@@ -17,7 +17,7 @@ raw_ctx_alloc(void)
 
 	if (c) {
 		c->kind = RCTX_KIND_TIMER;
-		c->flags = 0;
+		c->flags = RCTX_CLASS_TIMER;
 	}
 	return c;
 }
