@@ -135,49 +135,6 @@ rctx_tree_init(void)
 	(void)pthread_once(&tree_once, tree_setup);
 }
 
-/* A context of kind, allocated in class cls (its layout's size). */
-static inline __attribute__((always_inline)) struct rctx *
-ctx_new(struct rctx *parent, uint8_t kind, enum rctx_class cls)
-{
-	struct rctx *c = rctx_ctx_alloc(cls);
-
-	if (RCTX_UNLIKELY(c == NULL)) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	atomic_init(&c->refs, 1);
-	c->kind = kind;
-	c->registered = 0;
-	c->pshard = 0;
-	c->flags = (uint8_t)cls;
-#ifdef RCTX_DEBUG
-	c->magic = RCTX_MAGIC_LIVE;
-#endif
-	c->parent = parent;
-	/*
-	 * Left as they are, each written before it is read: key, val and
-	 * vindex (by with_value); state, the set and the rest (by
-	 * init_cancelable); slot (once registered); work_next (by the
-	 * cascade that lists the node); the timer (by with_deadline).
-	 */
-	/* whole; its maker derives under it first */
-	atomic_init(&c->share, rctx_share_new());
-	return c;
-}
-
-/* Take c's reference on its parent p, on p's shard if p is split. */
-static inline void
-parent_get(struct rctx *c, struct rctx *p)
-{
-	if (p->kind == RCTX_KIND_ROOT)
-		return;
-	if (RCTX_UNLIKELY(!rctx_share_mine(rctx_share(p)))) {
-		c->pshard = rctx_shard_parent_get(p);
-		return;
-	}
-	rctx_ref_get(p);
-}
-
 static void
 init_cancelable(struct rctx *c)
 {
@@ -223,7 +180,7 @@ attach(struct rctx *c, struct rctx *p)
 		slot = rctx_shard_insert(p, (uintptr_t)c);
 		c->registered = 2;
 	} else {
-		/* p == c->parent: parent_get notes the derive */
+		/* p == c->parent: rctx_parent_get notes the derive */
 		if (p != c->parent && RCTX_UNLIKELY(!rctx_share_mine(sh)))
 			rctx_shard_miss(p);
 		slot = rctx_cset_insert(&p->children, (uintptr_t)c);
@@ -248,7 +205,8 @@ attach(struct rctx *c, struct rctx *p)
 struct rctx *
 rctx_tree_with_cancel(struct rctx *parent)
 {
-	struct rctx *c = ctx_new(parent, RCTX_KIND_CANCEL, RCTX_CLASS_CANCEL);
+	struct rctx *c =
+	    rctx_ctx_new(parent, RCTX_KIND_CANCEL, RCTX_CLASS_CANCEL);
 
 	if (c == NULL)
 		return NULL;
@@ -258,7 +216,7 @@ rctx_tree_with_cancel(struct rctx *parent)
 		errno = ENOMEM;
 		return NULL;
 	}
-	parent_get(c, parent);
+	rctx_parent_get(c, parent);
 	return c;
 }
 
@@ -279,7 +237,7 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 
 	if (rctx_deadline_get(parent, &pd) && pd <= deadline)
 		return rctx_tree_with_cancel(parent);
-	c = ctx_new(parent, RCTX_KIND_TIMER, RCTX_CLASS_TIMER);
+	c = rctx_ctx_new(parent, RCTX_KIND_TIMER, RCTX_CLASS_TIMER);
 	if (c == NULL)
 		return NULL;
 	init_cancelable(c);
@@ -302,7 +260,7 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 		errno = ENOMEM;
 		return NULL;
 	}
-	parent_get(c, parent);
+	rctx_parent_get(c, parent);
 	if (rctx_st_err(rctx_state_load(c)))
 		return c; /* born done under a done parent */
 	if (now == RCTX_NOW_UNKNOWN)
@@ -337,36 +295,14 @@ rctx_tree_with_deadline_at(struct rctx *parent, rctx_time_t deadline, int cause,
 }
 
 struct rctx *
-rctx_tree_with_value(struct rctx *parent, const void *key, void *value)
-{
-	struct rctx *vprev = rctx_vtop(parent);
-	uint8_t depth = (uint8_t)((vprev ? vprev->vdepth : 0) + 1);
-	bool indexed = rctx_value_depth_indexed(depth);
-	struct rctx *c =
-	    ctx_new(parent, RCTX_KIND_VALUE,
-		    indexed ? RCTX_CLASS_CANCEL : RCTX_CLASS_VALUE);
-
-	if (c == NULL)
-		return NULL;
-	c->key = key;
-	c->val = value;
-	c->vdepth = depth;
-	if (RCTX_UNLIKELY(indexed)) {
-		c->flags |= RCTX_F_VINDEX;
-		atomic_init(&c->vindex, NULL);
-	}
-	parent_get(c, parent);
-	return c;
-}
-
-struct rctx *
 rctx_tree_without_cancel(struct rctx *parent)
 {
-	struct rctx *c = ctx_new(parent, RCTX_KIND_WITHOUT, RCTX_CLASS_CANCEL);
+	struct rctx *c =
+	    rctx_ctx_new(parent, RCTX_KIND_WITHOUT, RCTX_CLASS_CANCEL);
 
 	if (c == NULL)
 		return NULL;
-	parent_get(c, parent);
+	rctx_parent_get(c, parent);
 	return c;
 }
 

@@ -3,12 +3,15 @@
 #ifndef RCTX_TREE_H
 #define RCTX_TREE_H
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "alloc.h"
 #include "cascade.h"
 #include "internal.h"
 #include "shard.h"
+#include "value.h"
 #include "wait.h"
 
 extern struct rctx rctx_root_background;
@@ -94,9 +97,75 @@ struct rctx *rctx_tree_with_deadline(struct rctx *parent, rctx_time_t deadline,
 struct rctx *rctx_tree_with_deadline_at(struct rctx *parent,
 					rctx_time_t deadline, int cause,
 					rctx_time_t now);
-struct rctx *rctx_tree_with_value(struct rctx *parent, const void *key,
-				  void *value);
 struct rctx *rctx_tree_without_cancel(struct rctx *parent);
+
+/* A context of kind, allocated in class cls (its layout's size). */
+static inline __attribute__((always_inline)) struct rctx *
+rctx_ctx_new(struct rctx *parent, uint8_t kind, enum rctx_class cls)
+{
+	struct rctx *c = rctx_ctx_alloc(cls);
+
+	if (RCTX_UNLIKELY(c == NULL)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	atomic_init(&c->refs, 1);
+	c->kind = kind;
+	c->registered = 0;
+	c->pshard = 0;
+	c->flags = (uint8_t)cls;
+#ifdef RCTX_DEBUG
+	c->magic = RCTX_MAGIC_LIVE;
+#endif
+	c->parent = parent;
+	/*
+	 * Left as they are, each written before it is read: key, val and
+	 * vindex (by with_value); state, the set and the rest (by
+	 * init_cancelable); slot (once registered); work_next (by the
+	 * cascade that lists the node); the timer (by with_deadline).
+	 */
+	/* whole; its maker derives under it first */
+	atomic_init(&c->share, rctx_share_new());
+	return c;
+}
+
+/* Take c's reference on its parent p, on p's shard if p is split. */
+static inline void
+rctx_parent_get(struct rctx *c, struct rctx *p)
+{
+	if (p->kind == RCTX_KIND_ROOT)
+		return;
+	if (RCTX_UNLIKELY(!rctx_share_mine(rctx_share(p)))) {
+		c->pshard = rctx_shard_parent_get(p);
+		return;
+	}
+	rctx_ref_get(p);
+}
+
+/* Inline: a value context is a few stores, and the API wrapper's call
+ * and this function's frame cost as much again (issue 13). */
+static inline struct rctx *
+rctx_tree_with_value(struct rctx *parent, const void *key, void *value)
+{
+	struct rctx *vprev = rctx_vtop(parent);
+	uint8_t depth = (uint8_t)((vprev ? vprev->vdepth : 0) + 1);
+	bool indexed = rctx_value_depth_indexed(depth);
+	struct rctx *c =
+	    rctx_ctx_new(parent, RCTX_KIND_VALUE,
+			 indexed ? RCTX_CLASS_CANCEL : RCTX_CLASS_VALUE);
+
+	if (c == NULL)
+		return NULL;
+	c->key = key;
+	c->val = value;
+	c->vdepth = depth;
+	if (RCTX_UNLIKELY(indexed)) {
+		c->flags |= RCTX_F_VINDEX;
+		atomic_init(&c->vindex, NULL);
+	}
+	rctx_parent_get(c, parent);
+	return c;
+}
 
 /* Drop a reference; frees c and, iteratively, ancestors that hit zero. */
 void rctx_tree_release(struct rctx *c);
