@@ -114,6 +114,18 @@ bench_cset_inline_bytes(void)
 	return sizeof(struct rctx_cset);
 }
 
+size_t
+bench_cset_inline_slots(void)
+{
+	return RCTX_CSET_INLINE;
+}
+
+size_t
+bench_cset_ext_bytes(void)
+{
+	return sizeof(struct rctx_ext);
+}
+
 /* --- the baseline: cds_lfht, bp flavor --- */
 
 static unsigned long

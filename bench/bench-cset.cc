@@ -363,14 +363,16 @@ BM_rctx_Footprint(benchmark::State &state)
 			size_t cap = bench_cset_capacity(set.s);
 			size_t inl = bench_cset_inline_bytes();
 
-			/* heap: the tables as malloc holds them, plus the
-			 * 40-byte set that lives inside the context */
+			/* heap: the extension block and the tables as
+			 * malloc holds them, plus the 24-byte set that lives
+			 * inside the context */
 			heap = (double)(after - before + inl) / (double)n;
 			/* calc: slots beyond the inline ones at 8 bytes,
-			 * table headers, the inline set */
-			calc = (double)((cap - 4) * 8 +
-					bench_cset_tables(set.s) *
-					    bench_cset_table_header() +
+			 * table headers, the block (if any), the inline set */
+			size_t tables = bench_cset_tables(set.s);
+			calc = (double)((cap - bench_cset_inline_slots()) * 8 +
+					tables * bench_cset_table_header() +
+					(tables ? bench_cset_ext_bytes() : 0) +
 					inl) /
 			       (double)n;
 			state.counters["capacity"] = (double)cap;

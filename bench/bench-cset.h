@@ -23,6 +23,8 @@ size_t bench_cset_capacity(struct bench_cset *b); /* slots */
 size_t bench_cset_tables(struct bench_cset *b);
 size_t bench_cset_table_header(void); /* bytes before a table's slots */
 size_t bench_cset_inline_bytes(void); /* the set inside a context */
+size_t bench_cset_inline_slots(void); /* its inline slots */
+size_t bench_cset_ext_bytes(void);    /* its extension block */
 
 /* liburcu cds_lfht, bp flavor; nodes are bench_lfht_node_bytes() each,
  * 8-aligned, owned by the caller (intrusive, as in a child context). */
