@@ -271,7 +271,8 @@ rctx_class_of(const struct rctx *c)
 static inline bool
 rctx_is_cancelable(const struct rctx *c)
 {
-	return c->kind == RCTX_KIND_CANCEL || c->kind == RCTX_KIND_TIMER;
+	/* CANCEL and TIMER are 2 and 3: one unsigned compare */
+	return (unsigned)(c->kind - RCTX_KIND_CANCEL) < 2u;
 }
 
 /*
@@ -282,9 +283,13 @@ rctx_is_cancelable(const struct rctx *c)
 static inline struct rctx *
 rctx_src(const struct rctx *c)
 {
-	while (c->kind == RCTX_KIND_VALUE)
+	/* cancelable first: an observer's usual case costs one compare */
+	while (!rctx_is_cancelable(c)) {
+		if (c->kind != RCTX_KIND_VALUE)
+			return NULL;
 		c = c->parent;
-	return rctx_is_cancelable(c) ? (struct rctx *)c : NULL;
+	}
+	return (struct rctx *)c;
 }
 
 /* Nearest value context at or above c, NULL if none. */
