@@ -22,9 +22,13 @@
  * runs after the walk, outside any RCU section and holding nothing.
  */
 
+/* has_dl, dl: the node's deadline, passed down so that no node walks up
+ * for it (a deep chain of cancel contexts would make the dump quadratic). */
 struct frame {
 	struct rctx *c;
 	unsigned depth;
+	bool has_dl;
+	rctx_time_t dl;
 };
 
 struct walk {
@@ -33,11 +37,12 @@ struct walk {
 	rctx_dump_node_t *out;
 	size_t nout, max;
 	rctx_dump_node_t *cur; /* the node whose set is being read */
+	struct frame curf;     /* and its frame */
 	int err;
 };
 
 static bool
-push(struct walk *w, struct rctx *c, unsigned depth)
+push(struct walk *w, struct frame f)
 {
 	if (w->nstack == w->cap) {
 		size_t cap = w->cap ? w->cap * 2 : 64;
@@ -51,7 +56,7 @@ push(struct walk *w, struct rctx *c, unsigned depth)
 		w->stack = v;
 		w->cap = cap;
 	}
-	w->stack[w->nstack++] = (struct frame){ c, depth };
+	w->stack[w->nstack++] = f;
 	return true;
 }
 
@@ -72,20 +77,31 @@ visit_child(_Atomic uintptr_t *slot, uintptr_t e, void *arg)
 		return;
 	if (!rctx_ref_tryget(ch))
 		return; /* its last reference is going */
-	if (!push(w, ch, w->cur->depth + 1)) {
+	/* ch is cancelable, and below w->cur through value contexts only
+	 * (a without_cancel would have cut it off): its deadline is its
+	 * own if a timer, else w->cur's */
+	struct frame f = { ch, w->cur->depth + 1, w->curf.has_dl, w->curf.dl };
+
+	if (ch->kind == RCTX_KIND_TIMER) {
+		f.has_dl = true;
+		f.dl = ch->timer.expires;
+	}
+	if (!push(w, f)) {
 		w->err = -ENOMEM;
 		rctx_tree_release(ch);
 	}
 }
 
 static void
-describe(rctx_dump_node_t *n, struct rctx *c, unsigned depth, rctx_time_t now)
+describe(rctx_dump_node_t *n, const struct frame *f, rctx_time_t now)
 {
+	struct rctx *c = f->c;
+	struct rctx *src = rctx_src(c);
+	rctx_time_t d = f->dl;
+
 	memset(n, 0, sizeof(*n));
 	n->ctx = c;
-	n->depth = depth;
-	struct rctx *src = rctx_src(c);
-	rctx_time_t d;
+	n->depth = f->depth;
 
 	n->kind = c->kind;
 	if (src) {
@@ -94,7 +110,7 @@ describe(rctx_dump_node_t *n, struct rctx *c, unsigned depth, rctx_time_t now)
 		n->err = rctx_st_err(s);
 		n->cause = n->err ? rctx_st_cause(s) : 0;
 	}
-	if (!rctx_deadline_get(c, &d))
+	if (!f->has_dl)
 		n->remaining = RCTX_DUMP_FOREVER;
 	else if (n->err || d <= now)
 		n->remaining = 0;
@@ -114,9 +130,12 @@ walk(struct rctx *ctx, struct walk *w)
 	if (w->out == NULL)
 		return -ENOMEM;
 
+	struct frame top = { ctx, 0, false, INT64_MAX };
+
+	top.has_dl = rctx_deadline_get(ctx, &top.dl);
 	if (ctx->kind != RCTX_KIND_ROOT)
 		rctx_ref_get(ctx); /* uniform: every frame holds one */
-	if (!push(w, ctx, 0)) {
+	if (!push(w, top)) {
 		rctx_tree_release(ctx);
 		return -ENOMEM;
 	}
@@ -138,7 +157,8 @@ walk(struct rctx *ctx, struct walk *w)
 		}
 		if (w->err == 0) {
 			w->cur = &w->out[w->nout++];
-			describe(w->cur, f.c, f.depth, now);
+			w->curf = f;
+			describe(w->cur, &f, now);
 			if (rctx_is_cancelable(f.c)) {
 				rcu_read_lock();
 				/* seq_cst: tree.c order E, before any slot
