@@ -115,6 +115,23 @@ test_indexed_values_have_room(void **state)
 		rctx_release(c[i]);
 }
 
+/* Get c's fd (not readable while c is live), cancel c, see the fd
+ * readable and each of its n children cancelled; release the children. */
+static void
+cancel_watched(rctx_t *c, rctx_t **kid, int n)
+{
+	int fd = rctx_fd(c);
+
+	assert_true(fd >= 0);
+	assert_false(readable(fd));
+	assert_int_equal(rctx_cancel(c), 0);
+	assert_true(readable(fd));
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(rctx_err(kid[i]), ECANCELED);
+		rctx_release(kid[i]);
+	}
+}
+
 /*
  * The set's extension block (tables, eventfd) is made on first need and
  * stays with the memory when the context is freed and reused: the next
@@ -128,7 +145,7 @@ test_extension_kept_across_reuse(void **state)
 	static rctx_t *held[HOLD];
 	rctx_t *a = rctx_with_cancel(rctx_background()), *b = NULL, *kid[KIDS];
 	struct rctx_ext *x;
-	int fd, nheld;
+	int nheld;
 
 	(void)state;
 	assert_non_null(a);
@@ -142,15 +159,7 @@ test_extension_kept_across_reuse(void **state)
 	x = atomic_load(&a->children.x);
 	assert_non_null(x);
 	assert_non_null(atomic_load(&x->top));
-	fd = rctx_fd(a);
-	assert_true(fd >= 0);
-	assert_false(readable(fd));
-	assert_int_equal(rctx_cancel(a), 0);
-	assert_true(readable(fd));
-	for (int i = 0; i < KIDS; i++) {
-		assert_int_equal(rctx_err(kid[i]), ECANCELED);
-		rctx_release(kid[i]);
-	}
+	cancel_watched(a, kid, KIDS);
 	rctx_release(a);
 
 	/* A later cancel context of this thread gets a's memory back (its
@@ -173,15 +182,7 @@ test_extension_kept_across_reuse(void **state)
 	assert_false(rctx_done(b));
 	for (int i = 0; i < KIDS; i++)
 		assert_non_null(kid[i] = rctx_with_cancel(b));
-	fd = rctx_fd(b);
-	assert_true(fd >= 0);
-	assert_false(readable(fd)); /* a fresh fd, not yet written */
-	assert_int_equal(rctx_cancel(b), 0);
-	assert_true(readable(fd));
-	for (int i = 0; i < KIDS; i++) {
-		assert_int_equal(rctx_err(kid[i]), ECANCELED);
-		rctx_release(kid[i]);
-	}
+	cancel_watched(b, kid, KIDS); /* a fresh fd, not yet written */
 	rctx_release(b);
 	while (nheld > 0)
 		rctx_release(held[--nheld]);
